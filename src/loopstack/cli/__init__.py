@@ -1,0 +1,1 @@
+"""The `loopstack` command."""

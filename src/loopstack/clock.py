@@ -1,0 +1,279 @@
+"""Real and virtual clocks sharing one timer heap.
+
+Time is integer nanoseconds everywhere: a float clock and a timer due exactly
+"now" have hung other tools' event loops (DESIGN.md, Pitfalls).
+
+TCP re-arms its timers on every segment, so a timer owns at most one live heap
+entry.  Re-arming later only updates the timer; when its old entry reaches the
+top of the heap it is pushed back at the new deadline.  Re-arming earlier
+pushes a new entry and the old one is skipped when it surfaces.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import ClassVar
+
+NS_PER_SEC = 1_000_000_000
+
+_log = logging.getLogger(__name__)
+
+Callback = Callable[[], None]
+Runner = Callable[[Callback], None]
+_Entry = tuple[int, int, "Timer"]  # (deadline, arming sequence number, timer)
+
+
+def seconds_to_ns(seconds: float) -> int:
+    return round(seconds * NS_PER_SEC)
+
+
+def _call(callback: Callback) -> None:
+    callback()
+
+
+class Timer:
+    """A handle on one callback; fires once per arming, never before its deadline."""
+
+    __slots__ = ("_clock", "_callback", "_deadline", "_seq", "_active", "_entry")
+
+    def __init__(self, clock: Clock, callback: Callback) -> None:
+        self._clock = clock
+        self._callback = callback
+        self._deadline = 0
+        self._seq = 0  # order of the latest arming: breaks ties between equal deadlines
+        self._active = False
+        self._entry: _Entry | None = None  # this timer's live heap entry, if any
+
+    @property
+    def deadline(self) -> int:
+        return self._deadline
+
+    @property
+    def active(self) -> bool:
+        """Armed, and neither fired nor cancelled since."""
+        return self._active
+
+    def cancel(self) -> None:
+        with self._clock._lock:
+            self._active = False
+
+    def reschedule(self, deadline_ns: int) -> None:
+        """Arm again for deadline_ns, whether pending, fired or cancelled."""
+        with self._clock._lock:
+            self._clock._arm(self, deadline_ns)
+
+
+class Clock:
+    """The timer heap; subclasses say what "now" is and who fires due timers."""
+
+    is_virtual: ClassVar[bool]
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heap: list[_Entry] = []
+        self._next_seq = 0
+        self._runner: Runner = _call
+        self._closed = False
+
+    def now_ns(self) -> int:
+        raise NotImplementedError
+
+    def now(self) -> float:
+        """Seconds, for display only."""
+        return self.now_ns() / NS_PER_SEC
+
+    def call_at(self, deadline_ns: int, callback: Callback) -> Timer:
+        timer = Timer(self, callback)
+        with self._lock:
+            self._arm(timer, deadline_ns)
+        return timer
+
+    def call_later(self, delay_ns: int, callback: Callback) -> Timer:
+        return self.call_at(self.now_ns() + delay_ns, callback)
+
+    def next_deadline(self) -> int | None:
+        """The deadline of the earliest active timer, or None."""
+        with self._lock:
+            timer = self._top()
+            return None if timer is None else timer._deadline
+
+    def set_runner(self, runner: Runner) -> None:
+        """Due timers fire as runner(callback); the stack's runner takes its lock."""
+        self._runner = runner
+
+    def close(self) -> None:
+        """Cancel every timer; timers armed afterwards never fire."""
+        with self._lock:
+            self._closed = True
+            for _, _, timer in self._heap:
+                timer._active = False
+                timer._entry = None
+            self._heap.clear()
+
+    def _heap_size(self) -> int:
+        return len(self._heap)
+
+    # The methods below run with self._lock held.
+
+    def _arm(self, timer: Timer, deadline_ns: int) -> None:
+        if self._closed:
+            return
+        self._next_seq += 1
+        timer._deadline = deadline_ns
+        timer._seq = self._next_seq
+        timer._active = True
+        entry = timer._entry
+        if entry is None or entry[0] > deadline_ns:
+            entry = (deadline_ns, timer._seq, timer)
+            timer._entry = entry
+            heapq.heappush(self._heap, entry)
+        self._armed(deadline_ns)
+
+    def _armed(self, deadline_ns: int) -> None:
+        """Hook: a timer was armed for deadline_ns."""
+
+    def _top(self) -> Timer | None:
+        """The earliest active timer, after settling stale entries at the top."""
+        heap = self._heap
+        while heap:
+            entry = heap[0]
+            _, seq, timer = entry
+            if timer._entry is not entry:  # superseded by an earlier re-arming
+                heapq.heappop(heap)
+            elif not timer._active:  # cancelled
+                heapq.heappop(heap)
+                timer._entry = None
+            elif seq != timer._seq:  # re-armed since this entry was pushed: move it
+                entry = (timer._deadline, timer._seq, timer)
+                timer._entry = entry
+                heapq.heapreplace(heap, entry)
+            else:
+                return timer
+        return None
+
+    def _pop_due(self, now_ns: int) -> Timer | None:
+        timer = self._top()
+        if timer is None or timer._deadline > now_ns:
+            return None
+        heapq.heappop(self._heap)
+        timer._entry = None
+        timer._active = False
+        return timer
+
+
+class RealClock(Clock):
+    """time.monotonic_ns(); a daemon thread fires due timers through the runner.
+
+    The thread never holds the clock's lock while it runs a callback: the runner
+    takes the stack lock, and threads holding the stack lock arm timers here.
+    For the same reason close() must not be called while holding the lock the
+    runner takes, or it would wait forever for a callback blocked on that lock.
+    """
+
+    is_virtual = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wakeup = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._wake_at: int | None = None  # deadline the thread sleeps until; None: no limit
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def close(self) -> None:
+        super().close()
+        with self._lock:
+            self._wakeup.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _armed(self, deadline_ns: int) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="loopstack-clock", daemon=True)
+            self._thread.start()
+        elif self._wake_at is None or deadline_ns < self._wake_at:
+            self._wakeup.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                callback = self._wait_for_due()
+            if callback is None:
+                return
+            try:
+                self._runner(callback)
+            except Exception:  # one failing callback must not stop every other timer
+                _log.exception("loopstack: timer callback raised")
+
+    def _wait_for_due(self) -> Callback | None:
+        while not self._closed:
+            now = self.now_ns()
+            timer = self._pop_due(now)
+            if timer is not None:
+                return timer._callback
+            earliest = self._top()
+            self._wake_at = None if earliest is None else earliest._deadline
+            timeout = None if self._wake_at is None else (self._wake_at - now) / NS_PER_SEC
+            self._wakeup.wait(timeout)
+        return None
+
+
+class VirtualClock(Clock):
+    """Time moves only when the driver moves it: the deterministic mode."""
+
+    is_virtual = True
+
+    def __init__(self, start_ns: int = 0) -> None:
+        super().__init__()
+        self._now = start_ns
+
+    def now_ns(self) -> int:
+        return self._now
+
+    def advance(self, delay_ns: int) -> None:
+        """Fire, in deadline order, every timer due within delay_ns, then stop there.
+
+        Each timer sees now == its deadline; timers armed while firing that fall
+        inside the window fire too.
+        """
+        if delay_ns < 0:
+            raise ValueError(f"a virtual clock cannot go back in time (delay_ns={delay_ns})")
+        self._advance_to(self._now + delay_ns)
+
+    def advance_to_next(self) -> bool:
+        """Jump to the next deadline and fire what is due then; False if no timer is armed."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return False
+        self._advance_to(deadline)
+        return True
+
+    def run_until_idle(self, limit_ns: int | None = None) -> None:
+        """Jump from deadline to deadline until no timer is armed.
+
+        With limit_ns, stop once limit_ns of virtual time has passed since the call
+        (a periodic timer would otherwise keep this going forever).
+        """
+        end = None if limit_ns is None else self._now + limit_ns
+        while (deadline := self.next_deadline()) is not None:
+            if end is not None and deadline > end:
+                self._advance_to(end)
+                return
+            self._advance_to(deadline)
+
+    def _advance_to(self, end_ns: int) -> None:
+        while True:
+            with self._lock:
+                timer = self._pop_due(end_ns)
+                if timer is None:
+                    self._now = max(self._now, end_ns)
+                    return
+                self._now = max(self._now, timer._deadline)
+                callback = timer._callback
+            self._runner(callback)

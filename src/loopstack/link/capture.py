@@ -1,0 +1,90 @@
+"""Packet capture to pcap or pcapng files that Wireshark, tshark, tcpdump
+and scapy read.
+
+Frames are written as `tcpdump -i lo` writes them on Linux: Ethernet with
+zero MAC addresses (LINKTYPE_ETHERNET). Checksums the loopback left out
+(offload) are filled in, so the file shows correct checksums; packets that
+netem corrupted keep their damage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import BinaryIO
+
+from ..wire.checksums import fill_checksums
+from ..wire.pcap import LINKTYPE_ETHERNET, PcapngWriter, PcapWriter, ethernet_frame
+from .interface import Interface, TapHandle
+
+
+class Capture:
+    """Writes every packet crossing ``interfaces`` until ``stop()``."""
+
+    def __init__(
+        self,
+        path: str,
+        interfaces: Iterable[Interface],
+        now_ns: Callable[[], int],
+        fmt: str | None = None,
+    ) -> None:
+        if fmt is None:
+            fmt = "pcapng" if path.endswith(".pcapng") else "pcap"
+        if fmt not in ("pcap", "pcapng"):
+            raise ValueError(f"unknown capture format {fmt!r}: use 'pcap' or 'pcapng'")
+        self.path = path
+        self.format = fmt
+        self.packets = 0
+        self._now_ns = now_ns
+        self._file: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in stop()
+        self._pcap: PcapWriter | None = None
+        self._pcapng: PcapngWriter | None = None
+        self._handles: list[TapHandle] = []
+        ifaces = list(interfaces)
+        if fmt == "pcap":
+            self._pcap = PcapWriter(self._file, LINKTYPE_ETHERNET)
+            for iface in ifaces:
+                self._handles.append(iface.tap(self._write_pcap))
+        else:
+            self._pcapng = PcapngWriter(self._file)
+            for iface in ifaces:
+                idx = self._pcapng.add_interface(iface.name, LINKTYPE_ETHERNET)
+                self._handles.append(iface.tap(self._pcapng_writer(idx)))
+
+    def _write_pcap(self, packet: bytes, direction: str) -> None:
+        assert self._pcap is not None
+        self._pcap.write(self._now_ns(), ethernet_frame(fill_checksums(packet)))
+        self.packets += 1
+
+    def _pcapng_writer(self, idx: int) -> Callable[[bytes, str], None]:
+        writer = self._pcapng
+        assert writer is not None
+
+        def write(packet: bytes, direction: str) -> None:
+            writer.write(idx, self._now_ns(), ethernet_frame(fill_checksums(packet)), direction)
+            self.packets += 1
+
+        return write
+
+    def stop(self) -> None:
+        """Detach from the interfaces and close the file (idempotent)."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        if not self._file.closed:
+            if self._pcap is not None:
+                self._pcap.close()
+            if self._pcapng is not None:
+                self._pcapng.close()
+            self._file.close()
+
+    def __enter__(self) -> Capture:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,351 @@
+"""`Stack`: one host — its lock, clock, interfaces, addresses, routes,
+protocols and counters.
+
+Execution model (DESIGN.md): every protocol state change happens under the
+stack's one lock. A send runs down the layers; the loopback puts the packet
+on the receive backlog; the outermost holder of the lock drains the backlog
+(IP input, transports, socket queues) before it returns. Replies generated
+while draining join the backlog: a loop, never recursion.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .clock import Clock, RealClock, VirtualClock
+from .ip.addr import (
+    AF_INET,
+    AF_INET6,
+    InterfaceAddress,
+    family_of,
+    parse_address,
+    parse_prefix,
+)
+from .ip.ipv4 import IPv4
+from .ip.ipv6 import IPv6
+from .ip.route import TABLE_MAIN, UNICAST, Route, RoutingTable
+from .link.capture import Capture
+from .link.interface import Interface
+from .link.loopback import Loopback
+from .link.pipe import PipeInterface
+from .mib import Mib
+from .transport.icmp import ICMPv4, ICMPv6
+from .wire.icmp import PROTO_ICMP, PROTO_ICMPV6
+
+if TYPE_CHECKING:
+    from .ping import PingReply, PingResult
+
+DEFAULT_HOSTS: dict[str, list[str]] = {
+    "localhost": ["127.0.0.1", "::1"],
+    "ip6-localhost": ["::1"],
+    "ip6-loopback": ["::1"],
+}
+
+
+@dataclass(slots=True)
+class InterfaceInfo:
+    """One interface as `ip -s addr` shows it."""
+
+    index: int
+    name: str
+    kind: str
+    mtu: int
+    state: str
+    flags: tuple[str, ...]
+    addresses: list[str]
+    stats: dict[str, int]
+    qdisc: str
+
+    def show(self) -> str:
+        s = self.stats
+        lines = [
+            f"{self.index}: {self.name}: <{','.join(self.flags)}> mtu {self.mtu} "
+            f"qdisc {self.qdisc} state {self.state}",
+        ]
+        for a in self.addresses:
+            fam = "inet6" if ":" in a else "inet"
+            scope = "host" if a.startswith("127.") or a == "::1/128" else "global"
+            lines.append(f"    {fam} {a} scope {scope} {self.name if fam == 'inet' else ''}".rstrip())
+        lines.append("    RX:  bytes packets errors dropped")
+        lines.append(f"    {s['rx_bytes']:>10} {s['rx_packets']:>7} {s['rx_errors']:>6} "
+                     f"{s['rx_dropped']:>7}")
+        lines.append("    TX:  bytes packets errors dropped")
+        lines.append(f"    {s['tx_bytes']:>10} {s['tx_packets']:>7} {s['tx_errors']:>6} "
+                     f"{s['tx_dropped']:>7}")
+        return "\n".join(lines)
+
+
+class Stack:
+    """One virtual host with a loopback interface (lo: 127.0.0.1/8, ::1/128).
+
+    ``clock`` is "real" (default), "virtual" (time moves only through
+    :meth:`advance` or a blocking call waiting on it) or a Clock. ``seed``
+    makes every random choice of the stack (IP IDs, ICMP identifiers, netem
+    unless given its own seed) repeatable.
+    """
+
+    def __init__(self, *, clock: str | Clock = "real", seed: int | None = None) -> None:
+        if isinstance(clock, Clock):
+            self.clock = clock
+        elif clock == "real":
+            self.clock = RealClock()
+        elif clock == "virtual":
+            self.clock = VirtualClock()
+        else:
+            raise ValueError(f"unknown clock {clock!r}: use 'real' or 'virtual'")
+        self.seed = seed
+        self.rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8)))
+        self.lock = threading.RLock()
+        self.clock.set_runner(self._run_timer)
+        self.mib = Mib()
+        self.hosts: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_HOSTS.items()}
+        self._interfaces: dict[str, Interface] = {}
+        self._addresses: list[InterfaceAddress] = []
+        self._backlog: deque[tuple[Interface, bytes]] = deque()
+        self._draining = False
+        self._closed = False
+        self.route_table = RoutingTable()
+        self.lo = Loopback()
+        g = self.mib.groups
+        self.ipv4 = IPv4(self.route_table, self.lo, g["Ip"], g["IpExt"], g["RtCache"],
+                         self.clock, self.rng)
+        self.ipv6 = IPv6(self.route_table, self.lo, g["Ip6"], self.clock, self.rng)
+        self.icmp4 = ICMPv4(self.ipv4, g["Icmp"], g["IcmpMsg"], self.clock, self.rng, self.lock)
+        self.icmp6 = ICMPv6(self.ipv6, g["Icmp6"], g["Icmp6"], self.clock, self.rng, self.lock)
+        self.ipv4.handlers[PROTO_ICMP] = self.icmp4.input
+        self.ipv6.handlers[PROTO_ICMPV6] = self.icmp6.input
+        self.ipv4.icmp_error = self.icmp4.send_error
+        self.ipv6.icmp_error = self.icmp6.send_error
+        self._attach(self.lo)
+        self.add_address("lo", "127.0.0.1/8")
+        self.add_address("lo", "::1/128")
+
+    # -- the run-to-completion core -------------------------------------------
+    def _netif_rx(self, iface: Interface, packet: bytes) -> None:
+        """A device received ``packet``: queue it and, if no one up the call
+        stack is already draining, drain the backlog. Lock held."""
+        self._backlog.append((iface, packet))
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            backlog = self._backlog
+            v4 = self.ipv4.input
+            v6 = self.ipv6.input
+            while backlog:
+                dev, pkt = backlog.popleft()
+                version = pkt[0] >> 4 if pkt else 0
+                if version == 4:
+                    v4(dev, pkt)
+                elif version == 6:
+                    v6(dev, pkt)
+                else:
+                    dev.stats.rx_errors += 1  # neither IPv4 nor IPv6
+        finally:
+            self._draining = False
+
+    def _run_timer(self, callback: Callable[[], None]) -> None:
+        with self.lock:
+            if not self._closed:
+                callback()
+
+    # -- interfaces and addresses ----------------------------------------------
+    def _attach(self, iface: Interface) -> None:
+        if iface.name in self._interfaces:
+            raise ValueError(f"interface {iface.name!r} already exists: choose another name")
+        iface.attach(len(self._interfaces) + 1, self._netif_rx, self.clock, self.lock, self.rng)
+        self._interfaces[iface.name] = iface
+
+    def interface(self, name: str) -> Interface:
+        """The interface called ``name`` (KeyError naming the known ones)."""
+        try:
+            return self._interfaces[name]
+        except KeyError:
+            known = ", ".join(self._interfaces)
+            raise KeyError(f"no interface {name!r}; this stack has: {known}") from None
+
+    def add_interface(
+        self, name: str, address: str | Iterable[str] | None = None, mtu: int = 1500
+    ) -> PipeInterface:
+        """Add a pipe NIC whose far end is the caller (``inject``/``read``),
+        with ``address`` ("192.0.2.1/24", or several) assigned to it."""
+        with self.lock:
+            iface = PipeInterface(name, mtu)
+            self._attach(iface)
+            if address is not None:
+                for a in [address] if isinstance(address, str) else address:
+                    self.add_address(name, a)
+            return iface
+
+    def add_address(self, ifname: str, prefix: str) -> None:
+        """Assign "a.b.c.d/n" or "x::y/n" to an interface, with the routes
+        Linux adds for it (`ip addr add PREFIX dev IFNAME`)."""
+        with self.lock:
+            iface = self.interface(ifname)
+            addr, plen = parse_prefix(prefix)
+            ifa = InterfaceAddress(ifname, addr, plen)
+            if any(a.address == addr and a.ifname == ifname for a in self._addresses):
+                raise FileExistsError(f"{prefix} is already assigned to {ifname}")
+            self._addresses.append(ifa)
+            iface.addresses.append(str(ifa))
+            self.route_table.add_connected(ifa, iface)
+
+    def addresses(self, ifname: str | None = None) -> list[InterfaceAddress]:
+        return [a for a in self._addresses if ifname is None or a.ifname == ifname]
+
+    def add_route(self, prefix: str, dev: str, *, via: str | None = None,
+                  metric: int = 0) -> None:
+        """`ip route add PREFIX [via GW] dev DEV`: "default" or "a.b.c.d/n"."""
+        with self.lock:
+            iface = self.interface(dev)
+            if prefix == "default":
+                raise ValueError('say "0.0.0.0/0" or "::/0" rather than "default"')
+            addr, plen = parse_prefix(prefix)
+            gw = parse_address(via) if via is not None else None
+            self.route_table.add(Route(addr, plen, UNICAST, iface, TABLE_MAIN, gateway=gw,
+                                       scope="global" if gw else "link", proto="static",
+                                       metric=metric if len(addr) == 4 else (metric or 1024)))
+
+    def interfaces(self) -> list[InterfaceInfo]:
+        """Every interface with its addresses, MTU, state and counters (`ip -s addr`)."""
+        out = []
+        for iface in self._interfaces.values():
+            flags = ["LOOPBACK"] if iface.is_loopback else ["POINTOPOINT", "NOARP"]
+            if iface.up:
+                flags += ["UP", "LOWER_UP"]
+            q = iface.qdisc
+            out.append(InterfaceInfo(
+                iface.index, iface.name, iface.kind, iface.mtu,
+                "UNKNOWN" if iface.is_loopback and iface.up else ("UP" if iface.up else "DOWN"),
+                tuple(flags), list(iface.addresses), iface.stats.as_dict(),
+                f"netem {q.spec}" if q is not None else "noqueue",
+            ))
+        return out
+
+    def routes(self) -> list[str]:
+        """Routes of both tables, as `ip route show table all` and
+        `ip -6 route show table all` print them."""
+        return self.route_table.show()
+
+    # -- observation -----------------------------------------------------------
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Counters by group, with Linux's names: stats()["Ip"]["InReceives"]."""
+        with self.lock:
+            return self.mib.snapshot()
+
+    def capture(
+        self, path: str, interfaces: Iterable[str | Interface] | None = None,
+        format: str | None = None,
+    ) -> Capture:
+        """Write every packet crossing ``interfaces`` (default: all) to ``path``
+        (pcapng when it ends in .pcapng, else pcap). Use it as a context
+        manager or call ``stop()``."""
+        with self.lock:
+            if interfaces is None:
+                ifaces = list(self._interfaces.values())
+            else:
+                ifaces = [i if isinstance(i, Interface) else self.interface(i) for i in interfaces]
+            return Capture(path, ifaces, self._capture_time, format)
+
+    def _capture_time(self) -> int:
+        # Virtual time is written as is (from the epoch) so captures repeat byte for byte.
+        return self.clock.now_ns() if self.clock.is_virtual else time.time_ns()
+
+    # -- time ------------------------------------------------------------------
+    def now(self) -> float:
+        return self.clock.now()
+
+    def advance(self, seconds: float) -> None:
+        """Move a virtual clock forward, firing the timers due (ValueError on a real clock)."""
+        if not isinstance(self.clock, VirtualClock):
+            raise ValueError("advance() needs a virtual clock: Stack(clock='virtual')")
+        self.clock.advance(int(round(seconds * 1e9)))
+
+    def wait_for(self, cond: threading.Condition, predicate: Callable[[], bool],
+                 timeout: float | None) -> bool:
+        """Wait (lock held, through ``cond``) until ``predicate()`` or the
+        timeout. On a virtual clock the wait moves time instead: to each next
+        timer in turn, up to the timeout."""
+        if predicate():
+            return True
+        clock = self.clock
+        if isinstance(clock, VirtualClock):
+            limit = None if timeout is None else clock.now_ns() + int(timeout * 1e9)
+            while not predicate():
+                nxt = clock.next_deadline()
+                if nxt is None or (limit is not None and nxt > limit):
+                    if limit is not None and limit > clock.now_ns():
+                        clock.advance(limit - clock.now_ns())
+                    return predicate()
+                clock.advance(max(0, nxt - clock.now_ns()))
+            return True
+        return cond.wait_for(predicate, timeout)
+
+    # -- names -----------------------------------------------------------------
+    def resolve(self, host: str, family: int = 0) -> list[bytes]:
+        """Addresses for a literal or a name in :attr:`hosts` (no DNS, ever).
+        Raises socket.gaierror like getaddrinfo for an unknown name."""
+        try:
+            addr = socket.inet_pton(AF_INET6, host) if ":" in host else socket.inet_aton(host)
+            found = [addr]
+        except OSError:
+            names = self.hosts.get(host) or self.hosts.get(host.lower().rstrip("."))
+            if not names:
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+            found = [parse_address(n) for n in names]
+        if family:
+            found = [a for a in found if family_of(a) == family]
+            if not found:
+                raise socket.gaierror(socket.EAI_ADDRFAMILY,
+                                      "Address family for hostname not supported")
+        return found
+
+    # -- ping ------------------------------------------------------------------
+    def ping(
+        self, host: str, count: int = 1, interval: float = 1.0, size: int = 56,
+        timeout: float = 1.0, ttl: int = 64, *, family: int = 0,
+        on_reply: Callable[[PingReply], None] | None = None,
+    ) -> PingResult:
+        """Send ``count`` ICMP echo requests to ``host`` through this stack,
+        as `ping -c COUNT -i INTERVAL -s SIZE -W TIMEOUT -t TTL` does."""
+        from .ping import run_ping
+
+        return run_ping(self, host, count=count, interval=interval, size=size,
+                        timeout=timeout, ttl=ttl, family=family, on_reply=on_reply)
+
+    # -- lifetime --------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the timers and drop every queue. Idempotent."""
+        with self.lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._backlog.clear()
+            self.ipv4.reassembler.clear()
+            self.ipv6.reassembler.clear()
+        self.clock.close()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        names = ", ".join(self._interfaces)
+        return f"<loopstack.Stack interfaces=[{names}] clock={type(self.clock).__name__}>"
+
+
+__all__ = ["Stack", "InterfaceInfo", "AF_INET", "AF_INET6"]

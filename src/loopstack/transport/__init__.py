@@ -1,0 +1,1 @@
+"""Transports: ICMP now; UDP and TCP plug in the same way."""
