@@ -39,6 +39,14 @@ MIB_NAMES: dict[str, tuple[str, ...]] = {
         "InEchoReplies", "OutDestUnreachs", "OutPktTooBigs", "OutTimeExcds",
         "OutParmProblems", "OutEchos", "OutEchoReplies",
     ),
+    "Udp": (
+        "InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufErrors", "SndbufErrors",
+        "InCsumErrors", "IgnoredMulti", "MemErrors",
+    ),
+    "Udp6": (
+        "InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufErrors", "SndbufErrors",
+        "InCsumErrors", "IgnoredMulti", "MemErrors",
+    ),
     "RtCache": ("in_martian_src", "in_martian_dst"),
 }
 

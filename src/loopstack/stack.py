@@ -19,14 +19,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .clock import Clock, RealClock, VirtualClock
 from .ip.addr import (
     AF_INET,
     AF_INET6,
     InterfaceAddress,
-    family_of,
     parse_address,
     parse_prefix,
 )
@@ -38,11 +37,17 @@ from .link.interface import Interface
 from .link.loopback import Loopback
 from .link.pipe import PipeInterface
 from .mib import Mib
+from .names import AddrInfo, Resolver
+from .socket import Socket
 from .transport.icmp import ICMPv4, ICMPv6
+from .transport.ports import PortTable
+from .transport.udp import UDP
 from .wire.icmp import PROTO_ICMP, PROTO_ICMPV6
 
 if TYPE_CHECKING:
     from .ping import PingReply, PingResult
+
+_DEFAULT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
 DEFAULT_HOSTS: dict[str, list[str]] = {
     "localhost": ["127.0.0.1", "::1"],
@@ -74,7 +79,8 @@ class InterfaceInfo:
         for a in self.addresses:
             fam = "inet6" if ":" in a else "inet"
             scope = "host" if a.startswith("127.") or a == "::1/128" else "global"
-            lines.append(f"    {fam} {a} scope {scope} {self.name if fam == 'inet' else ''}".rstrip())
+            label = f" {self.name}" if fam == "inet" else ""
+            lines.append(f"    {fam} {a} scope {scope}{label}")
         lines.append("    RX:  bytes packets errors dropped")
         lines.append(f"    {s['rx_bytes']:>10} {s['rx_packets']:>7} {s['rx_errors']:>6} "
                      f"{s['rx_dropped']:>7}")
@@ -125,6 +131,11 @@ class Stack:
         self.ipv6.handlers[PROTO_ICMPV6] = self.icmp6.input
         self.ipv4.icmp_error = self.icmp4.send_error
         self.ipv6.icmp_error = self.icmp6.send_error
+        self.udp_ports = PortTable(self.rng, tcp=False)
+        self.udp = UDP(self.ipv4, self.ipv6, self.icmp4, self.icmp6, g["Udp"], g["Udp6"],
+                       self.udp_ports)
+        self.resolver = Resolver(self.hosts)
+        self._sockets: dict[int, Socket] = {}
         self._attach(self.lo)
         self.add_address("lo", "127.0.0.1/8")
         self.add_address("lo", "::1/128")
@@ -290,24 +301,102 @@ class Stack:
             return True
         return cond.wait_for(predicate, timeout)
 
+    # -- sockets ---------------------------------------------------------------
+    def socket(self, family: int = AF_INET, type: int = socket.SOCK_STREAM,
+               proto: int = 0) -> Socket:
+        """A socket on this stack, as ``socket.socket(family, type, proto)``."""
+        return Socket(self, family, type, proto)
+
+    def _register(self, sock: Socket) -> None:
+        self._sockets[id(sock)] = sock
+
+    def _unregister(self, sock: Socket) -> None:
+        self._sockets.pop(id(sock), None)
+
+    def sockets(self) -> list[dict[str, Any]]:
+        """Open sockets as `ss -uanp` / `ss -tanp` rows: proto, state, local,
+        peer, recv_q, send_q."""
+        with self.lock:
+            return [s._row() for s in list(self._sockets.values())]
+
+    def create_connection(self, address: tuple[str, int], timeout: Any = _DEFAULT,
+                          source_address: tuple[str, int] | None = None, *,
+                          all_errors: bool = False) -> Socket:
+        """As socket.create_connection: try each address getaddrinfo gives."""
+        host, port = address
+        errors: list[Exception] = []
+        for family, kind, proto, _, sockaddr in self.getaddrinfo(host, port, 0,
+                                                                 socket.SOCK_STREAM):
+            sock = None
+            try:
+                sock = self.socket(family, kind, proto)
+                if timeout is not _DEFAULT:
+                    sock.settimeout(timeout)
+                if source_address:
+                    sock.bind(source_address)
+                sock.connect(sockaddr)
+                return sock
+            except OSError as e:
+                errors.append(e)
+                if sock is not None:
+                    sock.close()
+        if not errors:
+            raise OSError("getaddrinfo returns an empty list")
+        if all_errors:
+            raise ExceptionGroup("create_connection failed", errors)
+        raise errors[0]
+
+    def create_server(self, address: tuple[str, int], *, family: int = AF_INET,
+                      backlog: int | None = None, reuse_port: bool = False,
+                      dualstack_ipv6: bool = False) -> Socket:
+        """As socket.create_server: a listening TCP socket."""
+        if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+            raise ValueError("SO_REUSEPORT not supported on this platform")
+        if dualstack_ipv6 and family != AF_INET6:
+            raise ValueError("dualstack_ipv6 requires AF_INET6 family")
+        sock = self.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not dualstack_ipv6))
+            sock.bind(address)
+            listen = sock.listen
+            listen() if backlog is None else listen(backlog)
+            return sock
+        except BaseException:
+            sock.close()
+            raise
+
     # -- names -----------------------------------------------------------------
+    def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
+                    proto: int = 0, flags: int = 0) -> list[AddrInfo]:
+        """As socket.getaddrinfo, from :attr:`hosts` only (never DNS)."""
+        return self.resolver.getaddrinfo(host, port, family, type, proto, flags)
+
+    def gethostbyname(self, name: str) -> str:
+        return self.resolver.gethostbyname(name)
+
+    def gethostbyname_ex(self, name: str) -> tuple[str, list[str], list[str]]:
+        return self.resolver.gethostbyname_ex(name)
+
+    def gethostbyaddr(self, address: str) -> tuple[str, list[str], list[str]]:
+        return self.resolver.gethostbyaddr(address)
+
+    def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        return self.resolver.getnameinfo(sockaddr, flags)
+
     def resolve(self, host: str, family: int = 0) -> list[bytes]:
         """Addresses for a literal or a name in :attr:`hosts` (no DNS, ever).
         Raises socket.gaierror like getaddrinfo for an unknown name."""
-        try:
-            addr = socket.inet_pton(AF_INET6, host) if ":" in host else socket.inet_aton(host)
-            found = [addr]
-        except OSError:
-            names = self.hosts.get(host) or self.hosts.get(host.lower().rstrip("."))
-            if not names:
-                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
-            found = [parse_address(n) for n in names]
-        if family:
-            found = [a for a in found if family_of(a) == family]
-            if not found:
-                raise socket.gaierror(socket.EAI_ADDRFAMILY,
-                                      "Address family for hostname not supported")
-        return found
+        infos = self.getaddrinfo(host, None, family, socket.SOCK_RAW)
+        out = []
+        for info in infos:
+            addr = parse_address(info[4][0])
+            if addr not in out:
+                out.append(addr)
+        return out
 
     # -- ping ------------------------------------------------------------------
     def ping(
@@ -329,6 +418,8 @@ class Stack:
             if self._closed:
                 return
             self._closed = True
+            for sock in list(self._sockets.values()):
+                sock.close()
             self._backlog.clear()
             self.ipv4.reassembler.clear()
             self.ipv6.reassembler.clear()

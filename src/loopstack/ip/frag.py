@@ -69,7 +69,8 @@ class Reassembler:
             q.timer = self._clock.call_later(self._timeout_ns, lambda: self._expire(key))
             self._queues[key] = q
         if not more:
-            if (q.total is not None and q.total != end) or any(o + len(d) > end for o, d in q.frags):
+            beyond = any(o + len(d) > end for o, d in q.frags)
+            if beyond or (q.total is not None and q.total != end):
                 self._discard(key, q)
                 return None
             q.total = end

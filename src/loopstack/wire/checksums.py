@@ -23,7 +23,7 @@ from .udp import PROTO_UDP
 _V4_CHECKSUMS = {PROTO_TCP: (16, 20), PROTO_UDP: (6, 8), PROTO_ICMP: (2, 8)}
 _V6_CHECKSUMS = {PROTO_TCP: (16, 20), PROTO_UDP: (6, 8), PROTO_ICMPV6: (2, 8)}
 
-ROUTING_SRH = 4  # RFC 8754: the final destination is Segment List[0]
+_ROUTING_SRH = 4  # RFC 8754 2: the final destination is Segment List[0]
 
 
 @dataclass(slots=True)
@@ -59,9 +59,10 @@ def _final_destination(h: IPv6Header) -> bytes:
             addresses = ext.body[6:]  # after type, segments left and 4 more bytes
             if len(addresses) < 16:
                 raise MalformedPacket("routing header without addresses")
-            if ext.routing_type == ROUTING_SRH:
+            if ext.routing_type == _ROUTING_SRH:
                 return addresses[:16]
-            if ext.routing_type in (0, 2):  # RFC 5095, RFC 6275 6.4: the last address
+            # Types 0 (RFC 2460 4.4) and 2 (RFC 6275 6.4) end with the final one.
+            if ext.routing_type in (0, 2):
                 if len(addresses) % 16:
                     raise MalformedPacket("routing header addresses not 16-byte aligned")
                 return addresses[-16:]

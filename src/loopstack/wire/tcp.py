@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeAlias, TypeVar
 
 from .checksum import checksum, ones_sum, pseudo_sum, verify
 from .errors import MalformedPacket
@@ -134,7 +134,7 @@ class UnknownOption:
         return bytes((self.kind, 2 + len(self.data))) + self.data
 
 
-TCPOption = (
+TCPOption: TypeAlias = (
     MSSOption
     | WindowScaleOption
     | SackPermittedOption

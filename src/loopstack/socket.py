@@ -1,0 +1,588 @@
+"""The BSD socket object: the methods, constants and exceptions of the
+standard library's ``socket.socket``, over a loopstack stack.
+
+Errors are raised as ``OSError(errno, strerror)``, which Python turns into
+the same subclasses the kernel's errors become (ConnectionRefusedError,
+BlockingIOError, ...); timeouts raise TimeoutError("timed out") as the
+stdlib does. ``fileno()`` makes a real descriptor (an eventfd) only when
+asked, so select, poll, epoll and selectors can watch the socket: it reads
+ready while the socket has something to read, and is always writable.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import os
+import socket as _socket
+import struct
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .ip.addr import AF_INET, AF_INET6, V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, to_text
+from .ip.route import BROADCAST, LOCAL
+from .names import numeric_host
+from .transport.ports import mapped, v4_of
+from .transport.udp import RMEM_MAX, SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF, WMEM_MAX, UdpSock
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0o4000)
+SOCK_CLOEXEC = getattr(_socket, "SOCK_CLOEXEC", 0o2000000)
+_MSG_KNOWN = _socket.MSG_PEEK | _socket.MSG_DONTWAIT | _socket.MSG_TRUNC | _socket.MSG_WAITALL \
+    | getattr(_socket, "MSG_NOSIGNAL", 0x4000) | getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
+_INT = struct.Struct("i")
+SO_DOMAIN = getattr(_socket, "SO_DOMAIN", 39)
+SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", 38)
+IP_TTL = _socket.IP_TTL
+IPV6_V6ONLY = _socket.IPV6_V6ONLY
+IPV6_UNICAST_HOPS = _socket.IPV6_UNICAST_HOPS
+
+
+def error(code: int) -> OSError:
+    """OSError(code, strerror): Python maps it to the matching subclass."""
+    return OSError(code, os.strerror(code))
+
+
+def _timeout() -> TimeoutError:
+    return TimeoutError("timed out")
+
+
+class Socket:
+    """A socket on a loopstack :class:`~loopstack.Stack`; behaves as
+    ``socket.socket`` does on Linux's loopback."""
+
+    def __init__(self, stack: Stack, family: int = -1, type: int = -1, proto: int = -1,
+                 fileno: int | None = None) -> None:
+        if fileno is not None:
+            raise error(errno.EBADF)  # loopstack sockets are not made from descriptors
+        if family == -1:
+            family = AF_INET
+        if type == -1:
+            type = _socket.SOCK_STREAM
+        if proto == -1:
+            proto = 0
+        nonblock = bool(type & SOCK_NONBLOCK)
+        kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if family not in (AF_INET, AF_INET6):
+            raise error(errno.EAFNOSUPPORT)
+        self._stack = stack
+        self._family = _socket.AddressFamily(family)
+        self._kind = kind
+        self._udp: UdpSock | None = None
+        if kind == _socket.SOCK_DGRAM:
+            if proto in (_socket.IPPROTO_ICMP, _socket.IPPROTO_ICMPV6):
+                # Linux's ping sockets need net.ipv4.ping_group_range, "1 0" by default.
+                raise error(errno.EACCES)
+            if proto not in (0, _socket.IPPROTO_UDP):
+                raise error(errno.EPROTONOSUPPORT)
+            proto = _socket.IPPROTO_UDP
+            with stack.lock:
+                self._udp = stack.udp.socket(family == AF_INET6)
+        elif kind == _socket.SOCK_STREAM:
+            if proto not in (0, _socket.IPPROTO_TCP):
+                raise error(errno.EPROTONOSUPPORT)
+            raise OSError(errno.EPROTONOSUPPORT,
+                          "loopstack has no TCP yet (it arrives with the TCP issue)")
+        elif kind == _socket.SOCK_RAW:
+            raise error(errno.EPROTONOSUPPORT)
+        else:
+            raise error(errno.ESOCKTNOSUPPORT)
+        self._proto = proto
+        self._timeout: float | None = 0.0 if nonblock else _socket.getdefaulttimeout()
+        self._cond = threading.Condition(stack.lock)
+        self._closed = False
+        self._efd: int | None = None
+        self._efd_ready = False
+        self._keepalive = 0
+        self._linger = (0, 0)
+        self._udp.wake = self._wake
+        stack._register(self)
+
+    # -- identity ------------------------------------------------------------
+    @property
+    def family(self) -> _socket.AddressFamily:
+        return self._family
+
+    @property
+    def type(self) -> _socket.SocketKind:
+        return _socket.SocketKind(self._kind)
+
+    @property
+    def proto(self) -> int:
+        return self._proto
+
+    @property
+    def timeout(self) -> float | None:
+        return self._timeout
+
+    @property
+    def stack(self) -> Stack:
+        return self._stack
+
+    def __repr__(self) -> str:
+        parts = [f"fd={self.fileno() if self._efd is not None else -1 if self._closed else 0}",
+                 f"family={self._family.value}", f"type={self._kind}", f"proto={self._proto}"]
+        if not self._closed:
+            try:
+                parts.append(f"laddr={self.getsockname()}")
+                parts.append(f"raddr={self.getpeername()}")
+            except OSError:
+                pass
+        state = " [closed]" if self._closed else ""
+        return f"<loopstack.socket{state} {', '.join(parts)}>"
+
+    # -- readiness -----------------------------------------------------------
+    def _wake(self) -> None:
+        """The protocol says something changed: wake waiters, update the fd."""
+        self._cond.notify_all()
+        if self._efd is not None:
+            self._sync_fd()
+
+    def _readable(self) -> bool:
+        u = self._udp
+        return u is not None and u.readable
+
+    def _sync_fd(self) -> None:
+        efd = self._efd
+        if efd is None:
+            return
+        ready = self._closed or self._readable()
+        if ready and not self._efd_ready:
+            os.eventfd_write(efd, 1)
+            self._efd_ready = True
+        elif not ready and self._efd_ready:
+            try:
+                os.eventfd_read(efd)
+            except BlockingIOError:
+                pass
+            self._efd_ready = False
+
+    def fileno(self) -> int:
+        """A descriptor for select/poll/epoll: readable while this socket is.
+        Handing it to os.read/os.sendfile is an error (EINVAL), not data."""
+        if self._closed:
+            return -1
+        with self._stack.lock:
+            if self._efd is None:
+                self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                self._sync_fd()
+            return self._efd
+
+    # -- blocking --------------------------------------------------------------
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def _wait(self, ready: Callable[[], bool], flags: int) -> None:
+        """Block (lock held) until ``ready()`` as the socket's mode says."""
+        if ready():
+            return
+        if self._timeout == 0.0 or flags & _socket.MSG_DONTWAIT:
+            raise error(errno.EAGAIN)
+        if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, self._timeout):
+            raise _timeout()
+        if self._closed:
+            raise error(errno.EBADF)
+
+    def _check(self) -> UdpSock:
+        if self._closed:
+            raise error(errno.EBADF)
+        assert self._udp is not None
+        return self._udp
+
+    # -- addresses -------------------------------------------------------------
+    def _host(self, host: Any, what: str) -> bytes:
+        """CPython's setipaddr(): '' is the wildcard, '<broadcast>' the
+        limited broadcast; literals go through inet_pton; names through the
+        stack's hosts table."""
+        if not isinstance(host, str):
+            raise TypeError(f"{what}(): AF_INET address must be tuple, not "
+                            f"{type(host).__name__}" if self._family == AF_INET else
+                            f"{what}(): host must be str")
+        v6 = self._family == AF_INET6
+        if host == "":
+            return V6_ANY if v6 else V4_ANY
+        if host == "<broadcast>":
+            if v6:
+                raise _socket.gaierror(_socket.EAI_ADDRFAMILY,
+                                       "Address family for hostname not supported")
+            return V4_LIMITED_BROADCAST
+        if v6:
+            try:
+                return _socket.inet_pton(AF_INET6, host.split("%", 1)[0])
+            except OSError:
+                pass
+        else:
+            try:
+                return _socket.inet_pton(AF_INET, host)
+            except OSError:
+                pass
+        infos = self._stack.getaddrinfo(host, None, self._family)
+        return numeric_host(infos[0][4][0]) or b""
+
+    def _sockaddr(self, address: Any, what: str) -> tuple[bytes, int]:
+        if self._family == AF_INET:
+            if not isinstance(address, tuple) or len(address) != 2:
+                raise TypeError(f"{what}(): AF_INET address must be tuple, not "
+                                f"{type(address).__name__}")
+            host, port = address
+        else:
+            if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+                raise TypeError(f"{what}(): AF_INET6 address must be tuple, not "
+                                f"{type(address).__name__}")
+            host, port = address[0], address[1]
+        if not isinstance(port, int):
+            raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+        if not 0 <= port <= 65535:
+            raise OverflowError(f"{what}(): port must be 0-65535.")
+        return self._host(host, what), port
+
+    def _text(self, addr: bytes, port: int) -> tuple[Any, ...]:
+        if self._family == AF_INET:
+            return (to_text(addr), port)
+        if len(addr) == 4:
+            addr = mapped(addr)
+        return (to_text(addr), port, 0, 0)
+
+    def getsockname(self) -> tuple[Any, ...]:
+        with self._stack.lock:
+            u = self._check()
+            return self._text(u.local_addr, u.local_port)
+
+    def getpeername(self) -> tuple[Any, ...]:
+        with self._stack.lock:
+            u = self._check()
+            if u.remote_addr is None:
+                raise error(errno.ENOTCONN)
+            return self._text(u.remote_addr, u.remote_port)
+
+    def _is_local(self, addr: bytes) -> bool:
+        four = v4_of(addr) if len(addr) == 16 else addr
+        if four is not None:
+            if four == V4_ANY or four[0] >= 224:
+                return True  # wildcard, multicast and limited broadcast may be bound
+            route = self._stack.route_table.lookup(four)
+            return route is not None and route.kind in (LOCAL, BROADCAST)
+        if addr == V6_ANY or addr[0] == 0xFF:
+            return True
+        route = self._stack.route_table.lookup(addr)
+        return route is not None and route.kind == LOCAL
+
+    def bind(self, address: Any) -> None:
+        addr, port = self._sockaddr(address, "bind")
+        with self._stack.lock:
+            u = self._check()
+            if not self._is_local(addr):
+                raise error(errno.EADDRNOTAVAIL)
+            u.bind(addr, port)
+
+    def connect(self, address: Any) -> None:
+        addr, port = self._sockaddr(address, "connect")
+        with self._stack.lock:
+            u = self._check()
+            if port == 0:
+                u.disconnect()  # Linux: connect to port 0 leaves UDP unconnected
+                u.autobind()
+                return
+            u.connect(addr, port)
+            self._wake()
+
+    def listen(self, backlog: int = 128) -> None:
+        with self._stack.lock:
+            self._check()
+            raise error(errno.EOPNOTSUPP)  # datagram sockets do not listen
+
+    def accept(self) -> tuple[Socket, Any]:
+        with self._stack.lock:
+            self._check()
+            raise error(errno.EOPNOTSUPP)
+
+    def connect_ex(self, address: Any) -> int:
+        try:
+            self.connect(address)
+        except OSError as e:
+            if e.errno is None:
+                raise
+            return e.errno
+        return 0
+
+    # -- sending ---------------------------------------------------------------
+    def send(self, data: Any, flags: int = 0) -> int:
+        return self._sendto(data, flags, None)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self._sendto(data, flags, None)
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        if address is None:
+            flags, address = 0, flags_or_address
+        else:
+            flags = flags_or_address
+        if address is None:
+            raise TypeError("sendto() argument 2 must be a tuple")
+        return self._sendto(data, flags, address)
+
+    def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
+                address: Any = None) -> int:
+        if list(ancdata):
+            raise error(errno.EINVAL)  # no ancillary data is supported on send
+        data = b"".join(bytes(memoryview(b)) for b in buffers)
+        return self._sendto(data, flags, address)
+
+    def _sendto(self, data: Any, flags: int, address: Any) -> int:
+        payload = bytes(memoryview(data))
+        if flags & _socket.MSG_OOB:
+            raise error(errno.EOPNOTSUPP)
+        with self._stack.lock:
+            u = self._check()
+            if address is None:
+                return u.sendto(payload, None, 0)
+            addr, port = self._sockaddr(address, "sendto")
+            return u.sendto(payload, addr, port)
+
+    # -- receiving ---------------------------------------------------------------
+    def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
+        """One datagram: (data, source address, its full length)."""
+        if flags & _socket.MSG_OOB:
+            raise error(errno.EOPNOTSUPP)
+        with self._stack.lock:
+            u = self._check()
+            self._wait(lambda: u.readable, flags)
+            if u.so_error:
+                code, u.so_error = u.so_error, 0
+                self._sync_fd()
+                raise error(code)
+            d = u.dequeue(bool(flags & _socket.MSG_PEEK))
+            self._sync_fd()
+            if d is None:
+                return b"", None, 0  # shut down for reading
+            return d.data, self._text(d.src, d.sport), len(d.data)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        data, _, _ = self._recv(flags)
+        return data[:bufsize]
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        data, addr, _ = self._recv(flags)
+        return data[:bufsize], addr
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        n, _ = self.recvfrom_into(buffer, nbytes, flags)
+        return n
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if nbytes == 0:
+            nbytes = len(view)
+        elif nbytes > len(view):
+            raise ValueError("nbytes is greater than the length of the buffer")
+        data, addr, full = self._recv(flags)
+        n = min(len(data), nbytes)
+        view[:n] = data[:n]
+        return (full if flags & _socket.MSG_TRUNC else n), addr
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+                ) -> tuple[bytes, list[Any], int, Any]:
+        if bufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        data, addr, full = self._recv(flags)
+        msg_flags = _socket.MSG_TRUNC if full > bufsize else 0
+        return data[:bufsize], [], msg_flags, addr
+
+    def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
+                     ) -> tuple[int, list[Any], int, Any]:
+        views = [memoryview(b).cast("B") for b in buffers]
+        data, addr, full = self._recv(flags)
+        pos = 0
+        for v in views:
+            chunk = data[pos : pos + len(v)]
+            v[: len(chunk)] = chunk
+            pos += len(chunk)
+        room = sum(len(v) for v in views)
+        return pos, [], (_socket.MSG_TRUNC if full > room else 0), addr
+
+    # -- shutdown and close -------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+            raise error(errno.EINVAL)
+        with self._stack.lock:
+            u = self._check()
+            # Linux inet_shutdown(): an unconnected datagram socket reports
+            # ENOTCONN, yet the shutdown still takes effect.
+            if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
+                u.shut_rd = True
+            if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
+                u.shut_wr = True
+            self._wake()
+            if u.remote_addr is None:
+                raise error(errno.ENOTCONN)
+
+    def close(self) -> None:
+        with self._stack.lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._udp is not None:
+                self._udp.close()
+            self._cond.notify_all()
+            self._stack._unregister(self)
+            efd, self._efd = self._efd, None
+        if efd is not None:
+            os.close(efd)
+
+    def detach(self) -> int:
+        raise error(errno.EOPNOTSUPP)
+
+    def __enter__(self) -> Socket:
+        return self
+
+    def __exit__(self, exc_type: builtins.type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- options -------------------------------------------------------------------
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None
+                   ) -> None:
+        if value is None:
+            raise error(errno.EINVAL)
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            if len(raw) < 4:
+                raise error(errno.EINVAL)
+            ival = _INT.unpack_from(raw)[0]
+        else:
+            ival = int(value)
+        with self._stack.lock:
+            u = self._check()
+            if level == _socket.SOL_SOCKET:
+                if optname == _socket.SO_REUSEADDR:
+                    u.reuseaddr = bool(ival)
+                elif optname == _socket.SO_REUSEPORT:
+                    u.reuseport = bool(ival)
+                elif optname == _socket.SO_BROADCAST:
+                    u.broadcast = bool(ival)
+                elif optname == _socket.SO_RCVBUF:
+                    # Linux doubles what is set, within rmem_max (sock_setsockopt).
+                    u.rcvbuf = max(SOCK_MIN_RCVBUF, min(max(ival, 0), RMEM_MAX) * 2)
+                elif optname == _socket.SO_SNDBUF:
+                    u.sndbuf = max(SOCK_MIN_SNDBUF, min(max(ival, 0), WMEM_MAX) * 2)
+                elif optname == _socket.SO_KEEPALIVE:
+                    self._keepalive = int(bool(ival))
+                elif optname in (_socket.SO_ERROR, _socket.SO_TYPE, SO_DOMAIN, SO_PROTOCOL):
+                    raise error(errno.ENOPROTOOPT)
+                else:
+                    raise error(errno.ENOPROTOOPT)
+            elif level == _socket.IPPROTO_IP and self._family == AF_INET or (
+                    level == _socket.IPPROTO_IP and self._family == AF_INET6
+                    and optname == IP_TTL):
+                if optname == IP_TTL:
+                    if ival == -1:
+                        u.ttl = None
+                    elif not 1 <= ival <= 255:
+                        raise error(errno.EINVAL)
+                    else:
+                        u.ttl = ival
+                else:
+                    raise error(errno.ENOPROTOOPT)
+            elif level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
+                if optname == IPV6_V6ONLY:
+                    if u.bound:
+                        raise error(errno.EINVAL)
+                    u.v6only = bool(ival)
+                elif optname == IPV6_UNICAST_HOPS:
+                    if ival == -1:
+                        u.hop_limit = None
+                    elif not 0 <= ival <= 255:
+                        raise error(errno.EINVAL)
+                    else:
+                        u.hop_limit = ival
+                else:
+                    raise error(errno.ENOPROTOOPT)
+            else:
+                raise error(errno.ENOPROTOOPT)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        value = self._getsockopt_int(level, optname)
+        if buflen is None:
+            return value
+        if not 0 < buflen <= 1024:
+            raise error(errno.EINVAL)
+        return _INT.pack(value)[:buflen].ljust(min(buflen, 4), b"\0")
+
+    def _getsockopt_int(self, level: int, optname: int) -> int:
+        with self._stack.lock:
+            u = self._check()
+            if level == _socket.SOL_SOCKET:
+                if optname == _socket.SO_ERROR:
+                    code, u.so_error = u.so_error, 0
+                    self._sync_fd()
+                    return code
+                simple = {
+                    _socket.SO_REUSEADDR: int(u.reuseaddr),
+                    _socket.SO_REUSEPORT: int(u.reuseport),
+                    _socket.SO_BROADCAST: int(u.broadcast),
+                    _socket.SO_RCVBUF: u.rcvbuf,
+                    _socket.SO_SNDBUF: u.sndbuf,
+                    _socket.SO_TYPE: self._kind,
+                    SO_DOMAIN: int(self._family),
+                    SO_PROTOCOL: self._proto,
+                    _socket.SO_KEEPALIVE: self._keepalive,
+                    _socket.SO_ACCEPTCONN: 0,
+                }
+                if optname in simple:
+                    return simple[optname]
+                raise error(errno.ENOPROTOOPT)
+            if level == _socket.IPPROTO_IP and self._family == AF_INET:
+                if optname == IP_TTL:
+                    return u.ttl if u.ttl is not None else self._stack.ipv4.default_ttl
+                raise error(errno.ENOPROTOOPT)
+            if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
+                if optname == IPV6_V6ONLY:
+                    return int(u.v6only)
+                if optname == IPV6_UNICAST_HOPS:
+                    return (u.hop_limit if u.hop_limit is not None
+                            else self._stack.ipv6.default_hop_limit)
+                raise error(errno.ENOPROTOOPT)
+            if level == _socket.IPPROTO_TCP:
+                raise error(errno.EOPNOTSUPP)  # Linux: TCP options on a UDP socket
+            raise error(errno.ENOPROTOOPT)
+
+    # -- table row -------------------------------------------------------------------
+    def _row(self) -> dict[str, Any]:
+        u = self._udp
+        assert u is not None
+        local = self._text(u.local_addr, u.local_port)
+        peer = self._text(u.remote_addr, u.remote_port) if u.remote_addr is not None else None
+        return {
+            "proto": "udp6" if self._family == AF_INET6 else "udp",
+            "state": "ESTAB" if u.remote_addr is not None else "UNCONN",
+            "recv_q": u.rcv_used,
+            "send_q": 0,
+            "local": local,
+            "peer": peer,
+        }
+
+
+__all__ = ["Socket", "error"]

@@ -1,0 +1,409 @@
+"""UDP (RFC 768, RFC 1122 4.1) over IPv4 and IPv6, with Linux's socket
+lookup, dual-stack delivery, ICMP error reporting and counters.
+
+A socket's receive queue is charged what Linux charges (an estimate of the
+skb's truesize), so a full buffer drops about where the kernel's would.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..ip.addr import V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, is_multicast
+from ..ip.ipv4 import IPv4
+from ..ip.ipv6 import IPv6
+from ..ip.packet import Inbound, OutRoute
+from ..wire import icmp as I
+from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6
+from ..wire.udp import PROTO_UDP
+from .icmp import IcmpError, ICMPv4, ICMPv6
+from .ports import PortTable, mapped, v4_of
+
+MAX_V4_PAYLOAD = 65535 - 20 - 8  # 65507
+MAX_V6_PAYLOAD = 65535 - 8  # 65527
+RMEM_DEFAULT = 212992  # net.core.rmem_default
+WMEM_DEFAULT = 212992
+RMEM_MAX = 212992
+WMEM_MAX = 212992
+SOCK_MIN_RCVBUF = 2304  # Linux: 2 * (2048 + sizeof(skb)) ~ what getsockopt shows / 2
+SOCK_MIN_SNDBUF = 4608
+
+
+def truesize(payload_len: int) -> int:
+    """What Linux charges a socket for one received datagram on lo
+    (skb data rounded up to a power of two, plus the skb itself). Fitted
+    to this machine's kernel: 256 one-byte, 92 1400-byte and 3
+    60000-byte datagrams fill the default 212992-byte buffer."""
+    need = max(256, payload_len + 92)
+    alloc = 1 << (need - 1).bit_length()
+    return alloc + (576 if alloc <= 256 else 256)
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+@dataclass(slots=True)
+class Datagram:
+    data: bytes
+    src: bytes  # as the socket reports it (v4-mapped on AF_INET6 sockets)
+    sport: int
+    dst: bytes
+    ttl: int
+    size: int  # what it is charged against the receive buffer
+    v4: bool  # arrived over IPv4 (counted under Udp, else Udp6)
+
+
+class UdpSock:
+    """A UDP endpoint's protocol state (the socket object wraps it)."""
+
+    listening = False
+
+    def __init__(self, udp: UDP, v6: bool) -> None:
+        self.udp = udp
+        self.v6 = v6
+        self.local_addr: bytes = V6_ANY if v6 else V4_ANY
+        self.local_port = 0
+        self.remote_addr: bytes | None = None
+        self.remote_port = 0
+        self.v6only = False
+        self.reuseaddr = False
+        self.reuseport = False
+        self.broadcast = False
+        self.ttl: int | None = None
+        self.hop_limit: int | None = None
+        self.rcvbuf = RMEM_DEFAULT
+        self.sndbuf = WMEM_DEFAULT
+        self.rcvq: deque[Datagram] = deque()
+        self.rcv_used = 0
+        self.so_error = 0
+        self.shut_rd = False
+        self.shut_wr = False
+        self.bound = False
+        self.closed = False
+        self.wake: Callable[[], None] = _nothing
+
+    # -- binding -----------------------------------------------------------------
+    def bind(self, addr: bytes, port: int) -> None:
+        if self.bound:
+            raise _err(errno.EINVAL)
+        self.local_addr = addr
+        self.udp.ports.bind(self, port)
+        self.bound = True
+
+    def autobind(self) -> None:
+        if not self.bound:
+            self.bind(self.local_addr, 0)
+
+    def connect(self, addr: bytes, port: int) -> None:
+        """Fix the peer (ip4_datagram_connect): choose the route and source now."""
+        target = self.udp.target(self, addr)
+        rt = self.udp.route(self, target)
+        if rt.broadcast and not self.broadcast:
+            raise _err(errno.EACCES)
+        self.autobind()
+        if self.local_addr in (V4_ANY, V6_ANY):
+            # Linux fixes the receive address to the route's source.
+            self.local_addr = mapped(rt.src) if self.v6 and len(rt.src) == 4 else rt.src
+        self.remote_addr = mapped(rt.dst) if self.v6 and len(rt.dst) == 4 else rt.dst
+        self.remote_port = port
+        self.so_error = 0
+
+    def disconnect(self) -> None:
+        """connect(AF_UNSPEC): forget the peer; an autobound address is released."""
+        self.remote_addr = None
+        self.remote_port = 0
+
+    # -- data --------------------------------------------------------------------
+    def sendto(self, data: bytes, addr: bytes | None, port: int) -> int:
+        if self.so_error:
+            code, self.so_error = self.so_error, 0
+            raise _err(code)
+        if self.shut_wr:
+            raise _err(errno.EPIPE)
+        if addr is None:
+            if self.remote_addr is None:
+                raise _err(errno.EDESTADDRREQ)
+            addr, port = self.remote_addr, self.remote_port
+        if port == 0:
+            raise _err(errno.EINVAL)
+        return self.udp.output(self, data, addr, port)
+
+    def enqueue(self, dgram: Datagram) -> bool:
+        if self.rcv_used + dgram.size > self.rcvbuf:
+            return False
+        self.rcvq.append(dgram)
+        self.rcv_used += dgram.size
+        self.wake()
+        return True
+
+    def dequeue(self, peek: bool) -> Datagram | None:
+        if not self.rcvq:
+            return None
+        if peek:
+            return self.rcvq[0]
+        d = self.rcvq.popleft()
+        self.rcv_used -= d.size
+        # Linux counts a datagram when it is read, not when it arrives.
+        (self.udp.mib if d.v4 else self.udp.mib6)["InDatagrams"] += 1
+        return d
+
+    @property
+    def readable(self) -> bool:
+        return bool(self.rcvq) or bool(self.so_error) or self.shut_rd
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.udp.ports.unbind(self)
+            self.rcvq.clear()
+            self.rcv_used = 0
+
+
+def _nothing() -> None:
+    pass
+
+
+class UDP:
+    def __init__(
+        self, ipv4: IPv4, ipv6: IPv6, icmp4: ICMPv4, icmp6: ICMPv6,
+        mib: dict[str, int], mib6: dict[str, int], ports: PortTable,
+    ) -> None:
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.icmp4 = icmp4
+        self.icmp6 = icmp6
+        self.mib = mib
+        self.mib6 = mib6
+        self.ports = ports
+        ipv4.handlers[PROTO_UDP] = self.input
+        ipv6.handlers[PROTO_UDP] = self.input
+        icmp4.err_handlers[PROTO_UDP] = self.icmp_error
+        icmp6.err_handlers[PROTO_UDP] = self.icmp_error
+
+    def socket(self, v6: bool) -> UdpSock:
+        return UdpSock(self, v6)
+
+    # -- output --------------------------------------------------------------------
+    def target(self, s: UdpSock, addr: bytes) -> bytes:
+        """The IPv4 or IPv6 address a socket really sends to: a v4-mapped
+        destination on a dual-stack socket means IPv4 (RFC 3493 3.7)."""
+        four = v4_of(addr) if len(addr) == 16 else addr
+        if s.v6 and len(addr) == 16:
+            local_is_v4 = v4_of(s.local_addr) is not None
+            if four is not None:
+                if s.v6only or (s.local_addr != V6_ANY and not local_is_v4):
+                    raise _err(errno.ENETUNREACH)
+                return four
+            if local_is_v4:
+                raise _err(errno.ENETUNREACH)  # bound to IPv4, cannot reach IPv6
+        return addr
+
+    def route(self, s: UdpSock, addr: bytes) -> OutRoute:
+        local = s.local_addr
+        if len(addr) == 4:
+            src = v4_of(local) if len(local) == 16 else local
+            return self.ipv4.route_output(addr, None if src in (None, V4_ANY) else src)
+        return self.ipv6.route_output(addr, None if local == V6_ANY else local)
+
+    def output(self, s: UdpSock, data: bytes, addr: bytes, port: int) -> int:
+        addr = self.target(s, addr)
+        v4 = len(addr) == 4
+        mib = self.mib if v4 else self.mib6
+        n = len(data)
+        if n > (MAX_V4_PAYLOAD if v4 else MAX_V6_PAYLOAD):
+            raise _err(errno.EMSGSIZE)
+        s.autobind()
+        rt = self.route(s, addr)
+        if (rt.broadcast or rt.dst == V4_LIMITED_BROADCAST) and not s.broadcast:
+            raise _err(errno.EACCES)
+        length = 8 + n
+        head = (s.local_port << 48) | (port << 32) | (length << 16)
+        if rt.needs_checksums:
+            initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(rt.src, rt.dst, PROTO_UDP, length)
+            csum = checksum(head.to_bytes(8, "big") + data, initial) or 0xFFFF
+            head |= csum
+        segment = head.to_bytes(8, "big") + data
+        if v4:
+            self.ipv4.output(rt, PROTO_UDP, segment, ttl=s.ttl)
+        else:
+            self.ipv6.output(rt, PROTO_UDP, segment, hop_limit=s.hop_limit)
+        mib["OutDatagrams"] += 1
+        return n
+
+    # -- input ---------------------------------------------------------------------
+    def input(self, pkt: Inbound) -> None:
+        v4 = len(pkt.src) == 4
+        mib = self.mib if v4 else self.mib6
+        data = pkt.payload
+        if len(data) < 8:
+            mib["InErrors"] += 1
+            return
+        sport = (data[0] << 8) | data[1]
+        dport = (data[2] << 8) | data[3]
+        length = (data[4] << 8) | data[5]
+        if length < 8 or length > len(data):
+            mib["InErrors"] += 1
+            return
+        if pkt.verify_checksums:
+            csum = (data[6] << 8) | data[7]
+            if csum or not v4:  # IPv4 may omit it (0); IPv6 may not (RFC 8200 8.1)
+                initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(
+                    pkt.src, pkt.dst, PROTO_UDP, length)
+                if checksum(data[:length], initial) != 0:
+                    mib["InCsumErrors"] += 1
+                    mib["InErrors"] += 1
+                    return
+        payload = bytes(data[8:length])
+        if pkt.broadcast or is_multicast(pkt.dst):
+            targets = self._lookup_all(pkt.src, sport, pkt.dst, dport)
+        else:
+            one = self._lookup(pkt.src, sport, pkt.dst, dport)
+            targets = [one] if one is not None else []
+        if not targets:
+            mib["NoPorts"] += 1
+            if not pkt.broadcast:
+                if v4:
+                    self.icmp4.send_error(pkt.packet, pkt.iface, I.DEST_UNREACH,
+                                          I.UNREACH_PORT, 0)
+                else:
+                    self.icmp6.send_error(pkt.packet, pkt.iface, I.V6_DEST_UNREACH,
+                                          I.V6_UNREACH_PORT, 0)
+            return
+        size = truesize(len(payload))
+        for s in targets:
+            src = mapped(pkt.src) if (s.v6 and v4) else pkt.src
+            dst = mapped(pkt.dst) if (s.v6 and v4) else pkt.dst
+            if not s.enqueue(Datagram(payload, src, sport, dst, pkt.ttl, size, v4)):
+                mib["RcvbufErrors"] += 1
+                mib["InErrors"] += 1
+
+    def _score(self, s: UdpSock, src: bytes, sport: int, dst: bytes) -> int:
+        """Linux compute_score(): -1 when ``s`` cannot take the datagram."""
+        if s.closed:
+            return -1
+        v4 = len(dst) == 4
+        local = s.local_addr
+        score = 0
+        if v4:
+            if s.v6:
+                if s.v6only:
+                    return -1
+                la = v4_of(local) if local != V6_ANY else V4_ANY
+                if la is None:
+                    return -1
+                score = 1
+            else:
+                la = local
+                score = 2
+            if la != V4_ANY:
+                if la != dst:
+                    return -1
+                score += 4
+            if s.remote_addr is not None:
+                ra = v4_of(s.remote_addr) if s.v6 else s.remote_addr
+                if ra != src or s.remote_port != sport:
+                    return -1
+                score += 8
+            return score
+        if not s.v6:
+            return -1
+        if local != V6_ANY:
+            if local != dst:
+                return -1
+            score += 4
+        if s.remote_addr is not None:
+            if s.remote_addr != src or s.remote_port != sport:
+                return -1
+            score += 8
+        return score + 2
+
+    def _lookup(self, src: bytes, sport: int, dst: bytes, dport: int) -> UdpSock | None:
+        best: list[UdpSock] = []
+        best_score = -1
+        for s in self.ports.at(dport):
+            assert isinstance(s, UdpSock)
+            sc = self._score(s, src, sport, dst)
+            if sc > best_score:
+                best, best_score = [s], sc
+            elif sc == best_score and sc >= 0:
+                best.append(s)
+        if not best or best_score < 0:
+            return None
+        if len(best) > 1:
+            group = [s for s in best if s.reuseport]
+            if len(group) == len(best):
+                # SO_REUSEPORT spreads flows by a hash of the 4-tuple.
+                key = src + sport.to_bytes(2, "big") + dst + dport.to_bytes(2, "big")
+                return group[zlib.crc32(key) % len(group)]
+            return best[-1]  # Linux: the most recently bound wins
+        return best[0]
+
+    def _lookup_all(self, src: bytes, sport: int, dst: bytes, dport: int) -> list[UdpSock]:
+        """Broadcast and multicast go to every socket that matches (Linux
+        __udp4_lib_mcast_deliver): wildcard binds and the broadcast address."""
+        out = []
+        for s in self.ports.at(dport):
+            assert isinstance(s, UdpSock)
+            if s.closed:
+                continue
+            la = s.local_addr
+            if s.v6:
+                if len(dst) == 16:
+                    if la not in (V6_ANY, dst):
+                        continue
+                elif s.v6only or (la != V6_ANY and v4_of(la) != dst):
+                    continue
+            elif la not in (V4_ANY, dst):
+                continue
+            if s.remote_addr is not None:
+                ra = v4_of(s.remote_addr) if s.v6 and len(src) == 4 else s.remote_addr
+                if ra != src or s.remote_port != sport:
+                    continue
+            out.append(s)
+        return out
+
+    # -- ICMP errors ---------------------------------------------------------------
+    def icmp_error(self, err: IcmpError) -> None:
+        """Linux __udp4_lib_err: a hard error reaches a connected socket as
+        so_error; an unconnected one hears nothing (no IP_RECVERR)."""
+        t = err.transport
+        if len(t) < 4:
+            return
+        sport = (t[0] << 8) | t[1]
+        dport = (t[2] << 8) | t[3]
+        # The quoted datagram was ours: its source is our socket, its destination the peer.
+        s = self._lookup(err.dst, dport, err.src, sport)
+        if s is None or s.remote_addr is None:
+            return
+        code = _icmp_errno(err)
+        if code:
+            s.so_error = code
+            s.wake()
+
+
+# Linux icmp_err_convert[] / icmpv6_err_convert(): the hard errors, which a
+# connected UDP socket reports; soft ones (net or host unreachable, time
+# exceeded, fragmentation needed) are not reported without IP_RECVERR.
+_V4_HARD_UNREACH = {
+    I.UNREACH_PROTOCOL: errno.ENOPROTOOPT, I.UNREACH_PORT: errno.ECONNREFUSED,
+    5: errno.EOPNOTSUPP, 6: errno.ENETUNREACH, 7: errno.EHOSTDOWN, 8: errno.ENONET,
+    9: errno.ENETUNREACH, 10: errno.EHOSTUNREACH, 13: errno.EHOSTUNREACH,
+}
+_V6_HARD_UNREACH = {1: errno.EACCES, I.V6_UNREACH_PORT: errno.ECONNREFUSED, 5: errno.EACCES,
+                    6: errno.EACCES}
+
+
+def _icmp_errno(err: IcmpError) -> int:
+    if err.v6:
+        if err.type == I.V6_DEST_UNREACH:
+            return _V6_HARD_UNREACH.get(err.code, 0)
+        return errno.EPROTO if err.type == I.V6_PARAM_PROBLEM else 0
+    if err.type == I.DEST_UNREACH:
+        return _V4_HARD_UNREACH.get(err.code, 0)
+    return errno.EPROTO if err.type == I.PARAM_PROBLEM else 0
