@@ -43,3 +43,12 @@ def report(title: str, rows: list[tuple[str, float, float]], unit: str = "us") -
     print(f"  {'case':<34} {'kernel':>10} {'loopstack':>10}  ratio (loopstack/kernel)")
     for label, k, loop in rows:
         print(f"  {label:<34} {k * 1e6:>8.1f}{unit} {loop * 1e6:>8.1f}{unit}  {loop / k:6.2f}x")
+
+
+def report_rates(title: str, rows: list[tuple[str, float, float]]) -> None:
+    """rows: (label, kernel seconds/op, loopstack seconds/op), printed as
+    operations per second with the ratio loopstack rate / kernel rate."""
+    print(f"\n{title}")
+    print(f"  {'case':<34} {'kernel':>12} {'loopstack':>12}  ratio (loopstack rate/kernel rate)")
+    for label, k, loop in rows:
+        print(f"  {label:<34} {1 / k:>10,.0f}/s {1 / loop:>10,.0f}/s  {k / loop:6.2f}x")

@@ -47,6 +47,19 @@ MIB_NAMES: dict[str, tuple[str, ...]] = {
         "InDatagrams", "NoPorts", "InErrors", "OutDatagrams", "RcvbufErrors", "SndbufErrors",
         "InCsumErrors", "IgnoredMulti", "MemErrors",
     ),
+    "Tcp": (
+        "RtoAlgorithm", "RtoMin", "RtoMax", "MaxConn", "ActiveOpens", "PassiveOpens",
+        "AttemptFails", "EstabResets", "CurrEstab", "InSegs", "OutSegs", "RetransSegs",
+        "InErrs", "OutRsts", "InCsumErrors",
+    ),
+    "TcpExt": (
+        "SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed", "PAWSEstab", "DelayedACKs",
+        "DelayedACKLost", "ListenOverflows", "ListenDrops", "TCPTimeouts", "TCPFastRetrans",
+        "TCPSackRecovery", "TCPRenoRecovery", "TCPChallengeACK", "TCPAbortOnData",
+        "TCPAbortOnClose", "TCPAbortOnLinger", "TCPAbortOnTimeout", "TCPWinProbe",
+        "TCPOFOQueue", "TCPOFODrop", "TCPRcvQDrop", "TCPACKSkippedSeq", "TCPACKSkippedPAWS",
+        "TCPACKSkippedChallenge", "OutOfWindowIcmps",
+    ),
     "RtCache": ("in_martian_src", "in_martian_dst"),
 }
 

@@ -7,18 +7,49 @@ an unknown name (EAI_NONAME), exactly as a DNS miss would.
 
 from __future__ import annotations
 
+import operator
+import re
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 from .ip.addr import AF_INET, AF_INET6, V4_LOOPBACK, V6_LOOPBACK, family_of, to_text
 
 AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
 
-_KINDS = (
-    (socket.SOCK_STREAM, socket.IPPROTO_TCP),
-    (socket.SOCK_DGRAM, socket.IPPROTO_UDP),
-    (socket.SOCK_RAW, 0),
+_SCTP, _DCCP, _UDPLITE = 132, 33, 136
+_SOCK_DCCP = 6
+
+
+@dataclass(frozen=True, slots=True)
+class _TypeProto:
+    """One row of glibc's gaih_inet_typeproto table (sysdeps/posix/getaddrinfo.c)."""
+
+    socktype: int
+    protocol: int
+    name: str  # the /etc/services protocol column
+    default: bool  # returned when neither type nor protocol is asked for
+    any_proto: bool = False  # GAI_PROTO_PROTOANY: takes the protocol asked for
+    no_service: bool = False  # GAI_PROTO_NOSERVICE: a port makes no sense
+
+
+_TYPEPROTO = (
+    _TypeProto(socket.SOCK_STREAM, socket.IPPROTO_TCP, "tcp", True),
+    _TypeProto(socket.SOCK_DGRAM, socket.IPPROTO_UDP, "udp", True),
+    _TypeProto(_SOCK_DCCP, _DCCP, "dccp", False),
+    _TypeProto(socket.SOCK_DGRAM, _UDPLITE, "udplite", False),
+    _TypeProto(socket.SOCK_STREAM, _SCTP, "sctp", False),
+    _TypeProto(socket.SOCK_SEQPACKET, _SCTP, "sctp", False),
+    _TypeProto(socket.SOCK_RAW, 0, "raw", True, any_proto=True, no_service=True),
 )
+# glibc getaddrinfo() rejects any other bit with EAI_BADFLAGS.
+_KNOWN_FLAGS = int(socket.AI_PASSIVE | socket.AI_CANONNAME | socket.AI_NUMERICHOST
+                | socket.AI_V4MAPPED | socket.AI_ALL | socket.AI_ADDRCONFIG | 0x40 | 0x80 | 0x300
+                | socket.AI_NUMERICSERV)
+_ULONG_MAX = (1 << 64) - 1
+_STRTOUL = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
+_AtonPart = re.compile(r"0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*)")
+_ATON_MAX = (0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF)
 
 
 def _gai(code: int, text: str) -> socket.gaierror:
@@ -29,18 +60,59 @@ def noname() -> socket.gaierror:
     return _gai(socket.EAI_NONAME, "Name or service not known")
 
 
+def _unknown_host() -> socket.herror:
+    return socket.herror(1, "Unknown host")  # HOST_NOT_FOUND, as CPython's set_herror words it
+
+
+def _aton_exact(text: str) -> bytes | None:
+    """glibc __inet_aton_exact(): one to four C numbers (0x hex, 0 octal)
+    separated by dots, the last filling the bytes left; nothing may follow
+    (unlike inet_aton, which stops at white space)."""
+    parts = text.split(".")
+    if len(parts) > 4:
+        return None
+    values = []
+    for part in parts:
+        m = _AtonPart.fullmatch(part)
+        if m is None:
+            return None
+        hexa, octal, dec = m.groups()
+        values.append(int(hexa, 16) if hexa else int(octal, 8) if octal else int(dec))
+    *head, last = values
+    if any(v > 0xFF for v in head) or last > _ATON_MAX[len(head)]:
+        return None
+    value = last
+    for i, v in enumerate(head):
+        value |= v << (24 - 8 * i)
+    return value.to_bytes(4, "big")
+
+
 def numeric_host(host: str) -> bytes | None:
     """An address literal as packed bytes: IPv6 text, or any IPv4 form
-    inet_aton takes ('127.1', '0x7f.1', '2130706433'), as glibc does."""
+    glibc's getaddrinfo takes ('127.1', '0x7f.1', '2130706433'). An IPv6
+    literal may carry a numeric scope ('::1%1'); see :func:`numeric_scope`."""
     if ":" in host:
+        addr, _, scope = host.partition("%")
+        if "%" in host and numeric_scope(scope) is None:
+            return None
         try:
-            return socket.inet_pton(AF_INET6, host.split("%", 1)[0])
+            return socket.inet_pton(AF_INET6, addr)
         except OSError:
             return None
-    try:
-        return socket.inet_aton(host)
-    except OSError:
+    return _aton_exact(host)
+
+
+def numeric_scope(scope: str) -> int | None:
+    """glibc __inet6_scopeid_pton for the numeric form (an interface name
+    would need link-local scope, and loopstack has no link-local addresses)."""
+    if not scope.isdigit() or not scope.isascii():
         return None
+    value = int(scope)
+    return value if value <= 0xFFFFFFFF else None
+
+
+def _scope_of(host: str) -> int:
+    return numeric_scope(host.partition("%")[2]) or 0 if "%" in host else 0
 
 
 def _precedence(addr: bytes) -> int:
@@ -54,11 +126,52 @@ def _precedence(addr: bytes) -> int:
     return 40
 
 
+def _service_text(port: Any) -> str | None:
+    """What CPython's getaddrinfo hands glibc as the service string."""
+    if port is None:
+        return None
+    if type(port) is int:  # PyLong_CheckExact: bool is rejected below
+        if not -(1 << 63) <= port < (1 << 63):
+            raise OverflowError("Python int too large to convert to C long")
+        return str(port)
+    if isinstance(port, str):
+        return port
+    if isinstance(port, bytes):
+        return port.decode("latin-1")
+    raise OSError("Int or String expected")
+
+
+def _service_number(service: str, flags: int) -> int | None:
+    """glibc getaddrinfo(): strtoul(service, 10) into an int; a port if the
+    whole string was a number that fits (htons keeps the low 16 bits),
+    None when it must be looked up as a name."""
+    m = _STRTOUL.match(service)
+    if m is None:
+        rest = service
+        value = 0
+    else:
+        rest = service[m.end():]
+        value = int(m.group(2))
+        if value > _ULONG_MAX:
+            value = _ULONG_MAX  # ERANGE
+        elif m.group(1) == "-":
+            value = -value & _ULONG_MAX
+    if rest:
+        if flags & socket.AI_NUMERICSERV:
+            raise noname()
+        return None
+    num = value & 0xFFFFFFFF  # gaih_service.num is an int
+    if num >= 1 << 31:
+        return None  # negative: glibc treats it as a service name
+    return num & 0xFFFF
+
+
 class Resolver:
     def __init__(self, hosts: dict[str, list[str]]) -> None:
         self.hosts = hosts
 
-    def lookup(self, name: str) -> list[bytes]:
+    def _entry(self, name: str) -> tuple[str, list[bytes]]:
+        """The hosts-table entry for ``name``: its canonical name and addresses."""
         key = name.lower().rstrip(".") if name not in self.hosts else name
         entries = self.hosts.get(key)
         if not entries:
@@ -69,45 +182,71 @@ class Resolver:
             if a is None:
                 raise ValueError(f"hosts entry {name!r} -> {e!r} is not an address")
             out.append(a)
-        return out
+        return key, out
 
-    def _port(self, port: Any, type: int, flags: int) -> int | None:
-        if port is None:
-            return None
-        if isinstance(port, int):
-            return port % 65536
-        if isinstance(port, bytes):
-            port = port.decode()
-        if not isinstance(port, str):
-            raise TypeError("getaddrinfo() argument 2 must be integer or string")
-        if port.isdigit():
-            return int(port) % 65536
-        if flags & socket.AI_NUMERICSERV:
-            raise noname()
-        by_kind: dict[int, tuple[str, ...]] = {
-            socket.SOCK_STREAM: ("tcp",), socket.SOCK_DGRAM: ("udp",)}
-        protos = by_kind.get(type, ("tcp", "udp"))
-        for p in protos:
-            try:
-                return socket.getservbyname(port, p)  # /etc/services: a local file
-            except OSError:
-                continue
-        raise _gai(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+    def lookup(self, name: str) -> list[bytes]:
+        return self._entry(name)[1]
+
+    def _typeprotos(self, type: int, proto: int, service: str | None,
+                    flags: int) -> list[tuple[int, int, int]]:
+        """(socktype, protocol, port) triples, as glibc's gaih_inet chooses them."""
+        tp: _TypeProto | None = None
+        if type or proto:
+            for row in _TYPEPROTO:
+                if (type and type != row.socktype) or (
+                        proto and not row.any_proto and proto != row.protocol):
+                    continue
+                tp = row
+                break
+            else:
+                if type:
+                    raise _gai(socket.EAI_SOCKTYPE, "ai_socktype not supported")
+                raise _gai(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+        port = 0
+        if service is not None:
+            if tp is not None and tp.no_service:
+                raise _gai(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+            number = _service_number(service, flags)
+            if number is None:
+                rows = [tp] if tp is not None else [
+                    r for r in _TYPEPROTO if not r.no_service]
+                out = []
+                for r in rows:
+                    try:
+                        p = socket.getservbyname(service, r.name)  # /etc/services: a local file
+                    except OSError:
+                        continue
+                    out.append((r.socktype, r.protocol, p))
+                if not out:
+                    raise _gai(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+                return out
+            port = number
+        if tp is not None:
+            return [(tp.socktype, proto if tp.any_proto else tp.protocol, port)]
+        return [(r.socktype, r.protocol, port) for r in _TYPEPROTO if r.default]
 
     def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
                     proto: int = 0, flags: int = 0) -> list[AddrInfo]:
+        """As glibc's getaddrinfo behind CPython's socket.getaddrinfo, with
+        the stack's hosts table in place of NSS."""
         if isinstance(host, bytes):
             host = host.decode("idna")
-        if host is not None and not isinstance(host, str):
+        elif isinstance(host, str):
+            host = host.encode("idna").decode("ascii")  # CPython: "et" with idna
+        elif host is not None:
             raise TypeError("getaddrinfo() argument 1 must be string or None")
+        service = _service_text(port)
+        if service == "*":
+            service = None  # glibc: "*" means no service
+        if host is None and service is None:
+            raise noname()
+        if flags & ~_KNOWN_FLAGS or (flags & socket.AI_CANONNAME and host is None):
+            raise _gai(socket.EAI_BADFLAGS, "Bad value for ai_flags")
         if family not in (0, AF_INET, AF_INET6):
             raise _gai(socket.EAI_FAMILY, "ai_family not supported")
-        if host is None and port is None:
-            raise noname()
-        portnum = self._port(port, type, flags)
-        if type == socket.SOCK_RAW and portnum:
-            raise _gai(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
+        kinds = self._typeprotos(type, proto, service, flags)
         canon = ""
+        scope = 0
         if host is None:
             if flags & socket.AI_PASSIVE:
                 addrs = [bytes(4), bytes(16)]
@@ -117,73 +256,121 @@ class Resolver:
             literal = numeric_host(host)
             if literal is not None:
                 addrs = [literal]
+                canon = host  # glibc names a literal by itself
+                scope = _scope_of(host)
             elif flags & socket.AI_NUMERICHOST or host == "":
                 raise noname()
             else:
-                addrs = sorted(self.lookup(host), key=lambda a: -_precedence(a))
-                canon = host
+                canon, found = self._entry(host)
+                addrs = sorted(found, key=lambda a: -_precedence(a))
             if family == AF_INET6 and all(len(a) == 4 for a in addrs):
                 if flags & socket.AI_V4MAPPED:
                     addrs = [bytes(10) + b"\xff\xff" + a for a in addrs]
-                else:
+                elif literal is not None:
                     raise _gai(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
+                else:
+                    raise noname()
         if family:
             addrs = [a for a in addrs if family_of(a) == family]
             if not addrs:
+                if host is not None and numeric_host(host) is None:
+                    raise noname()
                 raise _gai(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
         out: list[AddrInfo] = []
         for a in addrs:
             fam = socket.AddressFamily(family_of(a))
             text = to_text(a)
-            sockaddr: tuple[Any, ...] = (
-                (text, portnum or 0) if fam == AF_INET else (text, portnum or 0, 0, 0)
-            )
-            for kind, p in _KINDS:
-                if type and kind != type:
-                    continue
-                if proto and p and proto != p:
-                    continue
-                if proto and not p and kind == socket.SOCK_RAW:
-                    p = proto
+            for kind, p, portnum in kinds:
+                sockaddr: tuple[Any, ...] = (
+                    (text, portnum) if fam == AF_INET else (text, portnum, 0, scope))
                 name = canon if (flags & socket.AI_CANONNAME and not out) else ""
-                out.append((fam, socket.SocketKind(kind), p, name, sockaddr))
-        if not out:
-            raise _gai(socket.EAI_SOCKTYPE, "ai_socktype not supported")
+                out.append((fam, _kind(kind), p, name, sockaddr))
         return out
 
+    def _setipaddr(self, name: str, family: int) -> bytes:
+        """CPython's setipaddr(), which every by-name call starts with: ''
+        is the wildcard, '<broadcast>' the limited broadcast, dotted quads
+        and IPv6 text are taken as they are, anything else goes through
+        getaddrinfo (raising its gaierror)."""
+        if name == "":
+            return bytes(4)
+        if name == "<broadcast>":
+            if family not in (0, AF_INET):
+                raise _gai(socket.EAI_FAMILY, "ai_family not supported")
+            return b"\xff\xff\xff\xff"
+        for fam in (AF_INET, AF_INET6):
+            if family in (0, fam) and not (fam == AF_INET6 and "%" in name):
+                try:
+                    return socket.inet_pton(fam, name)
+                except OSError:
+                    pass
+        info = self.getaddrinfo(name, None, family)[0]
+        return numeric_host(info[4][0]) or b""
+
+    def _digits_dots(self, name: str) -> bytes | None:
+        """glibc __nss_hostname_digits_dots: a name of digits and dots is an
+        address (or nothing), never looked up."""
+        if name and name[0].isdigit() and all(c.isdigit() or c == "." for c in name):
+            return _aton_exact(name) if not name.endswith(".") else None
+        return None
+
     def gethostbyname(self, name: str) -> str:
-        return self.gethostbyname_ex(name)[2][0]
+        return to_text(self._setipaddr(name, AF_INET))
 
     def gethostbyname_ex(self, name: str) -> tuple[str, list[str], list[str]]:
-        literal = numeric_host(name)
-        if literal is not None:
-            if len(literal) != 4:
-                raise _gai(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
-            return name, [], [to_text(literal)]
-        v4 = [to_text(a) for a in self.lookup(name) if len(a) == 4]
+        """As CPython: setipaddr (gaierror for an unknown name), then
+        gethostbyname_r, whose failures are herror."""
+        self._setipaddr(name, AF_INET)
+        if name and name[0].isdigit() and all(c.isdigit() or c == "." for c in name):
+            addr = self._digits_dots(name)
+            if addr is None:
+                raise _unknown_host()
+            return name, [], [to_text(addr)]
+        try:
+            canon, found = self._entry(name)
+        except socket.gaierror:
+            raise _unknown_host() from None
+        v4 = [to_text(a) for a in found if len(a) == 4]
         if not v4:
-            raise _gai(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
-        return name, [], v4
+            raise _unknown_host()
+        return canon, [], v4
 
     def gethostbyaddr(self, address: str) -> tuple[str, list[str], list[str]]:
-        literal = numeric_host(address)
-        if literal is None:
-            literal = self.lookup(address)[0]
+        literal = self._setipaddr(address, 0)
         names = [n for n, addrs in self.hosts.items() if any(
             numeric_host(a) == literal for a in addrs)]
         if not names:
-            raise socket.herror(1, "Unknown host")
+            raise _unknown_host()
         return names[0], names[1:], [to_text(literal)]
 
     def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
-        host, port = sockaddr[0], sockaddr[1]
-        literal = numeric_host(host)
-        if literal is None:
-            raise _gai(socket.EAI_NONAME, "Name or service not known")
+        """As CPython's socket.getnameinfo: the sockaddr is parsed, resolved
+        numerically (so the port wraps as getaddrinfo's does), then named
+        from the hosts table."""
+        if not isinstance(sockaddr, tuple):
+            raise TypeError("getnameinfo() argument 1 must be a tuple")
+        if not 2 <= len(sockaddr) <= 4 or not isinstance(sockaddr[0], str):
+            raise TypeError("getnameinfo(): illegal sockaddr argument")
+        host = sockaddr[0]
+        port = operator.index(sockaddr[1])
+        scope = operator.index(sockaddr[3]) if len(sockaddr) == 4 else 0
+        if len(sockaddr) >= 3 and not 0 <= operator.index(sockaddr[2]) <= 0xFFFFF:
+            raise OverflowError("getnameinfo(): flowinfo must be 0-1048575.")
+        infos = self.getaddrinfo(host, str(port), 0, socket.SOCK_DGRAM, 0,
+                                 socket.AI_NUMERICHOST)
+        if len(infos) > 1:
+            raise OSError("sockaddr resolved to multiple addresses")
+        family, _, _, _, resolved = infos[0]
+        if family == AF_INET and len(sockaddr) != 2:
+            raise OSError("IPv4 sockaddr must be 2 tuple")
+        literal = numeric_host(resolved[0]) or b""
+        port = resolved[1]
         name = to_text(literal)
+        if family == AF_INET6 and scope:
+            name += f"%{scope}"
         if not flags & socket.NI_NUMERICHOST:
             try:
-                name = self.gethostbyaddr(name)[0]
+                name = self.gethostbyaddr(to_text(literal))[0]
             except socket.herror:
                 if flags & socket.NI_NAMEREQD:
                     raise noname() from None
@@ -194,3 +381,12 @@ class Resolver:
             except OSError:
                 pass
         return name, service
+
+
+def _kind(kind: int) -> socket.SocketKind:
+    """A SocketKind where the stdlib has one (SOCK_DCCP has none): as
+    CPython's getaddrinfo returns it."""
+    try:
+        return socket.SocketKind(kind)
+    except ValueError:
+        return kind  # type: ignore[return-value]

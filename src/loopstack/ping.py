@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -40,10 +39,15 @@ class PingResult:
     transmitted: int = 0
     received: int = 0
     duplicates: int = 0
-    rtts: list[float] = field(default_factory=list)
+    rtts: list[float] = field(default_factory=list)  # empty when size < 16 (untimed)
     replies: list[PingReply] = field(default_factory=list)
     elapsed: float = 0.0  # seconds from first send to the end
     interrupted: bool = False
+
+    @property
+    def timed(self) -> bool:
+        """iputils times replies only when the data holds a timeval (16 bytes)."""
+        return self.size >= _TIMEVAL.size
 
     @property
     def loss(self) -> float:
@@ -81,11 +85,10 @@ def _pattern(size: int) -> bytes:
     return bytes((i + 8) & 0xFF for i in range(size))
 
 
-def _payload(pattern: bytes) -> bytes:
+def _payload(pattern: bytes, now: int) -> bytes:
     """The send time as a timeval, then iputils' byte pattern."""
     size = len(pattern)
     if size >= _TIMEVAL.size:
-        now = time.time_ns()
         stamp = _TIMEVAL.pack(now // 1_000_000_000, (now // 1000) % 1_000_000)
         return stamp + pattern[_TIMEVAL.size :]
     return pattern
@@ -139,7 +142,8 @@ def run_ping(
             else:
                 seen.add(r.seq)
                 result.received += 1
-                result.rtts.append(reply.rtt)
+                if result.timed:
+                    result.rtts.append(reply.rtt)
             result.replies.append(reply)
             if on_reply is not None:
                 on_reply(reply)
@@ -160,7 +164,7 @@ def run_ping(
         while count == 0 or seq < count:
             seq += 1
             wait_until(start + (seq - 1) * interval_ns, lambda: False)
-            data = _payload(pattern)
+            data = _payload(pattern, stack.wall_ns())
             with stack.lock:
                 sent_at[seq & 0xFFFF] = clock.now_ns()
                 ep.send_echo(addr, seq & 0xFFFF, data, ttl)  # ENETUNREACH propagates

@@ -40,6 +40,8 @@ SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", 38)
 IP_TTL = _socket.IP_TTL
 IPV6_V6ONLY = _socket.IPV6_V6ONLY
 IPV6_UNICAST_HOPS = _socket.IPV6_UNICAST_HOPS
+_SOCK_TYPE_MASK = 0xF  # include/linux/net.h
+_SOCK_MAX = 11  # SOCK_PACKET + 1
 
 
 def error(code: int) -> OSError:
@@ -67,6 +69,8 @@ class Socket:
             proto = 0
         nonblock = bool(type & SOCK_NONBLOCK)
         kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+        if kind & ~_SOCK_TYPE_MASK or kind >= _SOCK_MAX:
+            raise error(errno.EINVAL)  # Linux __sys_socket: not a type at all
         if family not in (AF_INET, AF_INET6):
             raise error(errno.EAFNOSUPPORT)
         self._stack = stack
@@ -79,7 +83,6 @@ class Socket:
                 raise error(errno.EACCES)
             if proto not in (0, _socket.IPPROTO_UDP):
                 raise error(errno.EPROTONOSUPPORT)
-            proto = _socket.IPPROTO_UDP
             with stack.lock:
                 self._udp = stack.udp.socket(family == AF_INET6)
         elif kind == _socket.SOCK_STREAM:
@@ -91,7 +94,7 @@ class Socket:
             raise error(errno.EPROTONOSUPPORT)
         else:
             raise error(errno.ESOCKTNOSUPPORT)
-        self._proto = proto
+        self._proto = proto  # as given, like socket.socket().proto; SO_PROTOCOL tells the truth
         self._timeout: float | None = 0.0 if nonblock else _socket.getdefaulttimeout()
         self._cond = threading.Condition(stack.lock)
         self._closed = False
@@ -220,8 +223,7 @@ class Socket:
             return V6_ANY if v6 else V4_ANY
         if host == "<broadcast>":
             if v6:
-                raise _socket.gaierror(_socket.EAI_ADDRFAMILY,
-                                       "Address family for hostname not supported")
+                raise OSError("address family mismatched")  # as CPython's setipaddr
             return V4_LIMITED_BROADCAST
         if v6:
             try:
@@ -268,7 +270,8 @@ class Socket:
     def getpeername(self) -> tuple[Any, ...]:
         with self._stack.lock:
             u = self._check()
-            if u.remote_addr is None:
+            # inet_getname(): a peer port of 0 (connect to port 0) is "not connected".
+            if u.remote_addr is None or u.remote_port == 0:
                 raise error(errno.ENOTCONN)
             return self._text(u.remote_addr, u.remote_port)
 
@@ -288,6 +291,10 @@ class Socket:
         addr, port = self._sockaddr(address, "bind")
         with self._stack.lock:
             u = self._check()
+            if u.v6only and len(addr) == 16 and v4_of(addr) is not None:
+                # Linux __inet6_bind: "Binding to v4-mapped address on a
+                # v6-only socket makes no sense".
+                raise error(errno.EINVAL)
             if not self._is_local(addr):
                 raise error(errno.EADDRNOTAVAIL)
             u.bind(addr, port)
@@ -296,10 +303,6 @@ class Socket:
         addr, port = self._sockaddr(address, "connect")
         with self._stack.lock:
             u = self._check()
-            if port == 0:
-                u.disconnect()  # Linux: connect to port 0 leaves UDP unconnected
-                u.autobind()
-                return
             u.connect(addr, port)
             self._wake()
 
@@ -547,7 +550,7 @@ class Socket:
                     _socket.SO_SNDBUF: u.sndbuf,
                     _socket.SO_TYPE: self._kind,
                     SO_DOMAIN: int(self._family),
-                    SO_PROTOCOL: self._proto,
+                    SO_PROTOCOL: _socket.IPPROTO_UDP,
                     _socket.SO_KEEPALIVE: self._keepalive,
                     _socket.SO_ACCEPTCONN: 0,
                 }

@@ -41,6 +41,7 @@ from .names import AddrInfo, Resolver
 from .socket import Socket
 from .transport.icmp import ICMPv4, ICMPv6
 from .transport.ports import PortTable
+from .transport.tcp import TCP
 from .transport.udp import UDP
 from .wire.icmp import PROTO_ICMP, PROTO_ICMPV6
 
@@ -134,6 +135,10 @@ class Stack:
         self.udp_ports = PortTable(self.rng, tcp=False)
         self.udp = UDP(self.ipv4, self.ipv6, self.icmp4, self.icmp6, g["Udp"], g["Udp6"],
                        self.udp_ports)
+        self.tcp_ports = PortTable(self.rng, tcp=True)
+        self.tcp = TCP(self.ipv4, self.ipv6, self.icmp4, self.icmp6, g["Tcp"], g["TcpExt"],
+                       self.clock, self.rng, self.tcp_ports)
+        g["Tcp"].update(RtoAlgorithm=1, RtoMin=200, RtoMax=120000, MaxConn=-1)
         self.resolver = Resolver(self.hosts)
         self._sockets: dict[int, Socket] = {}
         self._attach(self.lo)
@@ -223,7 +228,7 @@ class Stack:
             addr, plen = parse_prefix(prefix)
             gw = parse_address(via) if via is not None else None
             self.route_table.add(Route(addr, plen, UNICAST, iface, TABLE_MAIN, gateway=gw,
-                                       scope="global" if gw else "link", proto="static",
+                                       scope="global" if gw else "link", proto="boot",
                                        metric=metric if len(addr) == 4 else (metric or 1024)))
 
     def interfaces(self) -> list[InterfaceInfo]:
@@ -265,10 +270,11 @@ class Stack:
                 ifaces = list(self._interfaces.values())
             else:
                 ifaces = [i if isinstance(i, Interface) else self.interface(i) for i in interfaces]
-            return Capture(path, ifaces, self._capture_time, format)
+            return Capture(path, ifaces, self.wall_ns, format)
 
-    def _capture_time(self) -> int:
-        # Virtual time is written as is (from the epoch) so captures repeat byte for byte.
+    def wall_ns(self) -> int:
+        """Wall-clock time as the stack sees it: virtual time counts from the
+        epoch, so captures and payloads repeat byte for byte."""
         return self.clock.now_ns() if self.clock.is_virtual else time.time_ns()
 
     # -- time ------------------------------------------------------------------
@@ -305,6 +311,11 @@ class Stack:
     def socket(self, family: int = AF_INET, type: int = socket.SOCK_STREAM,
                proto: int = 0) -> Socket:
         """A socket on this stack, as ``socket.socket(family, type, proto)``."""
+        kind = type & ~(getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0))
+        if kind == socket.SOCK_STREAM and family in (AF_INET, AF_INET6):
+            from .stream import StreamSocket
+
+            return StreamSocket(self, family, type, proto)
         return Socket(self, family, type, proto)
 
     def _register(self, sock: Socket) -> None:

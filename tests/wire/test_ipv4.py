@@ -83,6 +83,14 @@ def test_df_set_and_padding_after_total_length() -> None:
     assert h.total_length == len(data)
 
 
+def test_unaligned_options_are_padded_and_counted() -> None:
+    h = IPv4Header(a4("1.2.3.4"), a4("5.6.7.8"), 6, options=b"\x01\x01\x01")
+    data = h.build(b"xy")
+    assert h.header_length == (data[0] & 0x0F) * 4 == 24
+    assert IPv4Header.parse(data).options == b"\x01\x01\x01\x00"
+    assert rebuilt_by_scapy(IP(data)) == data
+
+
 def test_bad_header_checksum_detected() -> None:
     data = bytearray(IPv4Header(a4("1.2.3.4"), a4("5.6.7.8"), 6).build(b""))
     assert header_checksum_ok(data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..ip.addr import AF_INET, AF_INET6, family_of, to_text
 from ..ping import PingReply, PingResult, max_payload
@@ -25,20 +25,19 @@ def format_time(rtt: float) -> str:
 
 
 def header_line(host: str, address: str, family: int, size: int) -> str:
+    """iputils: `PING 127.0.0.1 (127.0.0.1) 56(84) bytes of data.`, and for
+    IPv6 `PING ::1(::1) 56 data bytes` or `PING localhost(localhost (::1)) ...`."""
     if family == AF_INET6:
-        who = f"{host}({address})" if host != address else address
-        return f"PING {who} {size} data bytes"
-    who = f"{host} ({address})"
-    return f"PING {who} {size}({size + 28}) bytes of data."
+        who = address if host == address else f"{host} ({address})"
+        return f"PING {host}({who}) {size} data bytes"
+    return f"PING {host} ({address}) {size}({size + 28}) bytes of data."
 
 
-def reply_line(host: str, address: str, reply: PingReply) -> str:
+def reply_line(host: str, address: str, reply: PingReply, timed: bool = True) -> str:
     who = reply.address if host == address else f"{host} ({reply.address})"
     dup = " (DUP!)" if reply.duplicate else ""
-    return (
-        f"{reply.size} bytes from {who}: icmp_seq={reply.seq} ttl={reply.ttl} "
-        f"time={format_time(reply.rtt)} ms{dup}"
-    )
+    time = f" time={format_time(reply.rtt)} ms" if timed else ""
+    return f"{reply.size} bytes from {who}: icmp_seq={reply.seq} ttl={reply.ttl}{time}{dup}"
 
 
 def summary_lines(result: PingResult) -> list[str]:
@@ -48,7 +47,7 @@ def summary_lines(result: PingResult) -> list[str]:
         stats += f", +{result.duplicates} duplicates"
     stats += f", {loss:g}% packet loss, time {result.elapsed * 1000:.0f}ms"
     lines = ["", f"--- {result.host} ping statistics ---", stats]
-    if result.received:
+    if result.rtts:
         lines.append(
             "rtt min/avg/max/mdev = "
             f"{result.rtt_min * 1000:.3f}/{result.rtt_avg * 1000:.3f}/"
@@ -66,13 +65,18 @@ def ping_and_print(
 
     address = stack.resolve(host, family)[0]
     fam = family_of(address)
+    limit = max_payload(fam)
+    if not 0 <= size <= limit:
+        raise CliError(f"-s {size} is out of range: give 0 to {limit} data bytes over "
+                       f"{'IPv6' if fam == AF_INET6 else 'IPv4'}")
     with stack.lock:  # fail before the header, as iputils' connect() does
         (stack.ipv6 if fam == AF_INET6 else stack.ipv4).route_output(address)
     text = to_text(address)
     print(header_line(host, text, fam, size), file=out, flush=True)
+    timed = size >= 16
 
     def show(reply: PingReply) -> None:
-        print(reply_line(host, text, reply), file=out, flush=True)
+        print(reply_line(host, text, reply, timed), file=out, flush=True)
 
     result = run_ping(stack, host, count=count, interval=interval, size=size, timeout=timeout,
                       ttl=ttl, family=fam, on_reply=show, interruptible=interruptible)
@@ -81,19 +85,38 @@ def ping_and_print(
     return result
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _checked(kind: type[int] | type[float], low: float, high: float | None, what: str
+             ) -> Any:
+    """An argparse type that rejects a bad value at once, as iputils does."""
+    def convert(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number: give {what}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give {what}")
+        return value
+    return convert
+
+
+def add_parser(sub: Any) -> None:
     p = sub.add_parser("ping", help="ping an address through a fresh loopstack stack",
                        description="Send ICMP echo requests through a fresh loopstack stack "
                        "(never through the host), printing what iputils ping prints.")
-    p.add_argument("-c", dest="count", type=int, default=0, metavar="COUNT",
+    p.add_argument("-c", dest="count", type=_checked(int, 1, None, "a count of 1 or more"),
+                   default=0, metavar="COUNT",
                    help="stop after COUNT replies (default: until interrupted)")
-    p.add_argument("-i", dest="interval", type=float, default=1.0, metavar="INTERVAL",
+    p.add_argument("-i", dest="interval", type=_checked(float, 0, None, "0 or more seconds"),
+                   default=1.0, metavar="INTERVAL",
                    help="seconds between requests (default 1; 0 sends at once)")
-    p.add_argument("-s", dest="size", type=int, default=56, metavar="SIZE",
+    p.add_argument("-s", dest="size", type=_checked(int, 0, 65527, "0 to 65507 data bytes "
+                   "(65527 over IPv6)"), default=56, metavar="SIZE",
                    help="data bytes per request (default 56)")
-    p.add_argument("-W", dest="timeout", type=float, default=1.0, metavar="TIMEOUT",
+    p.add_argument("-W", dest="timeout", type=_checked(float, 1e-6, None, "a positive number "
+                   "of seconds"), default=1.0, metavar="TIMEOUT",
                    help="seconds to wait for the last reply (default 1)")
-    p.add_argument("-t", dest="ttl", type=int, default=64, metavar="TTL",
+    p.add_argument("-t", dest="ttl", type=_checked(int, 1, 255, "a TTL from 1 to 255"),
+                   default=64, metavar="TTL",
                    help="IP time to live (default 64)")
     fam = p.add_mutually_exclusive_group()
     fam.add_argument("-4", dest="family", action="store_const", const=AF_INET, default=0,
@@ -119,9 +142,8 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"-W {args.timeout} must be positive: give the seconds to wait")
     if not 1 <= args.ttl <= 255:
         raise CliError(f"-t {args.ttl} is out of range: give a TTL from 1 to 255")
-    limit = max_payload(AF_INET6 if args.family == AF_INET6 else AF_INET)
-    if not 0 <= args.size <= limit:
-        raise CliError(f"-s {args.size} is out of range: give 0 to {limit} data bytes")
+    if args.size < 0:
+        raise CliError(f"-s {args.size} is negative: give 0 or more data bytes")
     stack = Stack(seed=args.seed)
     try:
         if args.netem:

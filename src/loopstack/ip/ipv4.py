@@ -46,7 +46,8 @@ class IPv4:
         self.icmp_error: IcmpError | None = None
         self.default_ttl = DEFAULT_TTL
         self._ident = rng.randrange(1 << 16)
-        self.reassembler = Reassembler(clock, IPFRAG_TIME_NS, mib, self._reasm_timeout)
+        self.reassembler = Reassembler(clock, IPFRAG_TIME_NS, mib, self._reasm_timeout,
+                                       max_payload=0xFFFF - FIXED_LEN)
         self._reasm_iface: Interface = loopback
 
     # -- input -----------------------------------------------------------------
@@ -58,9 +59,12 @@ class IPv4:
         try:
             h = IPv4Header.parse(packet)
         except MalformedPacket as e:
-            if e.reason.startswith("truncated"):
+            # Linux: fewer bytes than the total length is InTruncatedPkts alone;
+            # anything else wrong with the header is InHdrErrors.
+            if e.reason.startswith("truncated IPv4 packet"):
                 self.mib_ext["InTruncatedPkts"] += 1
-            mib["InHdrErrors"] += 1
+            else:
+                mib["InHdrErrors"] += 1
             return
         if not header_checksum_ok(packet):
             self.mib_ext["InCsumErrors"] += 1
@@ -74,7 +78,12 @@ class IPv4:
             if dst[0] == 127:
                 self.rtcache["in_martian_dst"] += 1
                 return
-            if src[0] == 127 or is_v4_multicast(src) or src == V4_LIMITED_BROADCAST:
+            if src[0] in (0, 127) or is_v4_multicast(src) or src == V4_LIMITED_BROADCAST:
+                self.rtcache["in_martian_src"] += 1
+                return
+            src_route = self.routes.lookup(src)
+            if src_route is not None and src_route.kind in (LOCAL, BROADCAST):
+                # fib_validate_source(): our own address coming from outside.
                 self.rtcache["in_martian_src"] += 1
                 return
         broadcast = False
@@ -100,6 +109,7 @@ class IPv4:
             fh.mf = False
             fh.frag_offset = 0
             if fh.header_length + len(payload) > 0xFFFF:
+                mib["ReasmOKs"] -= 1  # options made it too long after all
                 mib["ReasmFails"] += 1
                 return
             packet = fh.build(payload)

@@ -68,7 +68,11 @@ class IPv6:
         try:
             h = IPv6Header.parse(packet)
         except MalformedPacket as e:
-            mib["InTruncatedPkts" if e.reason.startswith("truncated") else "InHdrErrors"] += 1
+            # Linux ip6_rcv_core(): a short packet counts InTruncatedPkts and
+            # then InHdrErrors too; a runt or bad header only InHdrErrors.
+            if e.reason.startswith("truncated IPv6 packet"):
+                mib["InTruncatedPkts"] += 1
+            mib["InHdrErrors"] += 1
             return
         src, dst = h.src, h.dst
         mib["InOctets"] += h.total_length
@@ -154,6 +158,17 @@ class IPv6:
         self, h: IPv6Header, frag: IPv6ExtHeader, packet: bytes, frag_off: int, iface: Interface
     ) -> None:
         data = packet[frag_off + 8 : h.total_length]
+        # RFC 8200 4.5: a non-last fragment whose length is not a multiple of 8,
+        # or one reaching past 65535, gets a Parameter Problem (code 0).
+        if frag.frag_more and len(data) % 8:
+            self.mib["InHdrErrors"] += 1
+            self._param_problem(packet, iface, V6_PARAM_HEADER, 4, is_v6_multicast(h.dst))
+            return
+        if frag.frag_offset + len(data) > 0xFFFF:
+            self.mib["InHdrErrors"] += 1
+            self._param_problem(packet, iface, V6_PARAM_HEADER, frag_off + 2,
+                                is_v6_multicast(h.dst))
+            return
         if frag.frag_offset == 0 and not frag.frag_more:
             # An atomic fragment (RFC 6946): process it at once.
             done: tuple[bytes, bytes] | None = (packet, data)

@@ -60,9 +60,10 @@ class Route:
             parts += ["dev", self.iface.name]
         if self.table != TABLE_MAIN:
             parts += ["table", self.table]
-        parts += ["proto", self.proto]
+        if self.proto != "boot":  # `ip route` hides the default protocol
+            parts += ["proto", self.proto]
         if self.family == AF_INET:
-            if self.scope != "global":
+            if self.scope != "global" and not (self.proto == "boot" and self.gateway):
                 parts += ["scope", self.scope]
             if self.prefsrc is not None:
                 parts += ["src", to_text(self.prefsrc)]

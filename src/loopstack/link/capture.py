@@ -44,24 +44,37 @@ class Capture:
         if fmt == "pcap":
             self._pcap = PcapWriter(self._file, LINKTYPE_ETHERNET)
             for iface in ifaces:
-                self._handles.append(iface.tap(self._write_pcap))
+                self._handles.append(iface.tap(self._pcap_writer(iface)))
         else:
             self._pcapng = PcapngWriter(self._file)
             for iface in ifaces:
                 idx = self._pcapng.add_interface(iface.name, LINKTYPE_ETHERNET)
-                self._handles.append(iface.tap(self._pcapng_writer(idx)))
+                self._handles.append(iface.tap(self._pcapng_writer(idx, iface)))
 
-    def _write_pcap(self, packet: bytes, direction: str) -> None:
-        assert self._pcap is not None
-        self._pcap.write(self._now_ns(), ethernet_frame(fill_checksums(packet)))
-        self.packets += 1
+    @staticmethod
+    def _frame(iface: Interface, packet: bytes) -> bytes:
+        # Only offloaded checksums are filled in: real damage (netem corrupt,
+        # a bad packet injected on a NIC) stays visible.
+        if iface.checksum_offload:
+            packet = fill_checksums(packet)
+        return ethernet_frame(packet)
 
-    def _pcapng_writer(self, idx: int) -> Callable[[bytes, str], None]:
+    def _pcap_writer(self, iface: Interface) -> Callable[[bytes, str], None]:
+        writer = self._pcap
+        assert writer is not None
+
+        def write(packet: bytes, direction: str) -> None:
+            writer.write(self._now_ns(), self._frame(iface, packet))
+            self.packets += 1
+
+        return write
+
+    def _pcapng_writer(self, idx: int, iface: Interface) -> Callable[[bytes, str], None]:
         writer = self._pcapng
         assert writer is not None
 
         def write(packet: bytes, direction: str) -> None:
-            writer.write(idx, self._now_ns(), ethernet_frame(fill_checksums(packet)), direction)
+            writer.write(idx, self._now_ns(), self._frame(iface, packet), direction)
             self.packets += 1
 
         return write

@@ -163,11 +163,15 @@ class ICMPv4(IcmpBase):
             return
         kind = msg.type
         self._count_in(kind)
+        if kind > 18:  # NR_ICMP_TYPES: Linux counts these as errors and drops them
+            mib["InErrors"] += 1
+            return
         name = self._IN.get(kind)
         if name is not None:
             mib[name] += 1
         if kind == I.ECHO_REQUEST:
             if pkt.broadcast and self.echo_ignore_broadcasts:
+                mib["InErrors"] += 1  # icmp_rcv(): goto error
                 return
             self._reply_echo(pkt, msg)
         elif kind == I.ECHO_REPLY:
@@ -188,7 +192,9 @@ class ICMPv4(IcmpBase):
         tos = pkt.packet[1]
         self._count_out(I.ECHO_REPLY)
         self.mib["OutEchoReps"] += 1
-        self.ip.output(rt, I.PROTO_ICMP, reply.build(with_checksum=rt.needs_checksums), tos=tos)
+        # Linux's ICMP socket uses IP_PMTUDISC_DONT: replies never carry DF.
+        self.ip.output(rt, I.PROTO_ICMP, reply.build(with_checksum=rt.needs_checksums), tos=tos,
+                       df=False)
 
     def _error_up(self, msg: ICMPMessage, reporter: bytes) -> None:
         quote = bytes(msg.body)
@@ -365,7 +371,9 @@ class ICMPv6(IcmpBase):
 
             quote = bytearray(invoking)
             h = IPv6Header.parse(bytes(quote))
-            if h.upper_proto == I.PROTO_ICMPV6 and h.upper_offset < len(invoking):
+            frag = h.fragment_header()
+            first = frag is None or frag.frag_offset == 0
+            if first and h.upper_proto == I.PROTO_ICMPV6 and h.upper_offset < len(invoking):
                 if invoking[h.upper_offset] < 128:
                     return  # never an error about an error (2.4(e.1))
         except MalformedPacket:

@@ -14,7 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..ip.addr import V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, is_multicast
+from ..ip.addr import V4_ANY, V4_LIMITED_BROADCAST, V4_LOOPBACK, V6_ANY, is_multicast
 from ..ip.ipv4 import IPv4
 from ..ip.ipv6 import IPv6
 from ..ip.packet import Inbound, OutRoute
@@ -101,7 +101,12 @@ class UdpSock:
             self.bind(self.local_addr, 0)
 
     def connect(self, addr: bytes, port: int) -> None:
-        """Fix the peer (ip4_datagram_connect): choose the route and source now."""
+        """Fix the peer (ip4_datagram_connect): choose the route and source now.
+
+        Port 0 is accepted as Linux accepts it: the socket is connected to
+        addr:0 (getpeername says ENOTCONN, send() goes to port 0, only
+        datagrams from addr are received). A pending error (so_error) is
+        not cleared: Linux's connect leaves sk_err for the next call."""
         target = self.udp.target(self, addr)
         rt = self.udp.route(self, target)
         if rt.broadcast and not self.broadcast:
@@ -112,7 +117,6 @@ class UdpSock:
             self.local_addr = mapped(rt.src) if self.v6 and len(rt.src) == 4 else rt.src
         self.remote_addr = mapped(rt.dst) if self.v6 and len(rt.dst) == 4 else rt.dst
         self.remote_port = port
-        self.so_error = 0
 
     def disconnect(self) -> None:
         """connect(AF_UNSPEC): forget the peer; an autobound address is released."""
@@ -129,8 +133,10 @@ class UdpSock:
         if addr is None:
             if self.remote_addr is None:
                 raise _err(errno.EDESTADDRREQ)
+            # Connected to port 0, the datagram goes to port 0 (udp_sendmsg
+            # checks dport only for an explicit address).
             addr, port = self.remote_addr, self.remote_port
-        if port == 0:
+        elif port == 0:
             raise _err(errno.EINVAL)
         return self.udp.output(self, data, addr, port)
 
@@ -196,12 +202,19 @@ class UDP:
         four = v4_of(addr) if len(addr) == 16 else addr
         if s.v6 and len(addr) == 16:
             local_is_v4 = v4_of(s.local_addr) is not None
+            if local_is_v4 and addr == V6_ANY:
+                # Linux __ip6_datagram_connect "connect to self if not
+                # specified": on a socket bound to a v4-mapped address, ::
+                # means ::ffff:127.0.0.1.
+                return V4_LOOPBACK
             if four is not None:
                 if s.v6only or (s.local_addr != V6_ANY and not local_is_v4):
                     raise _err(errno.ENETUNREACH)
                 return four
             if local_is_v4:
-                raise _err(errno.ENETUNREACH)  # bound to IPv4, cannot reach IPv6
+                # Bound (or connected) to a v4-mapped address, the socket
+                # speaks IPv4 only: Linux says EAFNOSUPPORT for an IPv6 peer.
+                raise _err(errno.EAFNOSUPPORT)
         return addr
 
     def route(self, s: UdpSock, addr: bytes) -> OutRoute:
@@ -307,9 +320,13 @@ class UDP:
                 score += 4
             if s.remote_addr is not None:
                 ra = v4_of(s.remote_addr) if s.v6 else s.remote_addr
-                if ra != src or s.remote_port != sport:
+                if ra != src:
                     return -1
-                score += 8
+                score += 4
+            if s.remote_port:  # Linux compute_score: a port of 0 matches any
+                if s.remote_port != sport:
+                    return -1
+                score += 4
             return score
         if not s.v6:
             return -1
@@ -318,9 +335,13 @@ class UDP:
                 return -1
             score += 4
         if s.remote_addr is not None:
-            if s.remote_addr != src or s.remote_port != sport:
+            if s.remote_addr != src:
                 return -1
-            score += 8
+            score += 4
+        if s.remote_port:
+            if s.remote_port != sport:
+                return -1
+            score += 4
         return score + 2
 
     def _lookup(self, src: bytes, sport: int, dst: bytes, dport: int) -> UdpSock | None:
@@ -363,7 +384,7 @@ class UDP:
                 continue
             if s.remote_addr is not None:
                 ra = v4_of(s.remote_addr) if s.v6 and len(src) == 4 else s.remote_addr
-                if ra != src or s.remote_port != sport:
+                if ra != src or (s.remote_port and s.remote_port != sport):
                     continue
             out.append(s)
         return out

@@ -38,7 +38,8 @@ class IPv4Header:
 
     @property
     def header_length(self) -> int:
-        return FIXED_LEN + len(self.options)
+        """Length on the wire: build pads options to 32 bits (RFC 791 3.1)."""
+        return FIXED_LEN + -(-len(self.options) // 4) * 4
 
     @property
     def is_fragment(self) -> bool:

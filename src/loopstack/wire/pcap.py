@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 from .errors import MalformedPacket
 
@@ -82,7 +82,7 @@ class _Writer:
         """Flush what was written; the file itself stays open."""
         self._file.flush()
 
-    def __enter__(self) -> _Writer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -1,0 +1,735 @@
+"""TCP (RFC 9293): the protocol module of one stack — demultiplexing,
+listeners, resets for closed ports, and the operations the socket layer
+calls (connect, listen, accept, send, receive, shutdown, close).
+
+Files: tcb.py (control block), input.py (segment arrival), output.py
+(sending), timers.py, congestion.py, sack.py, listen.py, isn.py.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import struct
+from typing import Any
+
+from ...clock import NS_PER_SEC, Clock
+from ...ip.addr import V4_ANY, V6_ANY, is_multicast
+from ...ip.ipv4 import IPv4
+from ...ip.ipv6 import IPv6
+from ...ip.packet import Inbound, OutRoute
+from ...ip.route import BROADCAST
+from ...wire.checksum import checksum, pseudo_sum
+from ...wire.errors import MalformedPacket
+from ...wire.tcp import ACK, FIN, PROTO_TCP, RST, SYN
+from ..icmp import IcmpError, ICMPv4, ICMPv6
+from ..ports import PortTable, addresses_overlap, in_use, v4_of
+from . import timers
+from .constants import (
+    CAN_SEND_DATA,
+    RETRIES2,
+    RTO_MIN,
+    SOMAXCONN,
+    SYN_LINEAR_TIMEOUTS,
+    SYN_RETRIES,
+    SYNACK_RETRIES,
+    TIMEOUT_INIT,
+    TIMEWAIT_LEN,
+    WMEM_MAX,
+    State,
+)
+from .input import negotiate, segment_arrives, window_update_after_read
+from .isn import (
+    check_cookie,
+    decode_ts_options,
+    encode_ts_options,
+    initial_sequence,
+    make_cookie,
+    timestamp_offset,
+)
+from .listen import Listener
+from .output import output, send_rst, send_syn, send_synack, transmit
+from .segment import Segment, parse_segment
+from .seq import unwrap, wire
+from .tcb import TCB
+
+_HDR = struct.Struct("!HHIIHHHH")
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+class TCP:
+    def __init__(self, ipv4: IPv4, ipv6: IPv6, icmp4: ICMPv4, icmp6: ICMPv6,
+                 mib: dict[str, int], ext: dict[str, int], clock: Clock, rng: random.Random,
+                 ports: PortTable) -> None:
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.mib = mib
+        self.ext = ext
+        self.clock = clock
+        self.rng = rng
+        self.ports = ports
+        self.secret = rng.getrandbits(128).to_bytes(16, "big")
+        self.conns: dict[tuple[bytes, int, bytes, int], TCB] = {}
+        # sysctls, per stack (Linux names)
+        self.timewait_ns = TIMEWAIT_LEN
+        self.syn_retries = SYN_RETRIES
+        self.synack_retries = SYNACK_RETRIES
+        self.syn_linear_timeouts = SYN_LINEAR_TIMEOUTS
+        self.retries2 = RETRIES2
+        self.orphan_retries = 8  # tcp_orphan_retries = 0 means 8
+        self.syncookies = True
+        self.timestamps = True
+        self.sack = True
+        self.window_scaling = True
+        self.reordering = 3
+        self.somaxconn = SOMAXCONN
+        self.slow_start_after_idle = True
+        self.wmem_max = WMEM_MAX
+        self.rto_min = RTO_MIN
+        self.congestion = "cubic"
+        ipv4.handlers[PROTO_TCP] = self.input
+        ipv6.handlers[PROTO_TCP] = self.input
+        icmp4.err_handlers[PROTO_TCP] = self.icmp_error
+        icmp6.err_handlers[PROTO_TCP] = self.icmp_error
+
+    # -- lifecycle of a control block ---------------------------------------------
+    def new_tcb(self, v6: bool) -> TCB:
+        tcb = TCB(self, v6)
+        tcb.rto_min = self.rto_min
+        tcb.set_congestion(self.congestion)
+        return tcb
+
+    def on_state(self, tcb: TCB) -> None:
+        tcb.wake()
+
+    def establish(self, tcb: TCB) -> bool:
+        """SYN-SENT or SYN-RECEIVED becomes ESTABLISHED (False: the
+        listener could not take it)."""
+        tcb.state = State.ESTABLISHED
+        self.mib["CurrEstab"] += 1
+        tcb.counted_estab = True
+        tcb.snd_nxt = max(tcb.snd_nxt, tcb.snd_una)
+        timers.arm_keepalive(tcb)
+        lst = tcb.listener
+        if lst is not None:
+            key = (tcb.remote_addr, tcb.remote_port, tcb.local_addr)
+            lst.syn_queue.pop(key, None)
+            if lst.tcb.state != State.LISTEN:
+                self.abort(tcb)
+                return False
+            if lst.accept_queue_full:
+                # Linux drops the ACK (ListenOverflows) and the SYN-ACK will be resent.
+                self.ext["ListenOverflows"] += 1
+                self.ext["ListenDrops"] += 1
+                tcb.state = State.SYN_RECV
+                self.mib["CurrEstab"] -= 1
+                tcb.counted_estab = False
+                lst.syn_queue[key] = tcb
+                return False
+            lst.accept_queue.append(tcb)
+            self.mib["PassiveOpens"] += 1
+            lst.tcb.wake()
+        tcb.wake()
+        return True
+
+    def _leave_established(self, tcb: TCB) -> None:
+        if tcb.counted_estab:
+            self.mib["CurrEstab"] -= 1
+            tcb.counted_estab = False
+
+    def destroy(self, tcb: TCB) -> None:
+        """The connection is gone (CLOSED): forget it everywhere."""
+        self._leave_established(tcb)
+        tcb.state = State.CLOSED
+        tcb.cancel_timers()
+        if self.conns.get(tcb.key) is tcb:
+            del self.conns[tcb.key]
+        lst = tcb.listener
+        if lst is not None:
+            lst.syn_queue.pop((tcb.remote_addr, tcb.remote_port, tcb.local_addr), None)
+        if tcb.bound and (tcb.orphan or tcb.owner is None):
+            self.ports.unbind(tcb)
+            tcb.bound = False
+        tcb.wake()
+
+    def fail(self, tcb: TCB, code: int, *, reset: bool = False) -> None:
+        """The connection dies with an error the application will see."""
+        if tcb.state == State.SYN_SENT:
+            self.mib["AttemptFails"] += 1
+        elif tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT) and reset:
+            self.mib["EstabResets"] += 1
+        if code == errno.ETIMEDOUT:
+            self.ext["TCPAbortOnTimeout"] += 1
+        tcb.so_error = code
+        tcb.reset_seen = reset
+        self.destroy(tcb)
+
+    def reset_received(self, tcb: TCB) -> None:
+        """An acceptable RST (Linux tcp_reset()): the error by state."""
+        state = tcb.state
+        if state == State.SYN_RECV and tcb.listener is not None:
+            self.drop_embryo(tcb)
+            return
+        if state == State.TIME_WAIT:
+            self.destroy(tcb)  # tcp_rfc1337 = 0: an RST ends TIME_WAIT
+            return
+        code = {State.SYN_SENT: errno.ECONNREFUSED, State.CLOSE_WAIT: errno.EPIPE}.get(
+            state, errno.ECONNRESET)
+        if state in (State.LAST_ACK, State.CLOSING) or tcb.orphan:
+            self.destroy(tcb)
+            return
+        self.fail(tcb, code, reset=True)
+
+    def drop_embryo(self, tcb: TCB) -> None:
+        self.destroy(tcb)
+
+    def abort(self, tcb: TCB) -> None:
+        """Send RST and drop the connection (RFC 9293 3.10.4 ABORT)."""
+        if tcb.state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2, State.CLOSE_WAIT,
+                         State.SYN_RECV):
+            send_rst(tcb)
+            if tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT):
+                self.mib["EstabResets"] += 1
+        self.destroy(tcb)
+
+    # -- MSS ------------------------------------------------------------------------
+    def advmss_for(self, rt: OutRoute) -> int:
+        """Linux ipv4_default_advmss / ip6_default_advmss: MTU less headers,
+        capped so the IP datagram fits in 65535 bytes (65495 on lo, v4)."""
+        mtu = rt.iface.mtu
+        if len(rt.dst) == 4:
+            return min(mtu - 40, 65535 - 40)
+        return min(mtu - 60, 65535 - 20)
+
+    def set_mss(self, tcb: TCB) -> None:
+        """Send MSS (RFC 9293 3.7.1, RFC 6691): the peer's, our route's and
+        TCP_MAXSEG's minimum, less the timestamp option bytes."""
+        assert tcb.route is not None
+        mss = min(tcb.peer_mss, self.advmss_for(tcb.route))
+        if tcb.mss_clamp:
+            mss = min(mss, tcb.mss_clamp)
+        if tcb.ts_ok:
+            mss -= 12
+        tcb.mss = max(mss, 48)
+        tcb.rcv_mss = min(tcb.advmss, 536)
+
+    # -- output helper --------------------------------------------------------------
+    def ip_output(self, rt: OutRoute, segment: bytes, ttl: int | None) -> None:
+        if len(rt.dst) == 4:
+            self.ipv4.output(rt, PROTO_TCP, segment, ttl=ttl)
+        else:
+            self.ipv6.output(rt, PROTO_TCP, segment, hop_limit=ttl)
+
+    def reset_reply(self, rt: OutRoute | None, seg: Segment, lport: int, rport: int,
+                    src: bytes | None = None, dst: bytes | None = None) -> None:
+        """RST for a segment that has no place here (RFC 9293 3.10.7.1)."""
+        if seg.flags & RST:
+            return
+        if rt is None:
+            assert src is not None and dst is not None
+            try:
+                rt = (self.ipv4 if len(dst) == 4 else self.ipv6).route_output(dst, src)
+            except OSError:
+                return
+        if seg.flags & ACK:
+            seq, ack, flags = seg.ack, 0, RST
+        else:
+            seg_len = len(seg.payload) + (1 if seg.flags & SYN else 0) + \
+                (1 if seg.flags & FIN else 0)
+            seq, ack, flags = 0, (seg.seq + seg_len) % (1 << 32), RST | ACK
+        head = _HDR.pack(lport, rport, seq, ack, (5 << 12) | flags, 0, 0, 0)
+        if rt.needs_checksums:
+            csum = checksum(head, pseudo_sum(rt.src, rt.dst, PROTO_TCP, 20))
+            head = head[:16] + csum.to_bytes(2, "big") + head[18:]
+        self.mib["OutSegs"] += 1
+        self.mib["OutRsts"] += 1
+        self.ip_output(rt, head, None)
+
+    # -- input ------------------------------------------------------------------------
+    def input(self, pkt: Inbound) -> None:
+        mib = self.mib
+        data = pkt.payload
+        if pkt.verify_checksums:
+            if checksum(data, pseudo_sum(pkt.src, pkt.dst, PROTO_TCP, len(data))) != 0:
+                mib["InCsumErrors"] += 1
+                mib["InErrs"] += 1
+                return
+        try:
+            seg = parse_segment(data)
+        except MalformedPacket:
+            mib["InErrs"] += 1
+            return
+        mib["InSegs"] += 1
+        if pkt.broadcast or is_multicast(pkt.dst):
+            return  # TCP is unicast only (RFC 9293 3.9.1.3 / Linux drops them)
+        tcb = self.conns.get((pkt.dst, seg.dport, pkt.src, seg.sport))
+        if tcb is not None:
+            segment_arrives(tcb, seg)
+            return
+        lst = self._listener(pkt.dst, seg.dport, len(pkt.src) == 16)
+        if lst is not None:
+            self._listen_input(lst, pkt, seg)
+            return
+        # RFC 9293 3.10.7.1: CLOSED. Answer anything but an RST with one.
+        self.reset_reply(None, seg, seg.dport, seg.sport, src=pkt.dst, dst=pkt.src)
+
+    def _listener(self, addr: bytes, port: int, v6: bool) -> Listener | None:
+        best: list[TCB] = []
+        best_score = -1
+        for b in self.ports.at(port):
+            assert isinstance(b, TCB)
+            if not b.listening or b.state != State.LISTEN:
+                continue
+            la = b.bind_addr
+            score = -1
+            if v6:
+                if b.v6 and v4_of(la) is None:
+                    score = 1 if la == V6_ANY else (3 if la == addr else -1)
+            else:
+                if not b.v6:
+                    score = 2 if la == V4_ANY else (4 if la == addr else -1)
+                elif not b.v6only:
+                    four = v4_of(la)
+                    if la == V6_ANY:
+                        score = 1
+                    elif four == addr:
+                        score = 3
+            if score > best_score:
+                best, best_score = [b], score
+            elif score == best_score and score >= 0:
+                best.append(b)
+        if best_score < 0:
+            return None
+        chosen = best[0]
+        if len(best) > 1:
+            chosen = best[self.rng.randrange(len(best))]  # SO_REUSEPORT spreads connections
+        return chosen.listen_state
+
+    def _listen_input(self, lst: Listener, pkt: Inbound, seg: Segment) -> None:
+        """RFC 9293 3.10.7.2 and RFC 4987 (cookies)."""
+        flags = seg.flags
+        key = (pkt.src, seg.sport, pkt.dst)
+        child = lst.syn_queue.get(key)
+        if child is not None:
+            segment_arrives(child, seg)
+            return
+        if flags & RST:
+            return
+        if flags & ACK:
+            if self.syncookies and not flags & SYN and self._cookie_ack(lst, pkt, seg):
+                return
+            self.reset_reply(None, seg, seg.dport, seg.sport, src=pkt.dst, dst=pkt.src)
+            return
+        if not flags & SYN:
+            return
+        ltcb = lst.tcb
+        if lst.accept_queue_full:
+            self.ext["ListenOverflows"] += 1
+            self.ext["ListenDrops"] += 1
+            return
+        try:
+            rt = (self.ipv4 if len(pkt.src) == 4 else self.ipv6).route_output(pkt.src, pkt.dst)
+        except OSError:
+            return
+        if lst.syn_queue_full:
+            if not self.syncookies:
+                self.ext["ListenDrops"] += 1
+                return
+            self._send_cookie(lst, pkt, seg, rt)
+            return
+        child = self._child(ltcb, pkt, seg, rt)
+        child.listener = lst
+        child.iss = initial_sequence(self.secret, self.clock.now_ns(), pkt.dst, seg.dport,
+                                     pkt.src, seg.sport)
+        child.snd_una = child.snd_nxt = child.iss
+        child.snd_nxt = child.iss + 1
+        child.snd_max = child.snd_nxt
+        child.snd_base = child.iss + 1
+        child.state = State.SYN_RECV
+        child.syn_start = self.clock.now_ns()
+        lst.syn_queue[key] = child
+        self.conns[child.key] = child
+        send_synack(child, child.ts_ok, child.sack_ok, child.wscale_ok)
+        timers._arm(child, "rto_timer", TIMEOUT_INIT, timers.on_rto)
+
+    def _child(self, ltcb: TCB, pkt: Inbound, seg: Segment, rt: OutRoute) -> TCB:
+        child = self.new_tcb(ltcb.v6)
+        child.local_addr, child.local_port = pkt.dst, seg.dport
+        child.remote_addr, child.remote_port = pkt.src, seg.sport
+        child.bind_addr = ltcb.bind_addr
+        child.reuseaddr = ltcb.reuseaddr
+        child.route = rt
+        for attr in ("rcvbuf", "sndbuf", "rcvbuf_locked", "sndbuf_locked", "nodelay",
+                     "keepalive", "keepidle", "keepintvl", "keepcnt", "linger", "mss_clamp",
+                     "ttl"):
+            setattr(child, attr, getattr(ltcb, attr))
+        child.set_congestion(ltcb.cc.name)
+        child.advmss = self.advmss_for(rt)
+        if child.mss_clamp:
+            child.advmss = min(child.advmss, child.mss_clamp)
+        child.rcv_wscale = self.wscale_for(child) if seg.wscale is not None else 0
+        child.ts_offset = timestamp_offset(self.secret, pkt.dst, pkt.src)
+        child.rcv_nxt = unwrap(seg.seq, 0) + 1
+        child.irs = child.rcv_nxt - 1
+        child.rcv_wup = child.rcv_nxt
+        negotiate(child, seg)
+        return child
+
+    def wscale_for(self, tcb: TCB) -> int:
+        """Linux picks the shift that lets the largest receive buffer be
+        offered (tcp_rmem[2] = 6 MiB gives 7)."""
+        space = max(tcb.rcvbuf, 6291456 if not tcb.rcvbuf_locked else tcb.rcvbuf)
+        shift = 0
+        while (65535 << shift) < space and shift < 14:
+            shift += 1
+        return shift
+
+    # -- SYN cookies (RFC 4987 3.6) ----------------------------------------------------
+    def _send_cookie(self, lst: Listener, pkt: Inbound, seg: Segment, rt: OutRoute) -> None:
+        ltcb = lst.tcb
+        peer_mss = seg.mss or 536
+        iss, mss = make_cookie(self.secret, self.clock.now_ns(), pkt.dst, seg.dport, pkt.src,
+                               seg.sport, seg.seq, min(peer_mss, self.advmss_for(rt)))
+        tmp = self._child(ltcb, pkt, seg, rt)
+        tmp.iss = iss
+        tmp.advmss = mss
+        tsval = None
+        if tmp.ts_ok:
+            from .output import ts_now
+
+            tsval = encode_ts_options(ts_now(tmp), seg.wscale if seg.wscale is not None else None,
+                                      seg.sack_ok)
+        self.ext["SyncookiesSent"] += 1
+        send_synack(tmp, tmp.ts_ok, tmp.sack_ok, tmp.wscale_ok, tsval=tsval)
+
+    def _cookie_ack(self, lst: Listener, pkt: Inbound, seg: Segment) -> bool:
+        cookie = (seg.ack - 1) % (1 << 32)
+        peer_isn = (seg.seq - 1) % (1 << 32)
+        mss = check_cookie(self.secret, self.clock.now_ns(), pkt.dst, seg.dport, pkt.src,
+                           seg.sport, peer_isn, cookie)
+        if mss is None:
+            self.ext["SyncookiesFailed"] += 1
+            return False
+        self.ext["SyncookiesRecv"] += 1
+        if lst.accept_queue_full:
+            self.ext["ListenOverflows"] += 1
+            return True
+        try:
+            rt = (self.ipv4 if len(pkt.src) == 4 else self.ipv6).route_output(pkt.src, pkt.dst)
+        except OSError:
+            return True
+        # Rebuild what the SYN said from the cookie (and TSecr's low bits).
+        synth = Segment(seg.sport, seg.dport, peer_isn, 0, SYN, seg.window, seg.payload[:0],
+                        mss=mss)
+        if seg.tsval is not None and self.timestamps:
+            ws, sack = decode_ts_options(seg.tsecr)
+            synth.tsval, synth.tsecr = seg.tsval, 0
+            synth.wscale, synth.sack_ok = ws, sack
+        child = self._child(lst.tcb, pkt, synth, rt)
+        child.advmss = mss
+        child.iss = cookie
+        child.snd_una = cookie + 1
+        child.snd_nxt = child.snd_max = child.snd_base = cookie + 1
+        child.snd_wnd = seg.window << child.snd_wscale
+        child.snd_wl1 = unwrap(seg.seq, child.rcv_nxt)
+        child.snd_wl2 = child.snd_una
+        child.listener = lst
+        self.conns[child.key] = child
+        self.establish(child)
+        if child.state == State.ESTABLISHED:
+            segment_arrives(child, seg)  # any data it carried
+        return True
+
+    # -- TIME_WAIT reopen (RFC 9293 3.10.7.4 note, Linux tcp_timewait_state_process) ---
+    def time_wait_syn(self, tcb: TCB, seg: Segment, seq: int) -> bool:
+        """A new SYN above the old sequence space reopens the connection."""
+        newer = seq > tcb.rcv_nxt - 1 or (tcb.ts_ok and seg.tsval is not None and
+                                          ((seg.tsval - tcb.ts_recent) & 0xFFFFFFFF) < 1 << 31
+                                          and seg.tsval != tcb.ts_recent)
+        if not newer:
+            return False
+        iss_hint = tcb.snd_nxt + 65537  # Linux: the old sequence + 65535 + 2
+        self.destroy(tcb)
+        lst = self._listener(tcb.local_addr, tcb.local_port, len(tcb.local_addr) == 16)
+        if lst is None:
+            return True
+        fake = Inbound(tcb.route.iface if tcb.route else self.ipv4.loopback, tcb.remote_addr,
+                       tcb.local_addr, PROTO_TCP, 64, b"", seg.payload)
+        self._listen_input(lst, fake, seg)
+        child = lst.syn_queue.get((tcb.remote_addr, tcb.remote_port, tcb.local_addr))
+        if child is not None:
+            child.iss = wire(iss_hint)
+            child.snd_una = child.iss
+            child.snd_nxt = child.snd_max = child.snd_base = child.iss + 1
+            send_synack(child, child.ts_ok, child.sack_ok, child.wscale_ok)
+        return True
+
+    # -- ICMP ----------------------------------------------------------------------------
+    def icmp_error(self, err: IcmpError) -> None:
+        """RFC 1122 4.2.3.9 / RFC 5927: hard errors abort a connection that is
+        still opening; established ones only remember them (soft errors)."""
+        t = err.transport
+        if len(t) < 8:
+            return
+        sport, dport, seqno = struct.unpack_from("!HHI", t)
+        tcb = self.conns.get((err.src, sport, err.dst, dport))
+        if tcb is None:
+            return
+        seq = unwrap(seqno, tcb.snd_una)
+        if not tcb.snd_una <= seq <= tcb.snd_max:
+            self.ext["OutOfWindowIcmps"] += 1
+            return
+        code = 0
+        if err.v6:
+            if err.type == 1:
+                code = errno.ECONNREFUSED if err.code == 4 else errno.EHOSTUNREACH
+        elif err.type == 3:
+            code = {2: errno.ENOPROTOOPT, 3: errno.ECONNREFUSED}.get(err.code, errno.EHOSTUNREACH)
+        if not code:
+            return
+        if tcb.state in (State.SYN_SENT, State.SYN_RECV) and code in (errno.ECONNREFUSED,
+                                                                    errno.ENOPROTOOPT):
+            self.fail(tcb, code)
+        else:
+            tcb.soft_error = code
+
+    # -- socket-facing operations ---------------------------------------------------------
+    def bind(self, tcb: TCB, addr: bytes, port: int) -> None:
+        tcb.bind_addr = addr
+        tcb.local_addr = addr
+        self.ports.bind(tcb, port)
+        tcb.bound = True
+
+    def listen(self, tcb: TCB, backlog: int) -> None:
+        if tcb.state not in (State.CLOSED, State.LISTEN):
+            raise _err(errno.EINVAL)
+        if not tcb.bound:
+            self.bind(tcb, tcb.bind_addr or (V6_ANY if tcb.v6 else V4_ANY), 0)
+        backlog = max(0, min(backlog, self.somaxconn))
+        if tcb.state == State.LISTEN:
+            tcb.listen_state.backlog = backlog
+            return
+        # A listener may not share its port with anything bound without both reuse flags.
+        for other in self.ports.at(tcb.local_port):
+            assert isinstance(other, TCB)
+            if other is tcb or not addresses_overlap(tcb, other):
+                continue
+            if other.listening and not (tcb.reuseport and other.reuseport):
+                raise in_use()
+        tcb.listening = True
+        tcb.listen_state = Listener(tcb, backlog)
+        tcb.state = State.LISTEN
+
+    def connect(self, tcb: TCB, dst: bytes, port: int) -> None:
+        """Active open (RFC 9293 3.10.1): route, source, port, ISN, SYN."""
+        src = None
+        if tcb.bound and tcb.bind_addr not in (V4_ANY, V6_ANY):
+            src = v4_of(tcb.bind_addr) if len(dst) == 4 else tcb.bind_addr
+        ip = self.ipv4 if len(dst) == 4 else self.ipv6
+        rt = ip.route_output(dst, src)
+        if rt.broadcast or is_multicast(rt.dst) or rt.route.kind == BROADCAST:
+            raise _err(errno.ENETUNREACH)
+        tcb.route = rt
+        tcb.local_addr = rt.src
+        tcb.remote_addr = rt.dst
+        tcb.remote_port = port
+        if not tcb.bound:
+            self._autobind(tcb, rt.src, rt.dst, port)
+        else:
+            key = (rt.src, tcb.local_port, rt.dst, port)
+            old = self.conns.get(key)
+            if old is not None:
+                if old.state == State.TIME_WAIT:
+                    self.destroy(old)
+                else:
+                    raise _err(errno.EADDRNOTAVAIL)
+        now = self.clock.now_ns()
+        tcb.iss = initial_sequence(self.secret, now, rt.src, tcb.local_port, rt.dst, port)
+        tcb.snd_una = tcb.iss
+        tcb.snd_nxt = tcb.snd_max = tcb.iss + 1
+        tcb.snd_base = tcb.iss + 1
+        tcb.advmss = self.advmss_for(rt)
+        if tcb.mss_clamp:
+            tcb.advmss = min(tcb.advmss, tcb.mss_clamp)
+        tcb.rcv_wscale = self.wscale_for(tcb) if self.window_scaling else 0
+        tcb.ts_offset = timestamp_offset(self.secret, rt.src, rt.dst)
+        tcb.state = State.SYN_SENT
+        tcb.syn_start = now
+        tcb.retransmits = 0
+        self.conns[tcb.key] = tcb
+        self.mib["ActiveOpens"] += 1
+        send_syn(tcb)
+        timers._arm(tcb, "rto_timer", TIMEOUT_INIT, timers.on_rto)
+
+    def _autobind(self, tcb: TCB, src: bytes, dst: bytes, dport: int) -> None:
+        """RFC 6056 3.3.4 (Algorithm 4, double hash) as Linux's
+        __inet_hash_connect: a port is fine if no bound socket conflicts and
+        the four-tuple is unused; even ports first. TIME_WAIT of our own
+        loopback traffic may be reused (tcp_tw_reuse = 2) after a second."""
+        ports = self.ports
+        span = ports.high - ports.low + 1
+        offset = int.from_bytes(
+            initial_sequence(self.secret, 0, src, 0, dst, dport).to_bytes(4, "big"), "big")
+        offset += self.rng.randrange(span)
+        now = self.clock.now_ns()
+        tcb.bind_addr = V6_ANY if tcb.v6 else V4_ANY
+        for parity in (0, 1):
+            for i in range(span):
+                port = ports.low + (offset + i) % span
+                if port % 2 != parity:
+                    continue
+                old = self.conns.get((src, port, dst, dport))
+                if old is not None:
+                    if old.state != State.TIME_WAIT or not tcb.route \
+                            or not tcb.route.iface.is_loopback \
+                            or now - old.ts_recent_stamp < NS_PER_SEC:
+                        continue
+                    self.destroy(old)
+                clash = False
+                for b in ports.at(port):
+                    assert isinstance(b, TCB)
+                    if b.autobound and b.state != State.LISTEN:
+                        continue  # other connections may share the port, tuples differ
+                    if addresses_overlap(tcb, b):
+                        clash = True
+                        break
+                if clash:
+                    continue
+                tcb.local_port = port
+                ports.by_port.setdefault(port, []).append(tcb)
+                tcb.bound = True
+                tcb.autobound = True
+                return
+        raise _err(errno.EADDRNOTAVAIL)
+
+    def accept(self, tcb: TCB) -> TCB | None:
+        lst = tcb.listen_state
+        child = lst.pop()
+        if child is not None:
+            self.ports.by_port.setdefault(child.local_port, []).append(child)
+            child.bound = True
+        return child
+
+    def send(self, tcb: TCB, data: memoryview) -> int:
+        """Queue as much of ``data`` as the send buffer takes; send."""
+        room = tcb.sndbuf - len(tcb.sndq)
+        if room <= 0:
+            return 0
+        chunk = data[:room]
+        if not tcb.sndq and tcb.snd_nxt == tcb.snd_max and self.slow_start_after_idle \
+                and tcb.last_send_ns and \
+                self.clock.now_ns() - tcb.last_send_ns > timers.current_rto(tcb):
+            # RFC 5681 4.1 / Linux tcp_slow_start_after_idle: restart window.
+            tcb.cc.cwnd = min(tcb.cc.cwnd, 10)
+        tcb.sndq += chunk
+        output(tcb)
+        return len(chunk)
+
+    def recv(self, tcb: TCB, n: int, peek: bool) -> bytes:
+        q = tcb.rcvq
+        if n >= len(q):
+            data = bytes(q)
+            if not peek:
+                q.clear()
+        else:
+            data = bytes(q[:n])
+            if not peek:
+                del q[:n]
+        if data and not peek:
+            if not tcb.rcvbuf_locked and len(data) >= tcb.rcvbuf // 2 and \
+                    tcb.rcvbuf < 6291456:
+                # A crude form of Linux's receive-buffer autotuning (DRS).
+                tcb.rcvbuf = min(tcb.rcvbuf * 2, 6291456)
+            window_update_after_read(tcb)
+        return data
+
+    def shutdown_write(self, tcb: TCB) -> None:
+        """Queue our FIN after the data (RFC 9293 3.10.4 CLOSE, half)."""
+        state = tcb.state
+        if tcb.fin_queued:
+            return
+        if state == State.ESTABLISHED:
+            tcb.state = State.FIN_WAIT1
+        elif state == State.CLOSE_WAIT:
+            tcb.state = State.LAST_ACK
+        elif state in (State.SYN_SENT,):
+            self.destroy(tcb)
+            return
+        elif state == State.SYN_RECV:
+            tcb.state = State.FIN_WAIT1
+        else:
+            return
+        tcb.fin_queued = True
+        self.on_state(tcb)
+        output(tcb)
+
+    def close(self, tcb: TCB) -> None:
+        """The application is done with the socket (Linux tcp_close())."""
+        state = tcb.state
+        tcb.orphan = True
+        if state == State.LISTEN:
+            lst = tcb.listen_state
+            tcb.state = State.CLOSED
+            tcb.listening = False
+            for child in list(lst.accept_queue) + list(lst.syn_queue.values()):
+                child.listener = None
+                child.orphan = True
+                self.abort(child)  # Linux resets connections nobody accepted
+            lst.accept_queue.clear()
+            lst.syn_queue.clear()
+            self.destroy(tcb)
+            return
+        if state in (State.CLOSED, State.SYN_SENT):
+            if state == State.SYN_SENT:
+                self.mib["AttemptFails"] += 0
+            self.destroy(tcb)
+            return
+        if tcb.rcvq and state not in (State.TIME_WAIT,):
+            # RFC 2525 / RFC 9293: unread data means the peer must know: RST.
+            self.ext["TCPAbortOnClose"] += 1
+            self.abort(tcb)
+            return
+        if tcb.linger == (1, 0) or (tcb.linger[0] and tcb.linger[1] == 0):
+            self.ext["TCPAbortOnLinger"] += 1
+            self.abort(tcb)
+            return
+        if state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECV):
+            self.shutdown_write(tcb)
+        elif state == State.FIN_WAIT2:
+            timers.arm_finwait2(tcb)
+        if tcb.state == State.CLOSED:
+            self.destroy(tcb)
+
+    def info(self, tcb: TCB) -> dict[str, Any]:
+        """What Linux's struct tcp_info holds that matters (times in microseconds)."""
+        return {
+            "state": int(tcb.state), "ca_state": 3 if tcb.in_recovery else 0,
+            "retransmits": tcb.retransmits, "backoff": tcb.backoff,
+            "options": (1 if tcb.ts_ok else 0) | (2 if tcb.sack_ok else 0)
+            | (4 if tcb.wscale_ok else 0),
+            "snd_wscale": tcb.snd_wscale, "rcv_wscale": tcb.rcv_wscale,
+            "rto": timers.current_rto(tcb) // 1000, "snd_mss": tcb.mss,
+            "rcv_mss": tcb.rcv_mss, "unacked": self._segments(tcb, tcb.snd_max - tcb.snd_una),
+            "sacked": self._segments(tcb, tcb.scoreboard.sacked_bytes()), "lost": tcb.lost,
+            "retrans": 0, "rtt": tcb.srtt // 1000, "rttvar": tcb.rttvar // 1000,
+            "snd_ssthresh": tcb.cc.ssthresh, "snd_cwnd": tcb.cc.cwnd, "advmss": tcb.advmss,
+            "rcv_space": tcb.rcv_space, "total_retrans": tcb.total_retrans,
+            "bytes_acked": tcb.bytes_acked, "bytes_received": tcb.bytes_received,
+            "segs_out": tcb.segs_out, "segs_in": tcb.segs_in, "snd_wnd": tcb.snd_wnd,
+            "rcv_wnd": tcb.rcv_wnd, "congestion": tcb.cc.name,
+        }
+
+    @staticmethod
+    def _segments(tcb: TCB, nbytes: int) -> int:
+        return (nbytes + max(tcb.mss, 1) - 1) // max(tcb.mss, 1)
+
+
+def can_send(tcb: TCB) -> bool:
+    return tcb.state in CAN_SEND_DATA
+
+
+__all__ = ["TCP", "TCB", "State", "can_send", "transmit"]

@@ -1,0 +1,82 @@
+"""TCP constants: states with Linux's numbers (as tcp_info and ss show
+them) and the timing and sizing defaults of include/net/tcp.h."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from ...clock import NS_PER_SEC
+
+MS = NS_PER_SEC // 1000
+
+
+class State(IntEnum):
+    """RFC 9293 3.3.2 states, numbered as Linux's TCP_* (include/net/tcp_states.h)."""
+
+    ESTABLISHED = 1
+    SYN_SENT = 2
+    SYN_RECV = 3
+    FIN_WAIT1 = 4
+    FIN_WAIT2 = 5
+    TIME_WAIT = 6
+    CLOSED = 7
+    CLOSE_WAIT = 8
+    LAST_ACK = 9
+    LISTEN = 10
+    CLOSING = 11
+
+    @property
+    def ss_name(self) -> str:
+        """The name `ss` prints."""
+        return _SS_NAMES[self]
+
+
+_SS_NAMES = {
+    State.ESTABLISHED: "ESTAB", State.SYN_SENT: "SYN-SENT", State.SYN_RECV: "SYN-RECV",
+    State.FIN_WAIT1: "FIN-WAIT-1", State.FIN_WAIT2: "FIN-WAIT-2", State.TIME_WAIT: "TIME-WAIT",
+    State.CLOSED: "UNCONN", State.CLOSE_WAIT: "CLOSE-WAIT", State.LAST_ACK: "LAST-ACK",
+    State.LISTEN: "LISTEN", State.CLOSING: "CLOSING",
+}
+
+SYNCHRONIZED = frozenset({
+    State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2, State.CLOSE_WAIT, State.CLOSING,
+    State.LAST_ACK, State.TIME_WAIT,
+})
+CAN_RECEIVE_DATA = frozenset({State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2})
+CAN_SEND_DATA = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
+
+TIMEWAIT_LEN = 60 * NS_PER_SEC  # TCP_TIMEWAIT_LEN
+FIN_TIMEOUT = 60 * NS_PER_SEC  # tcp_fin_timeout
+TIMEOUT_INIT = 1 * NS_PER_SEC  # RFC 6298 2.1
+RTO_MIN = 200 * MS  # TCP_RTO_MIN
+RTO_MAX = 120 * NS_PER_SEC  # TCP_RTO_MAX
+DELACK_MIN = 40 * MS  # TCP_DELACK_MIN / TCP_ATO_MIN
+DELACK_MAX = 200 * MS
+MAX_QUICKACKS = 16
+SYN_RETRIES = 6
+SYNACK_RETRIES = 5
+SYN_LINEAR_TIMEOUTS = 4  # tcp_syn_linear_timeouts
+RETRIES2 = 15
+KEEPALIVE_TIME = 7200 * NS_PER_SEC
+KEEPALIVE_INTVL = 75 * NS_PER_SEC
+KEEPALIVE_PROBES = 9
+FASTRETRANS_THRESH = 3
+MAX_WINDOW = 65535  # unscaled
+MAX_WSCALE = 14
+MIN_SND_MSS = 48
+DEFAULT_MSS = 536  # RFC 9293 3.7.1: without the option
+INIT_CWND = 10  # RFC 6928
+SOMAXCONN = 4096
+MAX_SYN_BACKLOG = 4096  # tcp_max_syn_backlog, scaled with memory
+RMEM_DEFAULT = 131072  # tcp_rmem[1]
+RMEM_MAX = 6291456  # tcp_rmem[2]
+WMEM_DEFAULT = 16384  # tcp_wmem[1]
+WMEM_MAX = 4194304  # tcp_wmem[2]
+CORE_RMEM_MAX = 212992  # net.core.rmem_max: the cap on SO_RCVBUF
+CORE_WMEM_MAX = 212992
+MIN_RCVBUF = 2304
+MIN_SNDBUF = 4608
+OOO_LIMIT_FACTOR = 1  # out-of-order data is bounded by the receive buffer
+INVALID_RATELIMIT = 500 * MS  # tcp_invalid_ratelimit
+PAWS_24DAYS = 24 * 24 * 3600  # RFC 7323 5.5, in seconds of ts_recent age
+TS_HZ = 1000  # Linux timestamps tick in milliseconds

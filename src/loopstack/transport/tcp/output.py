@@ -1,0 +1,262 @@
+"""Sending: segments, options, the send loop (RFC 9293 3.8.6, Nagle with
+Minshall's refinement as Linux does, no sender-side SWS avoidance: Linux has
+none), window selection (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3) and ACKs.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from ...wire.checksum import checksum, pseudo_sum
+from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN
+from .constants import MAX_WINDOW, State
+from .seq import wire
+
+if TYPE_CHECKING:
+    from .tcb import TCB
+
+_HDR = struct.Struct("!HHIIHHHH")
+_TS = struct.Struct("!BBBBII")  # NOP NOP kind len tsval tsecr
+_SACK_BLOCK = struct.Struct("!II")
+TS_LEN = 12
+
+
+def ts_now(tcb: TCB) -> int:
+    """TSval: a millisecond clock plus the connection's random offset."""
+    return (tcb.tcp.clock.now_ns() // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF
+
+
+def syn_options(tcb: TCB, *, synack: bool, peer_ts: bool, peer_sack: bool,
+                peer_ws: bool, tsval: int | None = None) -> bytes:
+    """Linux's SYN option layout: MSS, SACK-permitted + timestamps (or
+    NOP NOP TS, or NOP NOP SACKOK), NOP + window scale."""
+    opts = bytearray(struct.pack("!BBH", 2, 4, tcb.advmss))
+    use_ts = tcb.tcp.timestamps and (peer_ts or not synack)
+    use_sack = tcb.tcp.sack and (peer_sack or not synack)
+    use_ws = tcb.tcp.window_scaling and (peer_ws or not synack)
+    if use_ts:
+        tv = ts_now(tcb) if tsval is None else tsval
+        ecr = tcb.ts_recent if synack else 0
+        if use_sack:
+            opts += struct.pack("!BBBBII", 4, 2, 8, 10, tv, ecr)
+        else:
+            opts += struct.pack("!BBBBII", 1, 1, 8, 10, tv, ecr)
+    elif use_sack:
+        opts += bytes((1, 1, 4, 2))
+    if use_ws:
+        opts += bytes((1, 3, 3, tcb.rcv_wscale))
+    return bytes(opts)
+
+
+def data_options(tcb: TCB, with_sack: bool) -> bytes:
+    """Options on a synchronized segment: timestamps, then SACK blocks."""
+    opts = b""
+    if tcb.ts_ok:
+        opts = _TS.pack(1, 1, 8, 10, ts_now(tcb), tcb.ts_recent)
+    if with_sack and tcb.sack_ok and tcb.ooo:
+        from .sack import receiver_blocks
+
+        room = (40 - len(opts) - 4) // 8
+        ranges = _ooo_ranges(tcb)
+        blocks = receiver_blocks(ranges, tcb.last_ooo, min(room, 4))
+        if blocks:
+            opts += bytes((1, 1, 5, 2 + 8 * len(blocks))) + b"".join(
+                _SACK_BLOCK.pack(wire(s), wire(e)) for s, e in blocks)
+    return opts
+
+
+def _ooo_ranges(tcb: TCB) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for seq, data in tcb.ooo:
+        end = seq + len(data)
+        if out and seq <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((seq, end))
+    return out
+
+
+def select_window(tcb: TCB) -> int:
+    """The window to advertise (bytes): the free buffer space, never
+    shrinking the right edge already offered, and not opened by less than
+    min(buffer/2, MSS) at a time (receiver SWS avoidance, RFC 1122 4.2.3.3)."""
+    free = tcb.rcv_space
+    current = max(0, tcb.rcv_wup + tcb.rcv_wnd - tcb.rcv_nxt)
+    limit = MAX_WINDOW << tcb.rcv_wscale
+    if free < current:
+        window = current  # never shrink (RFC 9293 3.8.6.2.2)
+    elif free - current < min(tcb.rcvbuf // 2, tcb.advmss) and free < limit:
+        window = current
+        if window == 0 and free >= min(tcb.rcvbuf // 2, tcb.advmss):
+            window = free
+    else:
+        window = free
+    window = min(window, limit)
+    scale = tcb.rcv_wscale
+    if scale:
+        rounded = (window >> scale) << scale
+        if rounded < current:  # rounding must not shrink the offered edge either
+            rounded = ((current + (1 << scale) - 1) >> scale) << scale
+        window = rounded
+    return window
+
+
+def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memoryview = b"",
+             options: bytes | None = None, window: int | None = None) -> None:
+    """Build one segment and hand it to IP."""
+    tcp = tcb.tcp
+    rt = tcb.route
+    if rt is None:
+        return
+    if options is None:
+        options = data_options(tcb, with_sack=bool(flags & ACK) and not payload)
+    if window is None:
+        if flags & SYN:
+            window = min(tcb.rcv_space, MAX_WINDOW)
+            win_field = window
+        else:
+            window = select_window(tcb)
+            win_field = min(window >> tcb.rcv_wscale, MAX_WINDOW)
+        tcb.rcv_wnd = window
+        tcb.rcv_wup = tcb.rcv_nxt
+    else:
+        win_field = window
+    ack = wire(tcb.rcv_nxt) if flags & ACK else 0
+    doff = (20 + len(options)) // 4
+    head = _HDR.pack(tcb.local_port, tcb.remote_port, wire(seq), ack, (doff << 12) | flags,
+                     win_field, 0, 0)
+    segment = head + options + payload if payload else head + options
+    if rt.needs_checksums:
+        csum = checksum(segment, pseudo_sum(rt.src, rt.dst, PROTO_TCP, len(segment)))
+        segment = segment[:16] + csum.to_bytes(2, "big") + segment[18:]
+    if flags & ACK:
+        tcb.ack_pending = False
+        tcb.unacked_segments = 0
+        if tcb.delack_timer is not None:
+            tcb.delack_timer.cancel()
+    tcb.segs_out += 1
+    tcp.mib["OutSegs"] += 1
+    if flags & RST:
+        tcp.mib["OutRsts"] += 1
+    tcp.ip_output(rt, segment, tcb.ttl)
+
+
+def send_ack(tcb: TCB) -> None:
+    transmit(tcb, tcb.snd_nxt, ACK)
+
+
+def send_rst(tcb: TCB) -> None:
+    """An abortive close's RST (RFC 9293 3.10.4 ABORT): from snd_nxt."""
+    transmit(tcb, tcb.snd_nxt, RST | ACK)
+
+
+def send_syn(tcb: TCB) -> None:
+    opts = syn_options(tcb, synack=False, peer_ts=False, peer_sack=False, peer_ws=False)
+    transmit(tcb, tcb.iss, SYN, options=opts, window=min(tcb.rcv_space, MAX_WINDOW))
+
+
+def send_synack(tcb: TCB, peer_ts: bool, peer_sack: bool, peer_ws: bool,
+                tsval: int | None = None) -> None:
+    opts = syn_options(tcb, synack=True, peer_ts=peer_ts, peer_sack=peer_sack,
+                       peer_ws=peer_ws, tsval=tsval)
+    tcb.rcv_wnd = min(tcb.rcv_space, MAX_WINDOW)
+    tcb.rcv_wup = tcb.rcv_nxt
+    transmit(tcb, tcb.iss, SYN | ACK, options=opts, window=tcb.rcv_wnd)
+
+
+def effective_mss(tcb: TCB) -> int:
+    """Payload bytes per full segment: the send MSS less timestamp option bytes."""
+    return tcb.mss
+
+
+def output(tcb: TCB) -> int:
+    """Send what the windows allow (RFC 9293 3.8.6, RFC 5681). Returns the
+    number of segments sent."""
+    state = tcb.state
+    if state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
+                     State.LAST_ACK):
+        return 0
+    from .timers import arm_persist, arm_rto
+
+    mss = tcb.mss
+    sent = 0
+    tcp = tcb.tcp
+    while True:
+        seq = tcb.snd_nxt
+        data_end = tcb.snd_base + len(tcb.sndq)
+        avail = data_end - seq
+        fin_pending = tcb.fin_queued and seq <= data_end
+        if avail <= 0 and not fin_pending:
+            break
+        if seq < tcb.snd_max and tcb.sack_ok and tcb.scoreboard.is_sacked(seq):
+            # Retransmitting after a timeout: skip what the peer holds (RFC 6675 5.1).
+            for s, e in tcb.scoreboard.ranges:
+                if s <= seq < e:
+                    tcb.snd_nxt = min(e, data_end + (1 if tcb.fin_sent else 0))
+                    break
+            continue
+        wnd_room = tcb.snd_una + tcb.snd_wnd - seq
+        cwnd_room = tcb.cc.cwnd * mss - (seq - tcb.snd_una)
+        n = min(max(avail, 0), mss, wnd_room, cwnd_room)
+        if n < 0:
+            n = 0
+        fin = fin_pending and n == max(avail, 0) and wnd_room >= n + 1 and cwnd_room > n
+        if n <= 0 and not fin:
+            if tcb.snd_wnd == 0 and seq == tcb.snd_una and avail > 0:
+                arm_persist(tcb)
+            break
+        if 0 < n < mss and n == avail and not fin and seq >= tcb.snd_max:
+            # Nagle (RFC 896), Minshall's variant as Linux: hold a partial
+            # segment while an earlier small segment is unacknowledged.
+            if not tcb.nodelay and tcb.snd_sml > tcb.snd_una:
+                break
+        off = seq - tcb.snd_base
+        payload = tcb.sndq[off : off + n] if n else b""
+        flags = ACK
+        if fin:
+            flags |= FIN
+        if n and seq + n == data_end:
+            flags |= PSH
+        retransmit = seq < tcb.snd_max
+        if retransmit:
+            tcp.mib["RetransSegs"] += 1
+            tcb.total_retrans += 1
+        elif tcb.rtt_seq is None and not tcb.ts_ok:
+            tcb.rtt_seq = seq + n
+            tcb.rtt_start = tcp.clock.now_ns()
+        transmit(tcb, seq, flags, payload)
+        sent += 1
+        if n < mss and n:
+            tcb.snd_sml = seq + n
+        tcb.snd_nxt = seq + n + (1 if fin else 0)
+        if fin:
+            tcb.fin_sent = True
+        if tcb.snd_nxt > tcb.snd_max:
+            tcb.snd_max = tcb.snd_nxt
+        arm_rto(tcb)
+        tcb.last_send_ns = tcp.clock.now_ns()
+        if fin:
+            break
+    return sent
+
+
+def retransmit_range(tcb: TCB, seq: int) -> int:
+    """Resend one segment at ``seq`` without moving snd_nxt (fast
+    retransmit and SACK recovery). Returns the bytes resent."""
+    data_end = tcb.snd_base + len(tcb.sndq)
+    n = max(0, min(tcb.mss, data_end - seq))
+    if tcb.sack_ok:
+        for s, _ in tcb.scoreboard.ranges:
+            if s > seq:
+                n = min(n, s - seq)
+                break
+    fin = tcb.fin_sent and seq + n == data_end
+    if n == 0 and not fin:
+        return 0
+    off = seq - tcb.snd_base
+    flags = ACK | (FIN if fin else 0) | (PSH if n and seq + n == data_end else 0)
+    tcb.tcp.mib["RetransSegs"] += 1
+    tcb.total_retrans += 1
+    transmit(tcb, seq, flags, tcb.sndq[off : off + n])
+    return n + (1 if fin else 0)

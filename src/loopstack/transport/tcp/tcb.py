@@ -1,0 +1,198 @@
+"""The TCP control block (RFC 9293 3.3.1): one connection's state.
+
+Sequence numbers are unbounded integers (see seq.py). The send queue holds
+every byte from snd_una on (sent-but-unacknowledged, then unsent); the
+receive queue holds in-order bytes the application has not read yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ...clock import Timer
+from ...ip.packet import OutRoute
+from .congestion import ALGORITHMS, Reno
+from .constants import (
+    INIT_CWND,
+    RMEM_DEFAULT,
+    RTO_MIN,
+    TIMEOUT_INIT,
+    WMEM_DEFAULT,
+    State,
+)
+from .sack import Scoreboard
+
+if TYPE_CHECKING:
+    from . import TCP
+    from .listen import Listener
+
+
+def _nothing() -> None:
+    pass
+
+
+class TCB:
+    def __init__(self, tcp: TCP, v6: bool) -> None:
+        self.tcp = tcp
+        self.v6 = v6  # the socket's family (AF_INET6 may carry IPv4)
+        self.state = State.CLOSED
+        # the four-tuple: wire addresses (4 or 16 bytes, never v4-mapped)
+        self.local_addr = b""
+        self.local_port = 0
+        self.remote_addr = b""
+        self.remote_port = 0
+        # binding (what the port table sees: as the socket bound it)
+        self.bind_addr = b""
+        self.v6only = False
+        self.reuseaddr = False
+        self.reuseport = False
+        self.bound = False
+        self.listening = False
+        # send sequence space (RFC 9293 3.3.1)
+        self.iss = 0
+        self.snd_una = 0
+        self.snd_nxt = 0
+        self.snd_max = 0  # highest sequence sent (snd_nxt rewinds on RTO)
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_window = 0  # largest window the peer offered (RFC 5961 5.2)
+        self.sndq = bytearray()  # unacknowledged and unsent data, starting at snd_base
+        self.snd_base = 0  # sequence number of sndq[0]
+        self.fin_queued = False  # the application closed its sending side
+        self.fin_sent = False
+        self.snd_sml = 0  # end of the last small segment sent (Minshall's Nagle)
+        # receive sequence space
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_wup = 0  # rcv_nxt when the window was last advertised
+        self.rcv_wnd = 0  # last window advertised (bytes)
+        self.rcvq = bytearray()
+        self.ooo: list[tuple[int, bytes]] = []  # out-of-order segments, sorted
+        self.ooo_bytes = 0
+        self.last_ooo: tuple[int, int] | None = None  # for the first SACK block
+        self.ooo_fin: int | None = None  # sequence of a FIN that arrived out of order
+        self.rcv_mss = 536  # largest segment seen (Linux icsk_ack.rcv_mss)
+        self.ack_now = False
+        self.fin_received = False
+        # options
+        self.mss_clamp = 0  # TCP_MAXSEG set by the user
+        self.peer_mss = 536
+        self.advmss = 536  # what we announce
+        self.mss = 536  # send MSS: header options excluded (Linux mss_cache)
+        self.snd_wscale = 0  # shift the peer applies to its windows
+        self.rcv_wscale = 0  # shift we apply to ours
+        self.wscale_ok = False
+        self.ts_ok = False
+        self.ts_recent = 0
+        self.ts_recent_stamp = 0  # ns when ts_recent was taken
+        self.ts_offset = 0  # random per connection (tcp_timestamps = 1)
+        self.sack_ok = False
+        self.scoreboard = Scoreboard()
+        # RTT and RTO (RFC 6298)
+        self.srtt = 0  # ns; 0 = no sample yet
+        self.rttvar = 0
+        self.rto = TIMEOUT_INIT
+        self.rtt_seq: int | None = None  # Karn: the sequence being timed
+        self.rtt_start = 0
+        self.backoff = 0
+        self.retrans_stamp = 0  # ns of the first retransmission of snd_una
+        self.retransmits = 0  # consecutive timeouts (tcp_info retransmits)
+        self.total_retrans = 0
+        self.syn_start = 0  # ns the first SYN left
+        # congestion control and recovery (RFC 5681, 6582, 6675)
+        self.cc: Reno = ALGORITHMS["cubic"](INIT_CWND)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = 0
+        self.high_rxt = 0  # RFC 6675 HighRxt
+        self.last_send_ns = 0  # for restart after idle
+        self.lost = 0  # tcp_info lost (segments)
+        # delayed ACK (Linux quickack mode at the start)
+        self.quickacks = 16
+        self.ack_pending = False
+        self.unacked_segments = 0  # full-sized segments received since our last ACK
+        self.last_invalid_ack_ns = -(1 << 62)
+        # application-facing
+        self.rcvbuf = RMEM_DEFAULT
+        self.sndbuf = WMEM_DEFAULT
+        self.rcvbuf_locked = False
+        self.sndbuf_locked = False
+        self.nodelay = False
+        self.keepalive = False
+        self.keepidle = 0
+        self.keepintvl = 0
+        self.keepcnt = 0
+        self.keep_probes = 0
+        self.linger: tuple[int, int] = (0, 0)
+        self.shut_rd = False
+        self.shut_wr = False
+        self.orphan = False  # closed by the application
+        self.so_error = 0
+        self.reset_seen = False  # an RST ended it: the next send says ECONNRESET, then EPIPE
+        self.error_reported = False
+        self.bytes_acked = 0
+        self.bytes_received = 0
+        self.segs_in = 0
+        self.segs_out = 0
+        self.listener: Listener | None = None  # the listener an embryo belongs to
+        self.accept_pending = False
+        self.wake: Callable[[], None] = _nothing
+        self.owner: Any = None  # the socket object
+        # timers (created on first use)
+        self.rto_timer: Timer | None = None
+        self.delack_timer: Timer | None = None
+        self.persist_timer: Timer | None = None
+        self.keepalive_timer: Timer | None = None
+        self.timewait_timer: Timer | None = None
+        self.finwait2_timer: Timer | None = None
+        self.rto_min = RTO_MIN
+        self.route: OutRoute | None = None
+        self.ttl: int | None = None
+        self.autobound = False
+        self.counted_estab = False  # counted in Tcp CurrEstab
+        self.soft_error = 0  # last ICMP soft error (RFC 1122 4.2.3.9)
+        self._listen_state: Listener | None = None
+
+    # -- derived -------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        """Bytes sent and not acknowledged."""
+        return self.snd_nxt - self.snd_una
+
+    @property
+    def data_end(self) -> int:
+        """Sequence number after the last byte the application queued."""
+        return self.snd_base + len(self.sndq)
+
+    @property
+    def rcv_space(self) -> int:
+        """Free receive-buffer space: what the window may offer."""
+        return max(0, self.rcvbuf - len(self.rcvq) - self.ooo_bytes)
+
+    @property
+    def key(self) -> tuple[bytes, int, bytes, int]:
+        return (self.local_addr, self.local_port, self.remote_addr, self.remote_port)
+
+    @property
+    def listen_state(self) -> Listener:
+        assert self._listen_state is not None, "not a listening socket"
+        return self._listen_state
+
+    @listen_state.setter
+    def listen_state(self, value: Listener) -> None:
+        self._listen_state = value
+
+    def set_congestion(self, name: str) -> None:
+        cls = ALGORITHMS[name]
+        old = self.cc
+        cc = cls(old.cwnd)
+        cc.ssthresh = old.ssthresh
+        self.cc = cc
+
+    def cancel_timers(self) -> None:
+        for t in (self.rto_timer, self.delack_timer, self.persist_timer, self.keepalive_timer,
+                  self.timewait_timer, self.finwait2_timer):
+            if t is not None:
+                t.cancel()

@@ -1,0 +1,259 @@
+"""TCP timers: retransmission (RFC 6298, Linux's 200 ms floor and SYN
+schedule), delayed ACK, persist (RFC 9293 3.8.6.1), keepalive (RFC 1122
+4.2.3.6), TIME_WAIT and FIN_WAIT_2. One Timer per kind per connection,
+re-armed in place (DESIGN.md: never a heap entry per packet)."""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ...clock import NS_PER_SEC, Timer
+from .constants import (
+    DELACK_MIN,
+    FIN_TIMEOUT,
+    KEEPALIVE_INTVL,
+    KEEPALIVE_PROBES,
+    KEEPALIVE_TIME,
+    RTO_MAX,
+    TIMEOUT_INIT,
+    State,
+)
+
+if TYPE_CHECKING:
+    from .tcb import TCB
+
+
+def _arm(tcb: TCB, attr: str, delay_ns: int, fire: Callable[[TCB], None]) -> None:
+    timer: Timer | None = getattr(tcb, attr)
+    deadline = tcb.tcp.clock.now_ns() + delay_ns
+    if timer is None:
+        timer = tcb.tcp.clock.call_at(deadline, lambda: fire(tcb))
+        setattr(tcb, attr, timer)
+    else:
+        timer.reschedule(deadline)
+
+
+def _stop(timer: Timer | None) -> None:
+    if timer is not None and timer.active:
+        timer.cancel()
+
+
+# -- RTT and RTO (RFC 6298 2, Linux tcp_rtt_estimator / tcp_set_rto) ------------
+def rtt_sample(tcb: TCB, rtt_ns: int) -> None:
+    rtt_ns = max(rtt_ns, 1000)
+    if tcb.srtt == 0:
+        tcb.srtt = rtt_ns
+        tcb.rttvar = rtt_ns // 2
+    else:
+        delta = rtt_ns - tcb.srtt
+        tcb.rttvar += (abs(delta) - tcb.rttvar) // 4  # beta = 1/4
+        tcb.srtt += delta // 8  # alpha = 1/8
+    # Linux: RTO = srtt + max(4 rttvar, rto_min); so on lo it is about 200 ms.
+    tcb.rto = min(RTO_MAX, tcb.srtt + max(4 * tcb.rttvar, tcb.rto_min))
+
+
+def current_rto(tcb: TCB) -> int:
+    return min(RTO_MAX, tcb.rto << tcb.backoff)
+
+
+def arm_rto(tcb: TCB) -> None:
+    """Start the retransmission timer unless it is already running (RFC 6298 5.1)."""
+    t = tcb.rto_timer
+    if t is not None and t.active:
+        return
+    _arm(tcb, "rto_timer", current_rto(tcb), on_rto)
+
+
+def restart_rto(tcb: TCB) -> None:
+    """RFC 6298 5.3: an ACK of new data restarts it (or stops it, 5.2)."""
+    if tcb.snd_nxt > tcb.snd_una or (tcb.snd_max > tcb.snd_una):
+        _arm(tcb, "rto_timer", current_rto(tcb), on_rto)
+    else:
+        _stop(tcb.rto_timer)
+
+
+def syn_interval(tcb: TCB) -> int:
+    """Linux's SYN schedule: tcp_syn_linear_timeouts (4) retries at the
+    initial RTO, then doubling: SYNs at 0, 1, 2, 3, 4, 5, 7, 11, 19 s ..."""
+    linear = tcb.tcp.syn_linear_timeouts
+    if tcb.retransmits <= linear:
+        return TIMEOUT_INIT
+    return min(RTO_MAX, TIMEOUT_INIT << (tcb.retransmits - linear))
+
+
+def model_timeout(boundary: int, rto_base: int) -> int:
+    """Linux tcp_model_timeout(): the time `boundary` doubling
+    retransmissions take from rto_base, capped per retry at TCP_RTO_MAX."""
+    thresh = (RTO_MAX // rto_base).bit_length() - 1
+    if boundary <= thresh:
+        return ((2 << boundary) - 1) * rto_base
+    return ((2 << thresh) - 1) * rto_base + (boundary - thresh) * RTO_MAX
+
+
+def on_rto(tcb: TCB) -> None:
+    from .output import output, send_syn, send_synack
+
+    tcp = tcb.tcp
+    now = tcp.clock.now_ns()
+    state = tcb.state
+    if state in (State.CLOSED, State.LISTEN, State.TIME_WAIT):
+        return
+    if state == State.SYN_SENT:
+        # tcp_syn_retries is a time budget (retransmits_timed_out()).
+        budget = model_timeout(tcp.syn_retries, TIMEOUT_INIT) + tcp.syn_linear_timeouts * 0
+        if now - tcb.syn_start >= budget:
+            tcp.fail(tcb, errno.ETIMEDOUT)
+            return
+        tcb.retransmits += 1
+        tcp.mib["RetransSegs"] += 1
+        tcp.ext["TCPTimeouts"] += 1
+        tcb.total_retrans += 1
+        send_syn(tcb)
+        _arm(tcb, "rto_timer", syn_interval(tcb), on_rto)
+        return
+    if state == State.SYN_RECV:
+        if tcb.retransmits >= tcp.synack_retries:
+            tcp.drop_embryo(tcb)
+            return
+        tcb.retransmits += 1
+        tcp.mib["RetransSegs"] += 1
+        tcp.ext["TCPTimeouts"] += 1
+        send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)
+        _arm(tcb, "rto_timer", TIMEOUT_INIT << tcb.retransmits, on_rto)
+        return
+    if tcb.snd_max <= tcb.snd_una:
+        return  # nothing outstanding
+    if tcb.retrans_stamp == 0:
+        tcb.retrans_stamp = now
+    limit = tcp.orphan_retries if tcb.orphan else tcp.retries2
+    if now - tcb.retrans_stamp >= model_timeout(limit, tcb.rto_min) and tcb.retransmits:
+        tcp.fail(tcb, errno.ETIMEDOUT)
+        return
+    # RFC 6298 5.4-5.6 and RFC 5681 (4): back off, collapse cwnd, resend.
+    tcp.ext["TCPTimeouts"] += 1
+    if tcb.retransmits == 0:
+        tcb.cc.on_timeout(now)
+    else:
+        tcb.cc.cwnd = 1
+    tcb.retransmits += 1
+    tcb.backoff = min(tcb.backoff + 1, 15)
+    tcb.in_recovery = False
+    tcb.dupacks = 0
+    tcb.rtt_seq = None  # Karn: no samples from retransmitted data
+    tcb.high_rxt = tcb.snd_una
+    tcb.lost = max(1, (tcb.snd_max - tcb.snd_una) // max(tcb.mss, 1))
+    tcb.snd_nxt = tcb.snd_una
+    _stop(tcb.rto_timer)
+    if output(tcb) == 0:
+        arm_rto(tcb)
+
+
+# -- delayed ACK (RFC 1122 4.2.3.2; Linux ato 40 ms) ---------------------------------
+def arm_delack(tcb: TCB) -> None:
+    t = tcb.delack_timer
+    if t is not None and t.active:
+        return
+    _arm(tcb, "delack_timer", DELACK_MIN, on_delack)
+
+
+def on_delack(tcb: TCB) -> None:
+    from .output import send_ack
+
+    if tcb.ack_pending and tcb.state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2,
+                                         State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK):
+        tcb.tcp.ext["DelayedACKs"] += 1
+        send_ack(tcb)
+
+
+# -- persist (zero-window probes) --------------------------------------------------------
+def arm_persist(tcb: TCB) -> None:
+    t = tcb.persist_timer
+    if t is not None and t.active:
+        return
+    _arm(tcb, "persist_timer", current_rto(tcb), on_persist)
+
+
+def on_persist(tcb: TCB) -> None:
+    """Linux tcp_probe_timer(): a segment with an old sequence number
+    (snd_una - 1) makes the peer repeat its window."""
+    from ...wire.tcp import ACK
+    from .output import output, transmit
+
+    tcp = tcb.tcp
+    if tcb.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
+                         State.LAST_ACK):
+        return
+    if tcb.snd_wnd > 0 or tcb.snd_base + len(tcb.sndq) <= tcb.snd_nxt and not tcb.fin_queued:
+        output(tcb)
+        return
+    tcb.keep_probes += 1
+    limit = tcp.orphan_retries if tcb.orphan else tcp.retries2
+    if tcb.keep_probes > limit:
+        tcp.fail(tcb, errno.ETIMEDOUT)
+        return
+    tcp.ext["TCPWinProbe"] += 1
+    transmit(tcb, tcb.snd_una - 1, ACK)
+    tcb.backoff = min(tcb.backoff + 1, 15)
+    _arm(tcb, "persist_timer", current_rto(tcb), on_persist)
+
+
+def stop_persist(tcb: TCB) -> None:
+    _stop(tcb.persist_timer)
+
+
+# -- keepalive -----------------------------------------------------------------------------
+def keepalive_idle(tcb: TCB) -> int:
+    return tcb.keepidle * NS_PER_SEC if tcb.keepidle else KEEPALIVE_TIME
+
+
+def arm_keepalive(tcb: TCB) -> None:
+    if tcb.keepalive and tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT2):
+        _arm(tcb, "keepalive_timer", keepalive_idle(tcb), on_keepalive)
+    else:
+        _stop(tcb.keepalive_timer)
+
+
+def on_keepalive(tcb: TCB) -> None:
+    """RFC 1122 4.2.3.6: after the idle time, probe every interval; give up
+    after the probe count with ETIMEDOUT."""
+    from ...wire.tcp import ACK
+    from .output import transmit
+
+    tcp = tcb.tcp
+    if not tcb.keepalive or tcb.state not in (State.ESTABLISHED, State.CLOSE_WAIT,
+                                             State.FIN_WAIT2):
+        return
+    count = tcb.keepcnt or KEEPALIVE_PROBES
+    if tcb.keep_probes >= count:
+        tcp.fail(tcb, errno.ETIMEDOUT)
+        return
+    tcb.keep_probes += 1
+    transmit(tcb, tcb.snd_una - 1, ACK)
+    interval = tcb.keepintvl * NS_PER_SEC if tcb.keepintvl else KEEPALIVE_INTVL
+    _arm(tcb, "keepalive_timer", interval, on_keepalive)
+
+
+# -- TIME_WAIT and orphaned FIN_WAIT_2 --------------------------------------------------------
+def enter_time_wait(tcb: TCB) -> None:
+    tcb.state = State.TIME_WAIT
+    tcb.tcp.on_state(tcb)
+    for t in (tcb.rto_timer, tcb.delack_timer, tcb.persist_timer, tcb.keepalive_timer,
+              tcb.finwait2_timer):
+        _stop(t)
+    _arm(tcb, "timewait_timer", tcb.tcp.timewait_ns, on_timewait)
+
+
+def on_timewait(tcb: TCB) -> None:
+    if tcb.state == State.TIME_WAIT:
+        tcb.tcp.destroy(tcb)
+
+
+def arm_finwait2(tcb: TCB) -> None:
+    _arm(tcb, "finwait2_timer", FIN_TIMEOUT, on_finwait2)
+
+
+def on_finwait2(tcb: TCB) -> None:
+    if tcb.state == State.FIN_WAIT2 and tcb.orphan:
+        tcb.tcp.destroy(tcb)

@@ -1,0 +1,736 @@
+"""UDP sockets, the kernel's loopback against loopstack's, scenario by scenario."""
+
+from __future__ import annotations
+
+import socket as S
+from typing import Any
+
+import pytest
+
+from .harness import Entry, Net, Recorder, Scenarios, run
+
+V4, V6, DGRAM = S.AF_INET, S.AF_INET6, S.SOCK_DGRAM
+NOWAIT = S.MSG_DONTWAIT
+scenarios = Scenarios()
+scenario = scenarios.add
+
+
+def receiver(net: Net, family: int = V4, host: str = "127.0.0.1") -> tuple[Any, tuple[Any, ...]]:
+    """A socket bound to a port the scenario chose; and its address."""
+    r = net.socket(family, DGRAM)
+    addr = (host, net.port())
+    r.bind(addr)
+    return r, addr
+
+
+def recv(net: Net, rec: Recorder, sock: Any, n: int = 65535, flags: int = 0,
+         label: str = "recvfrom", expect: bool = True) -> Any:
+    """Wait for delivery (kernel), then one non-blocking recvfrom."""
+    net.wait(sock, expect)
+    return rec.call(sock.recvfrom, n, flags | NOWAIT, label=label)
+
+
+# -- datagrams ---------------------------------------------------------------------
+
+@scenario
+def boundaries_kept(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    for chunk in (b"a", b"b" * 100, b"hello"):
+        rec.call(s.sendto, chunk, addr)
+    for i in range(3):
+        recv(net, rec, r, 1000, label=f"recv{i}")
+    recv(net, rec, r, 1000, label="empty", expect=False)
+
+
+@scenario
+def truncated_recv_discards_rest(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"abcdefgh", addr)
+    s.sendto(b"next", addr)
+    net.wait(r)
+    rec.call(r.recv, 3, NOWAIT, label="small")
+    rec.call(r.recv, 100, NOWAIT, label="following")
+
+
+@scenario
+def recv_into_msg_trunc_real_length(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"0123456789", addr)
+    s.sendto(b"abcdef", addr)
+    buf = bytearray(4)
+    net.wait(r)
+    rec.call(r.recv_into, buf, 0, S.MSG_TRUNC | NOWAIT, label="trunc")
+    rec("buffer", bytes(buf))
+    buf2 = bytearray(4)
+    rec.call(r.recvfrom_into, buf2, 0, NOWAIT, label="plain")
+    rec("buffer2", bytes(buf2))
+
+
+@scenario
+def recvmsg_flags_trunc(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"0123456789", addr)
+    s.sendto(b"xyz", addr)
+    net.wait(r)
+    rec.call(r.recvmsg, 4, 0, NOWAIT, label="short")
+    rec.call(r.recvmsg, 100, 0, NOWAIT, label="whole")
+
+
+@scenario
+def recvmsg_into_scatter(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendmsg, [b"ab", b"cdef", b"", b"gh"], [], 0, addr, label="sendmsg")
+    a, b = bytearray(3), bytearray(3)
+    net.wait(r)
+    rec.call(r.recvmsg_into, [a, b], 0, NOWAIT, label="recvmsg_into")
+    rec("bufs", (bytes(a), bytes(b)))
+
+
+@scenario
+def zero_length_datagram(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendto, b"", addr)
+    recv(net, rec, r, 10, label="zero")
+    recv(net, rec, r, 10, label="then", expect=False)
+
+
+@scenario
+def max_payload_v4(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendto, b"x" * 65507, addr, label="65507")
+    rec.call(s.sendto, b"x" * 65508, addr, label="65508")
+    got = recv(net, rec, r, 70000)
+    rec("len", len(got[0]) if got else None)
+
+
+@scenario
+def max_payload_v6(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net, V6, "::1")
+    s = net.socket(V6, DGRAM)
+    rec.call(s.sendto, b"y" * 65527, addr, label="65527")
+    rec.call(s.sendto, b"y" * 65528, addr, label="65528")
+    got = recv(net, rec, r, 70000)
+    rec("len", len(got[0]) if got else None)
+
+
+@scenario
+def max_payload_v4_mapped_on_v6_socket(net: Net, rec: Recorder) -> None:
+    # An AF_INET6 socket sending to ::ffff:127.0.0.1 sends IPv4: IPv4's limit.
+    r, (_, p) = receiver(net)
+    s = net.socket(V6, DGRAM)
+    rec.call(s.sendto, b"z" * 65508, ("::ffff:127.0.0.1", p), label="65508")
+    rec.call(s.sendto, b"z" * 65507, ("::ffff:127.0.0.1", p), label="65507")
+    got = recv(net, rec, r, 70000)
+    rec("len", len(got[0]) if got else None)
+
+
+@scenario
+def peek_then_recv(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"peekaboo", addr)
+    net.wait(r)
+    rec.call(r.recvfrom, 4, S.MSG_PEEK | NOWAIT, label="peek-short")
+    rec.call(r.recvfrom, 100, S.MSG_PEEK | NOWAIT, label="peek-again")
+    rec.call(r.recvfrom, 100, NOWAIT, label="recv")
+    rec.call(r.recvfrom, 100, NOWAIT, label="empty")
+
+
+@scenario
+def dontwait_on_empty(net: Net, rec: Recorder) -> None:
+    r, _ = receiver(net)
+    rec.call(r.recv, 10, NOWAIT, label="recv")
+    rec.call(r.recvfrom, 10, NOWAIT, label="recvfrom")
+    rec.call(r.recvmsg, 10, 0, NOWAIT, label="recvmsg")
+    rec("blocking", r.getblocking())
+
+
+@scenario
+def nonblocking_socket(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    r.setblocking(False)
+    rec("timeout", r.gettimeout())
+    rec("blocking", r.getblocking())
+    rec.call(r.recv, 10, label="empty")
+    net.socket(V4, DGRAM).sendto(b"hi", addr)
+    net.wait(r)
+    rec.call(r.recvfrom, 10, label="data")
+    rec.call(r.recv_into, bytearray(4), label="empty_into")
+
+
+@scenario
+def timeout_recv(net: Net, rec: Recorder) -> None:
+    r, _ = receiver(net)
+    r.settimeout(0.05)
+    rec("timeout", r.gettimeout())
+    rec.call(r.recv, 10, label="recv")
+    rec.call(r.recvfrom, 10, label="recvfrom")
+    rec.call(r.settimeout, -1, label="negative")
+
+
+@scenario
+def sendmsg_gathers_one_datagram(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.connect(addr)
+    rec.call(s.sendmsg, [b"one", memoryview(b"two"), bytearray(b"three")], label="sendmsg")
+    recv(net, rec, r)
+
+
+@scenario
+def select_readable_after_send(net: Net, rec: Recorder) -> None:
+    import select
+    r, addr = receiver(net)
+    rec("before", select.select([r], [], [], 0)[0] == [r])
+    net.socket(V4, DGRAM).sendto(b"x", addr)
+    net.wait(r)
+    rec("after", select.select([r], [], [], 0)[0] == [r])
+    r.recv(10)
+    rec("drained", select.select([r], [], [], 0)[0] == [r])
+    rec("writable", select.select([], [r], [], 0)[1] == [r])
+
+
+# -- connected UDP -----------------------------------------------------------------
+
+@scenario
+def connected_receives_only_from_peer(net: Net, rec: Recorder) -> None:
+    a, a_addr = receiver(net)
+    b, b_addr = receiver(net)
+    c, _ = receiver(net)
+    a.connect(b_addr)
+    rec("peer", a.getpeername())
+    rec.call(c.sendto, b"from c", a_addr, label="c-send")
+    recv(net, rec, a, label="from-c", expect=False)
+    recv(net, rec, c, label="c-after", expect=False)
+    rec.call(b.sendto, b"from b", a_addr, label="b-send")
+    recv(net, rec, a, label="from-b")
+
+
+@scenario
+def connected_send_uses_peer(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.send, b"x", label="unconnected-send")
+    s.connect(addr)
+    rec.call(s.send, b"hello")
+    rec("sockname", s.getsockname())
+    got = recv(net, rec, r)
+    rec("source-is-sockname", got is not None and got[1] == s.getsockname())
+    # sendto with an address still works on a connected UDP socket.
+    other, other_addr = receiver(net)
+    rec.call(s.sendto, b"elsewhere", other_addr, label="sendto-other")
+    recv(net, rec, other, label="other")
+
+
+@scenario
+def connect_refused_then_recv(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    s.connect(("127.0.0.1", net.port()))
+    rec.call(s.send, b"anyone?")
+    net.wait(s)
+    rec.call(s.recv, 10, NOWAIT, label="recv1")
+    rec.call(s.recv, 10, NOWAIT, label="recv2")
+
+
+@scenario
+def connect_refused_then_send(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    s.connect(("127.0.0.1", net.port()))
+    rec.call(s.send, b"anyone?", label="send1")
+    net.wait(s)
+    rec.call(s.send, b"again", label="send2")
+    net.wait(s)
+    rec.call(s.send, b"again", label="send3")
+
+
+@scenario
+def connect_refused_v6(net: Net, rec: Recorder) -> None:
+    s = net.socket(V6, DGRAM)
+    s.connect(("::1", net.port()))
+    rec.call(s.send, b"anyone?")
+    net.wait(s)
+    rec.call(s.recvfrom, 10, NOWAIT, label="recv1")
+    rec.call(s.recvfrom, 10, NOWAIT, label="recv2")
+
+
+@scenario
+def send_with_pending_error_transmits_nothing(net: Net, rec: Recorder) -> None:
+    p = net.port()
+    s = net.socket(V4, DGRAM)
+    s.connect(("127.0.0.1", p))
+    rec.call(s.send, b"first", label="send1")
+    net.wait(s)
+    r = net.socket(V4, DGRAM)
+    r.bind(("127.0.0.1", p))  # now someone listens
+    rec.call(s.send, b"second", label="send2")
+    recv(net, rec, r, label="after-send2", expect=False)
+    rec.call(s.send, b"third", label="send3")
+    recv(net, rec, r, label="after-send3")
+
+
+@scenario
+def so_error_reports_and_clears(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    rec("initial", s.getsockopt(S.SOL_SOCKET, S.SO_ERROR))
+    s.connect(("127.0.0.1", net.port()))
+    s.send(b"x")
+    net.wait(s)
+    rec.call(s.getsockopt, S.SOL_SOCKET, S.SO_ERROR, label="error")
+    rec.call(s.getsockopt, S.SOL_SOCKET, S.SO_ERROR, label="cleared")
+    rec.call(s.recv, 10, NOWAIT, label="recv")
+    rec.call(s.send, b"y", label="send")
+
+
+@scenario
+def unconnected_hears_no_icmp(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendto, b"x", ("127.0.0.1", net.port()))
+    net.wait(s, expect=False)
+    rec.call(s.recv, 10, NOWAIT, label="recv")
+    rec.call(s.getsockopt, S.SOL_SOCKET, S.SO_ERROR, label="so_error")
+
+
+@scenario
+def connect_port_zero_leaves_unconnected(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    rec.call(s.connect, ("127.0.0.1", 0))
+    rec.call(s.getpeername)
+    rec.call(s.getsockname)
+    rec.call(s.send, b"x")
+    r, addr = receiver(net)
+    s.connect(addr)
+    rec.call(s.connect, ("127.0.0.1", 0), label="disconnect")
+    rec.call(s.getpeername, label="peer-after")
+    rec.call(s.send, b"x", label="send-after")
+
+
+@scenario
+def connect_alias_gets_source_127_0_0_1(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    rec.call(s.connect, ("127.0.0.5", net.port()))
+    rec.call(s.getsockname)
+    rec.call(s.getpeername)
+
+
+@scenario
+def connect_zero_address_means_loopback(net: Net, rec: Recorder) -> None:
+    s4 = net.socket(V4, DGRAM)
+    rec.call(s4.connect, ("0.0.0.0", net.port()), label="connect4")
+    rec.call(s4.getsockname, label="name4")
+    rec.call(s4.getpeername, label="peer4")
+    s6 = net.socket(V6, DGRAM)
+    rec.call(s6.connect, ("::", net.port()), label="connect6")
+    rec.call(s6.getsockname, label="name6")
+    rec.call(s6.getpeername, label="peer6")
+
+
+@scenario
+def reconnect_to_another_peer(net: Net, rec: Recorder) -> None:
+    a, a_addr = receiver(net)
+    b, b_addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.connect(a_addr)
+    s.connect(b_addr)
+    rec.call(s.getpeername)
+    rec.call(s.send, b"to b")
+    recv(net, rec, b, label="b")
+    recv(net, rec, a, label="a", expect=False)
+
+
+# -- local addresses -------------------------------------------------------------------
+
+@scenario
+def unbound_names(net: Net, rec: Recorder) -> None:
+    rec.call(net.socket(V4, DGRAM).getsockname, label="v4")
+    rec.call(net.socket(V6, DGRAM).getsockname, label="v6")
+    rec.call(net.socket(V4, DGRAM).getpeername, label="peer")
+
+
+@scenario
+def unbound_sendto_autobinds_wildcard(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"x", addr)
+    rec.call(s.getsockname)
+    got = recv(net, rec, r)
+    rec("same-port", got is not None and got[1][1] == s.getsockname()[1])
+    rec.call(s.bind, ("127.0.0.1", 0), label="bind-after")
+
+
+@scenario
+def bind_twice_einval(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    s.bind(("127.0.0.1", 0))
+    rec.call(s.bind, ("127.0.0.1", 0))
+
+
+@scenario
+def bind_alias_127_0_0_2(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net, V4, "127.0.0.2")
+    rec.call(r.getsockname)
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"to .2", addr)
+    recv(net, rec, r)
+    rec.call(s.getsockname, label="sender")
+
+
+@scenario
+def bind_special_v4(net: Net, rec: Recorder) -> None:
+    for host in ("127.255.255.255", "127.0.0.0", "0.0.0.0", "", "127.77.0.1"):
+        s = net.socket(V4, DGRAM)
+        rec.call(s.bind, (host, 0), label=f"bind {host!r}")
+        rec.call(s.getsockname, label=f"name {host!r}")
+
+
+@scenario
+def bind_special_v6(net: Net, rec: Recorder) -> None:
+    for host in ("::1", "::", "::ffff:127.0.0.1", "::ffff:127.0.0.2", "::ffff:0.0.0.0"):
+        s = net.socket(V6, DGRAM)
+        rec.call(s.bind, (host, 0), label=f"bind {host}")
+        rec.call(s.getsockname, label=f"name {host}")
+
+
+@scenario
+def bind_nonlocal_eaddrnotavail(net: Net, rec: Recorder) -> None:
+    rec.call(net.socket(V4, DGRAM).bind, ("192.0.2.1", 0), label="v4")
+    rec.call(net.socket(V6, DGRAM).bind, ("2001:db8::1", 0), label="v6")
+    rec.call(net.socket(V6, DGRAM).bind, ("::2", 0), label="::2")
+    rec.call(net.socket(V6, DGRAM).bind, ("::ffff:192.0.2.1", 0), label="mapped")
+
+
+@scenario
+def v4_mapped_bound_socket_sends_ipv4(net: Net, rec: Recorder) -> None:
+    r, (_, p) = receiver(net)
+    s = net.socket(V6, DGRAM)
+    s.bind(("::ffff:127.0.0.1", 0))
+    rec.call(s.sendto, b"x", ("::ffff:127.0.0.1", p), label="to-mapped")
+    recv(net, rec, r)
+    rec.call(s.sendto, b"x", ("::1", p), label="to-v6")
+
+
+# -- bind conflicts ------------------------------------------------------------------
+
+def _bind_pair(net: Net, rec: Recorder, first: tuple[int, str], second: tuple[int, str],
+               opts: tuple[tuple[int, int], tuple[int, int]] = ((0, 0), (0, 0)),
+               v6only: tuple[bool, bool] = (False, False)) -> None:
+    p = net.port()
+    for i, ((family, host), (reuseaddr, reuseport), only) in enumerate(
+            zip((first, second), opts, v6only, strict=True)):
+        s = net.socket(family, DGRAM)
+        if reuseaddr:
+            s.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+        if reuseport:
+            s.setsockopt(S.SOL_SOCKET, S.SO_REUSEPORT, 1)
+        if only:
+            s.setsockopt(S.IPPROTO_IPV6, S.IPV6_V6ONLY, 1)
+        rec.call(s.bind, (host, p), label=f"bind{i} {host}")
+
+
+@scenario
+def inuse_same_address(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"))
+
+
+@scenario
+def inuse_wildcard_then_specific(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "0.0.0.0"), (V4, "127.0.0.1"))
+
+
+@scenario
+def inuse_specific_then_wildcard(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "0.0.0.0"))
+
+
+@scenario
+def different_aliases_share_port(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.2"))
+
+
+@scenario
+def reuseaddr_both(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"), ((1, 0), (1, 0)))
+
+
+@scenario
+def reuseaddr_wildcard_and_specific(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "0.0.0.0"), (V4, "127.0.0.1"), ((1, 0), (1, 0)))
+
+
+@scenario
+def reuseaddr_first_only(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"), ((1, 0), (0, 0)))
+
+
+@scenario
+def reuseaddr_second_only(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"), ((0, 0), (1, 0)))
+
+
+@scenario
+def reuseport_both(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"), ((0, 1), (0, 1)))
+
+
+@scenario
+def reuseport_second_only(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"), ((0, 0), (0, 1)))
+
+
+@scenario
+def reuseport_first_only(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V4, "127.0.0.1"), ((0, 1), (0, 0)))
+
+
+@scenario
+def reuseport_v6(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V6, "::1"), (V6, "::1"), ((0, 1), (0, 1)))
+
+
+@scenario
+def inuse_v4_wildcard_then_dual_stack(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "0.0.0.0"), (V6, "::"))
+
+
+@scenario
+def inuse_dual_stack_then_v4_wildcard(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V6, "::"), (V4, "0.0.0.0"))
+
+
+@scenario
+def inuse_dual_stack_then_v4_specific(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V6, "::"), (V4, "127.0.0.1"))
+
+
+@scenario
+def v6only_shares_with_v4_wildcard(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "0.0.0.0"), (V6, "::"), v6only=(False, True))
+
+
+@scenario
+def v6only_first_then_v4_wildcard(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V6, "::"), (V4, "0.0.0.0"), v6only=(True, False))
+
+
+@scenario
+def v6_loopback_and_v4_share_port(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V6, "::1"), (V4, "127.0.0.1"))
+
+
+@scenario
+def mapped_conflicts_with_v4(net: Net, rec: Recorder) -> None:
+    _bind_pair(net, rec, (V4, "127.0.0.1"), (V6, "::ffff:127.0.0.1"))
+
+
+@scenario
+def rebind_after_close(net: Net, rec: Recorder) -> None:
+    p = net.port()
+    a = net.socket(V4, DGRAM)
+    a.bind(("127.0.0.1", p))
+    a.close()
+    rec.call(net.socket(V4, DGRAM).bind, ("127.0.0.1", p))
+
+
+# -- dual stack ----------------------------------------------------------------------
+
+@scenario
+def dual_stack_receives_v4_as_mapped(net: Net, rec: Recorder) -> None:
+    r = net.socket(V6, DGRAM)
+    p = net.port()
+    r.bind(("::", p))
+    rec.call(r.getsockopt, S.IPPROTO_IPV6, S.IPV6_V6ONLY, label="v6only")
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"over v4", ("127.0.0.1", p))
+    recv(net, rec, r, label="v4-sender")
+    s6 = net.socket(V6, DGRAM)
+    s6.sendto(b"over v6", ("::1", p))
+    recv(net, rec, r, label="v6-sender")
+
+
+@scenario
+def mapped_send_from_v6_socket(net: Net, rec: Recorder) -> None:
+    r, (_, p) = receiver(net)
+    s = net.socket(V6, DGRAM)
+    rec.call(s.sendto, b"mapped", ("::ffff:127.0.0.1", p))
+    recv(net, rec, r)
+    rec.call(s.getsockname, label="sender-name")
+
+
+@scenario
+def mapped_connect_from_v6_socket(net: Net, rec: Recorder) -> None:
+    r, (_, p) = receiver(net)
+    s = net.socket(V6, DGRAM)
+    rec.call(s.connect, ("::ffff:127.0.0.9", p))
+    rec.call(s.getsockname)
+    rec.call(s.getpeername)
+    s.sendto(b"hi", ("::ffff:127.0.0.1", p))
+    recv(net, rec, r)
+
+
+@scenario
+def v6only_blocks_v4(net: Net, rec: Recorder) -> None:
+    r = net.socket(V6, DGRAM)
+    r.setsockopt(S.IPPROTO_IPV6, S.IPV6_V6ONLY, 1)
+    p = net.port()
+    r.bind(("::", p))
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendto, b"v4", ("127.0.0.1", p))
+    recv(net, rec, r, label="receiver", expect=False)
+    rec.call(r.sendto, b"x", ("::ffff:127.0.0.1", p), label="v6only-to-mapped")
+    rec.call(r.bind, ("::ffff:127.0.0.1", 0), label="rebind")
+    t = net.socket(V6, DGRAM)
+    t.setsockopt(S.IPPROTO_IPV6, S.IPV6_V6ONLY, 1)
+    rec.call(t.bind, ("::ffff:127.0.0.1", 0), label="v6only-bind-mapped")
+
+
+@scenario
+def v6_socket_bound_v6_cannot_send_v4(net: Net, rec: Recorder) -> None:
+    s = net.socket(V6, DGRAM)
+    s.bind(("::1", 0))
+    rec.call(s.sendto, b"x", ("::ffff:127.0.0.1", net.port()))
+    rec.call(s.connect, ("::ffff:127.0.0.1", net.port()), label="connect")
+
+
+# -- broadcast -----------------------------------------------------------------------
+
+@scenario
+def broadcast_needs_so_broadcast(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    p = net.port()
+    rec.call(s.sendto, b"x", ("127.255.255.255", p), label="sendto")
+    rec.call(s.connect, ("127.255.255.255", p), label="connect")
+    rec.call(s.getsockopt, S.SOL_SOCKET, S.SO_BROADCAST, label="option")
+
+
+@scenario
+def broadcast_reaches_wildcard_bound(net: Net, rec: Recorder) -> None:
+    r = net.socket(V4, DGRAM)
+    p = net.port()
+    r.bind(("0.0.0.0", p))
+    s = net.socket(V4, DGRAM)
+    s.setsockopt(S.SOL_SOCKET, S.SO_BROADCAST, 1)
+    rec.call(s.sendto, b"all", ("127.255.255.255", p))
+    recv(net, rec, r)
+
+
+@scenario
+def broadcast_skips_unicast_bound(net: Net, rec: Recorder) -> None:
+    r, (_, p) = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.setsockopt(S.SOL_SOCKET, S.SO_BROADCAST, 1)
+    rec.call(s.sendto, b"all", ("127.255.255.255", p))
+    recv(net, rec, r, expect=False)
+    recv(net, rec, s, label="sender", expect=False)
+
+
+@scenario
+def broadcast_reaches_broadcast_bound_and_wildcard(net: Net, rec: Recorder) -> None:
+    p = net.port()
+    socks = []
+    for host in ("127.255.255.255", "0.0.0.0", "127.0.0.1"):
+        x = net.socket(V4, DGRAM)
+        x.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+        rec.call(x.bind, (host, p), label=f"bind {host}")
+        socks.append(x)
+    s = net.socket(V4, DGRAM)
+    s.setsockopt(S.SOL_SOCKET, S.SO_BROADCAST, 1)
+    s.connect(("127.255.255.255", p))
+    rec.call(s.send, b"bcast")
+    for host, x in zip(("127.255.255.255", "0.0.0.0", "127.0.0.1"), socks, strict=True):
+        recv(net, rec, x, label=f"at {host}", expect=host != "127.0.0.1")
+
+
+# -- shutdown, close, creation ---------------------------------------------------------
+
+@scenario
+def shutdown_unconnected_enotconn(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    s.bind(("127.0.0.1", 0))
+    for how in (S.SHUT_RD, S.SHUT_WR, S.SHUT_RDWR):
+        rec.call(s.shutdown, how, label=f"shutdown {how}")
+    rec.call(s.shutdown, 7, label="bad how")
+
+
+@scenario
+def shutdown_connected(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    s.connect(addr)
+    rec.call(s.shutdown, S.SHUT_WR, label="shut_wr")
+    rec.call(s.send, b"x", label="send")
+    rec.call(s.shutdown, S.SHUT_RD, label="shut_rd")
+    rec.call(s.recv, 10, label="recv")
+    rec.call(s.recv, 10, label="recv-again")
+
+
+@scenario
+def closed_socket_ebadf(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.close()
+    rec("fileno", s.fileno())
+    rec("repr", s)
+    rec.call(s.close, label="close-again")
+    rec.call(s.getsockname)
+    rec.call(s.getpeername)
+    rec.call(s.sendto, b"x", ("127.0.0.1", 9))
+    rec.call(s.recv, 10)
+    rec.call(s.bind, ("127.0.0.1", 0))
+    rec.call(s.connect, ("127.0.0.1", 9))
+    rec.call(s.getsockopt, S.SOL_SOCKET, S.SO_TYPE)
+    rec.call(s.setsockopt, S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+    rec.call(s.shutdown, S.SHUT_RDWR)
+
+
+@scenario
+def socket_repr_and_identity(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    rec("repr-unbound", s)
+    s.bind(("127.0.0.1", net.port()))
+    rec("repr-bound", s)
+    rec("family", s.family)
+    rec("type", s.type)
+    rec("proto", s.proto)
+    t = net.socket(V6, DGRAM | S.SOCK_NONBLOCK)
+    rec("v6-type", t.type)
+    rec("v6-timeout", t.gettimeout())
+
+
+@scenario
+def socket_bad_arguments(net: Net, rec: Recorder) -> None:
+    rec.call(net.socket, 12345, DGRAM, label="family")
+    rec.call(net.socket, V4, 12345, label="type")
+    rec.call(net.socket, V4, S.SOCK_SEQPACKET, label="seqpacket")
+    rec.call(net.socket, V4, DGRAM, S.IPPROTO_TCP, label="proto")
+    rec.call(net.socket, V6, DGRAM, 99, label="proto6")
+    rec.call(net.socket, V4, DGRAM, S.IPPROTO_ICMP, label="ping")
+
+
+@scenario
+def address_type_errors(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    rec.call(s.bind, ("127.0.0.1", 70000), label="port-high")
+    rec.call(s.bind, ("127.0.0.1", -1), label="port-negative")
+    rec.call(s.bind, ("127.0.0.1", "80"), label="port-str")
+    rec.call(s.bind, "127.0.0.1", label="not-tuple")
+    rec.call(s.bind, ("127.0.0.1",), label="short-tuple")
+    rec.call(s.bind, (127, 0), label="host-int")
+    rec.call(s.sendto, b"x", ("127.0.0.1", 65536), label="sendto-high")
+    rec.call(s.sendto, b"x", ("127.0.0.1", 0), label="sendto-port0")
+    rec.call(s.sendto, "text", ("127.0.0.1", 9), label="sendto-str")
+    rec.call(s.connect, ("127.0.0.1", 1 << 40), label="connect-huge")
+    t = net.socket(V6, DGRAM)
+    rec.call(t.bind, ("::1", 70000), label="v6-port-high")
+    rec.call(t.bind, ("127.0.0.1", 0), label="v6-bind-v4-literal")
+    rec.call(t.bind, ("::1", 0, 0, 0, 0), label="v6-long-tuple")
+
+
+@pytest.mark.parametrize("entry", list(scenarios), ids=scenarios.ids())
+def test_udp(entry: Entry) -> None:
+    run(entry)
