@@ -120,7 +120,7 @@ def run_ping(
     clock = stack.clock
     icmp = stack.icmp6 if fam == AF_INET6 else stack.icmp4
     result = PingResult(host, to_text(addr), fam, size)
-    with stack.lock:
+    with stack.locked:
         ep = icmp.open_endpoint()
     pattern = _pattern(size)
     sent_at: dict[int, int] = {}
@@ -150,7 +150,7 @@ def run_ping(
 
     def wait_until(deadline_ns: int, done: Callable[[], bool]) -> None:
         while True:
-            with stack.lock:
+            with stack.locked:
                 collect()
                 now = clock.now_ns()
                 if done() or now >= deadline_ns:
@@ -165,7 +165,7 @@ def run_ping(
             seq += 1
             wait_until(start + (seq - 1) * interval_ns, lambda: False)
             data = _payload(pattern, stack.wall_ns())
-            with stack.lock:
+            with stack.locked:
                 sent_at[seq & 0xFFFF] = clock.now_ns()
                 ep.send_echo(addr, seq & 0xFFFF, data, ttl)  # ENETUNREACH propagates
                 result.transmitted += 1
@@ -177,7 +177,7 @@ def run_ping(
             raise
         result.interrupted = True
     finally:
-        with stack.lock:
+        with stack.locked:
             collect()
             ep.close()
         result.elapsed = (clock.now_ns() - start) / 1e9

@@ -30,11 +30,18 @@ from .transport.udp import RMEM_MAX, SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF, WMEM_MAX,
 if TYPE_CHECKING:
     from .stack import Stack
 
+# Plain ints: IntFlag arithmetic costs ~450 ns a test on the hot path.
+MSG_PEEK = int(_socket.MSG_PEEK)
+MSG_DONTWAIT = int(_socket.MSG_DONTWAIT)
+MSG_TRUNC = int(_socket.MSG_TRUNC)
+MSG_WAITALL = int(_socket.MSG_WAITALL)
+MSG_OOB = int(_socket.MSG_OOB)
 SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0o4000)
 SOCK_CLOEXEC = getattr(_socket, "SOCK_CLOEXEC", 0o2000000)
-_MSG_KNOWN = _socket.MSG_PEEK | _socket.MSG_DONTWAIT | _socket.MSG_TRUNC | _socket.MSG_WAITALL \
+_MSG_KNOWN = MSG_PEEK | MSG_DONTWAIT | MSG_TRUNC | MSG_WAITALL \
     | getattr(_socket, "MSG_NOSIGNAL", 0x4000) | getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
 _INT = struct.Struct("i")
+_LINGER = struct.Struct("ii")
 SO_DOMAIN = getattr(_socket, "SO_DOMAIN", 39)
 SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", 38)
 IP_TTL = _socket.IP_TTL
@@ -49,6 +56,27 @@ def error(code: int) -> OSError:
     return OSError(code, os.strerror(code))
 
 
+def _optval(value: Any, optlen: int | None) -> tuple[bytes | None, int]:
+    """setsockopt's value as CPython passes it: an int (as a C int), a
+    bytes-like buffer, or None with an explicit length (a NULL pointer)."""
+    if optlen is not None:
+        if value is not None:
+            raise TypeError("setsockopt() takes 3 arguments, or None and an optlen")
+        if not 0 <= optlen <= 0xFFFFFFFF:
+            raise OverflowError("optlen out of range")
+        return None, optlen
+    if not isinstance(value, (str, float)) and hasattr(value, "__index__"):
+        ival = value.__index__()
+        if -(1 << 31) <= ival < (1 << 31):
+            return _INT.pack(ival), 4
+    try:
+        raw = bytes(memoryview(value))
+    except TypeError:
+        raise TypeError("a bytes-like object is required, not "
+                        f"'{type(value).__name__}'") from None
+    return raw, len(raw)
+
+
 def _timeout() -> TimeoutError:
     return TimeoutError("timed out")
 
@@ -57,8 +85,35 @@ class Socket:
     """A socket on a loopstack :class:`~loopstack.Stack`; behaves as
     ``socket.socket`` does on Linux's loopback."""
 
+    _timeout: float | None
+
     def __init__(self, stack: Stack, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
+        nonblock = self._init_common(stack, family, type, proto, fileno)
+        kind, family, proto = self._kind, int(self._family), self._proto
+        self._udp: UdpSock | None = None
+        if kind == _socket.SOCK_DGRAM:
+            if proto in (_socket.IPPROTO_ICMP, _socket.IPPROTO_ICMPV6):
+                # Linux's ping sockets need net.ipv4.ping_group_range, "1 0" by default.
+                raise error(errno.EACCES)
+            if proto not in (0, _socket.IPPROTO_UDP):
+                raise error(errno.EPROTONOSUPPORT)
+            with stack.locked:
+                self._udp = stack.udp.socket(family == AF_INET6)
+        elif kind == _socket.SOCK_STREAM:
+            raise error(errno.EPROTONOSUPPORT)  # stream sockets are StreamSocket (stream.py)
+        elif kind == _socket.SOCK_RAW:
+            raise error(errno.EPROTONOSUPPORT)
+        else:
+            raise error(errno.ESOCKTNOSUPPORT)
+        if nonblock:
+            self._timeout = 0.0
+        self._udp.wake = self._wake
+        stack._register(self)
+
+    def _init_common(self, stack: Stack, family: int, type: int, proto: int,
+                     fileno: int | None = None) -> bool:
+        """Checks and state every socket kind shares; True for SOCK_NONBLOCK."""
         if fileno is not None:
             raise error(errno.EBADF)  # loopstack sockets are not made from descriptors
         if family == -1:
@@ -76,34 +131,16 @@ class Socket:
         self._stack = stack
         self._family = _socket.AddressFamily(family)
         self._kind = kind
-        self._udp: UdpSock | None = None
-        if kind == _socket.SOCK_DGRAM:
-            if proto in (_socket.IPPROTO_ICMP, _socket.IPPROTO_ICMPV6):
-                # Linux's ping sockets need net.ipv4.ping_group_range, "1 0" by default.
-                raise error(errno.EACCES)
-            if proto not in (0, _socket.IPPROTO_UDP):
-                raise error(errno.EPROTONOSUPPORT)
-            with stack.lock:
-                self._udp = stack.udp.socket(family == AF_INET6)
-        elif kind == _socket.SOCK_STREAM:
-            if proto not in (0, _socket.IPPROTO_TCP):
-                raise error(errno.EPROTONOSUPPORT)
-            raise OSError(errno.EPROTONOSUPPORT,
-                          "loopstack has no TCP yet (it arrives with the TCP issue)")
-        elif kind == _socket.SOCK_RAW:
-            raise error(errno.EPROTONOSUPPORT)
-        else:
-            raise error(errno.ESOCKTNOSUPPORT)
         self._proto = proto  # as given, like socket.socket().proto; SO_PROTOCOL tells the truth
-        self._timeout: float | None = 0.0 if nonblock else _socket.getdefaulttimeout()
+        self._timeout = _socket.getdefaulttimeout()
         self._cond = threading.Condition(stack.lock)
         self._closed = False
         self._efd: int | None = None
         self._efd_ready = False
         self._keepalive = 0
         self._linger = (0, 0)
-        self._udp.wake = self._wake
-        stack._register(self)
+        self._rcvlowat = 1
+        return nonblock
 
     # -- identity ------------------------------------------------------------
     @property
@@ -169,7 +206,7 @@ class Socket:
         Handing it to os.read/os.sendfile is an error (EINVAL), not data."""
         if self._closed:
             return -1
-        with self._stack.lock:
+        with self._stack.locked:
             if self._efd is None:
                 self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
                 self._sync_fd()
@@ -196,7 +233,7 @@ class Socket:
         """Block (lock held) until ``ready()`` as the socket's mode says."""
         if ready():
             return
-        if self._timeout == 0.0 or flags & _socket.MSG_DONTWAIT:
+        if self._timeout == 0.0 or flags & MSG_DONTWAIT:
             raise error(errno.EAGAIN)
         if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, self._timeout):
             raise _timeout()
@@ -263,12 +300,12 @@ class Socket:
         return (to_text(addr), port, 0, 0)
 
     def getsockname(self) -> tuple[Any, ...]:
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             return self._text(u.local_addr, u.local_port)
 
     def getpeername(self) -> tuple[Any, ...]:
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             # inet_getname(): a peer port of 0 (connect to port 0) is "not connected".
             if u.remote_addr is None or u.remote_port == 0:
@@ -289,7 +326,7 @@ class Socket:
 
     def bind(self, address: Any) -> None:
         addr, port = self._sockaddr(address, "bind")
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             if u.v6only and len(addr) == 16 and v4_of(addr) is not None:
                 # Linux __inet6_bind: "Binding to v4-mapped address on a
@@ -298,21 +335,23 @@ class Socket:
             if not self._is_local(addr):
                 raise error(errno.EADDRNOTAVAIL)
             u.bind(addr, port)
+            if len(addr) == 16 and addr != V6_ANY and v4_of(addr) is None:
+                u.v6only = True  # __inet6_bind: a specific IPv6 address is IPv6 only
 
     def connect(self, address: Any) -> None:
         addr, port = self._sockaddr(address, "connect")
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             u.connect(addr, port)
             self._wake()
 
     def listen(self, backlog: int = 128) -> None:
-        with self._stack.lock:
+        with self._stack.locked:
             self._check()
             raise error(errno.EOPNOTSUPP)  # datagram sockets do not listen
 
     def accept(self) -> tuple[Socket, Any]:
-        with self._stack.lock:
+        with self._stack.locked:
             self._check()
             raise error(errno.EOPNOTSUPP)
 
@@ -350,9 +389,9 @@ class Socket:
 
     def _sendto(self, data: Any, flags: int, address: Any) -> int:
         payload = bytes(memoryview(data))
-        if flags & _socket.MSG_OOB:
+        if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             if address is None:
                 return u.sendto(payload, None, 0)
@@ -362,16 +401,16 @@ class Socket:
     # -- receiving ---------------------------------------------------------------
     def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
         """One datagram: (data, source address, its full length)."""
-        if flags & _socket.MSG_OOB:
+        if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             self._wait(lambda: u.readable, flags)
             if u.so_error:
                 code, u.so_error = u.so_error, 0
                 self._sync_fd()
                 raise error(code)
-            d = u.dequeue(bool(flags & _socket.MSG_PEEK))
+            d = u.dequeue(bool(flags & MSG_PEEK))
             self._sync_fd()
             if d is None:
                 return b"", None, 0  # shut down for reading
@@ -404,14 +443,14 @@ class Socket:
         data, addr, full = self._recv(flags)
         n = min(len(data), nbytes)
         view[:n] = data[:n]
-        return (full if flags & _socket.MSG_TRUNC else n), addr
+        return (full if flags & MSG_TRUNC else n), addr
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0
                 ) -> tuple[bytes, list[Any], int, Any]:
         if bufsize < 0:
             raise ValueError("negative buffer size in recvmsg()")
         data, addr, full = self._recv(flags)
-        msg_flags = _socket.MSG_TRUNC if full > bufsize else 0
+        msg_flags = MSG_TRUNC if full > bufsize else 0
         return data[:bufsize], [], msg_flags, addr
 
     def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
@@ -424,13 +463,13 @@ class Socket:
             v[: len(chunk)] = chunk
             pos += len(chunk)
         room = sum(len(v) for v in views)
-        return pos, [], (_socket.MSG_TRUNC if full > room else 0), addr
+        return pos, [], (MSG_TRUNC if full > room else 0), addr
 
     # -- shutdown and close -------------------------------------------------------
     def shutdown(self, how: int) -> None:
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise error(errno.EINVAL)
-        with self._stack.lock:
+        with self._stack.locked:
             u = self._check()
             # Linux inet_shutdown(): an unconnected datagram socket reports
             # ENOTCONN, yet the shutdown still takes effect.
@@ -443,7 +482,7 @@ class Socket:
                 raise error(errno.ENOTCONN)
 
     def close(self) -> None:
-        with self._stack.lock:
+        with self._stack.locked:
             if self._closed:
                 return
             self._closed = True
@@ -466,82 +505,103 @@ class Socket:
         self.close()
 
     # -- options -------------------------------------------------------------------
+    # Linux dispatches by level: SOL_SOCKET to sk_setsockopt/sk_getsockopt,
+    # SOL_IP to do_ip_*sockopt (for AF_INET6 UDP sockets too), SOL_IPV6 to
+    # do_ipv6_*sockopt (AF_INET6 only). Each reads its value its own way.
     def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None
                    ) -> None:
-        if value is None:
-            raise error(errno.EINVAL)
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            raw = bytes(value)
-            if len(raw) < 4:
-                raise error(errno.EINVAL)
-            ival = _INT.unpack_from(raw)[0]
-        else:
-            ival = int(value)
-        with self._stack.lock:
+        raw, length = _optval(value, optlen)
+        with self._stack.locked:
             u = self._check()
             if level == _socket.SOL_SOCKET:
-                if optname == _socket.SO_REUSEADDR:
-                    u.reuseaddr = bool(ival)
-                elif optname == _socket.SO_REUSEPORT:
-                    u.reuseport = bool(ival)
-                elif optname == _socket.SO_BROADCAST:
-                    u.broadcast = bool(ival)
-                elif optname == _socket.SO_RCVBUF:
-                    # Linux doubles what is set, within rmem_max (sock_setsockopt).
-                    u.rcvbuf = max(SOCK_MIN_RCVBUF, min(max(ival, 0), RMEM_MAX) * 2)
-                elif optname == _socket.SO_SNDBUF:
-                    u.sndbuf = max(SOCK_MIN_SNDBUF, min(max(ival, 0), WMEM_MAX) * 2)
-                elif optname == _socket.SO_KEEPALIVE:
-                    self._keepalive = int(bool(ival))
-                elif optname in (_socket.SO_ERROR, _socket.SO_TYPE, SO_DOMAIN, SO_PROTOCOL):
+                self._set_sol_socket(u, optname, raw, length)
+            elif level == _socket.IPPROTO_IP:
+                # do_ip_setsockopt: an int, or a single byte when shorter.
+                if optname != IP_TTL:
                     raise error(errno.ENOPROTOOPT)
+                if length >= 1:
+                    if raw is None:
+                        raise error(errno.EFAULT)
+                    ival = _INT.unpack(raw[:4])[0] if length >= 4 else raw[0]
                 else:
-                    raise error(errno.ENOPROTOOPT)
-            elif level == _socket.IPPROTO_IP and self._family == AF_INET or (
-                    level == _socket.IPPROTO_IP and self._family == AF_INET6
-                    and optname == IP_TTL):
-                if optname == IP_TTL:
-                    if ival == -1:
-                        u.ttl = None
-                    elif not 1 <= ival <= 255:
-                        raise error(errno.EINVAL)
-                    else:
-                        u.ttl = ival
-                else:
-                    raise error(errno.ENOPROTOOPT)
+                    ival = 0
+                if length < 1 or (ival != -1 and not 1 <= ival <= 255):
+                    raise error(errno.EINVAL)
+                u.ttl = None if ival == -1 else ival
             elif level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
+                # do_ipv6_setsockopt: a NULL or short value reads as 0, and
+                # the int options then insist on a whole int.
+                ival = _INT.unpack(raw[:4])[0] if raw is not None and length >= 4 else 0
                 if optname == IPV6_V6ONLY:
-                    if u.bound:
+                    if length < 4 or u.bound:
                         raise error(errno.EINVAL)
                     u.v6only = bool(ival)
                 elif optname == IPV6_UNICAST_HOPS:
-                    if ival == -1:
-                        u.hop_limit = None
-                    elif not 0 <= ival <= 255:
+                    if length < 4 or not -1 <= ival <= 255:
                         raise error(errno.EINVAL)
-                    else:
-                        u.hop_limit = ival
+                    u.hop_limit = None if ival == -1 else ival
                 else:
                     raise error(errno.ENOPROTOOPT)
             else:
                 raise error(errno.ENOPROTOOPT)
 
-    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
-        value = self._getsockopt_int(level, optname)
-        if buflen is None:
-            return value
-        if not 0 < buflen <= 1024:
+    def _set_sol_socket(self, u: UdpSock, optname: int, raw: bytes | None, length: int) -> None:
+        # sk_setsockopt: every option needs at least an int.
+        if length < 4:
             raise error(errno.EINVAL)
-        return _INT.pack(value)[:buflen].ljust(min(buflen, 4), b"\0")
+        if raw is None:
+            raise error(errno.EFAULT)
+        ival = _INT.unpack(raw[:4])[0]
+        if optname == _socket.SO_REUSEADDR:
+            u.reuseaddr = bool(ival)
+        elif optname == _socket.SO_REUSEPORT:
+            u.reuseport = bool(ival)
+        elif optname == _socket.SO_BROADCAST:
+            u.broadcast = bool(ival)
+        elif optname == _socket.SO_RCVBUF:
+            # min_t(u32, val, rmem_max), then doubled (__sock_set_rcvbuf).
+            u.rcvbuf = max(SOCK_MIN_RCVBUF, min(ival & 0xFFFFFFFF, RMEM_MAX) * 2)
+        elif optname == _socket.SO_SNDBUF:
+            u.sndbuf = max(SOCK_MIN_SNDBUF, min(ival & 0xFFFFFFFF, WMEM_MAX) * 2)
+        elif optname == _socket.SO_KEEPALIVE:
+            self._keepalive = int(bool(ival))
+        elif optname == _socket.SO_LINGER:
+            if length < _LINGER.size:
+                raise error(errno.EINVAL)
+            onoff, seconds = _LINGER.unpack(raw[: _LINGER.size])
+            self._linger = (int(bool(onoff)), seconds)
+        elif optname == _socket.SO_RCVLOWAT:
+            self._rcvlowat = ival if ival >= 0 else 0x7FFFFFFF  # negative means INT_MAX
+        else:
+            # SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ERROR, SO_ACCEPTCONN are
+            # read-only; SO_SNDLOWAT is not changeable on Linux.
+            raise error(errno.ENOPROTOOPT)
 
-    def _getsockopt_int(self, level: int, optname: int) -> int:
-        with self._stack.lock:
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        if buflen is not None and buflen != 0 and not 0 < buflen <= 1024:
+            raise OSError("getsockopt buflen out of range")  # CPython's check, no errno
+        raw, one_byte = self._getsockopt_raw(level, optname)
+        if not buflen:  # CPython reads an int (what the kernel did not fill stays 0)
+            return _INT.unpack(raw[:4].ljust(4, b"\0"))[0]
+        value = _INT.unpack(raw[:4])[0]
+        if one_byte and buflen < 4 and 0 <= value <= 255:
+            return bytes((value,))  # do_ip_getsockopt: a short buffer gets one byte
+        return raw[:buflen]
+
+    def _getsockopt_raw(self, level: int, optname: int) -> tuple[bytes, bool]:
+        """The option's value as the kernel would copy it out (whole), and
+        whether do_ip_getsockopt's one-byte rule applies."""
+        with self._stack.locked:
             u = self._check()
             if level == _socket.SOL_SOCKET:
                 if optname == _socket.SO_ERROR:
                     code, u.so_error = u.so_error, 0
                     self._sync_fd()
-                    return code
+                    return _INT.pack(code), False
+                if optname == _socket.SO_LINGER:
+                    return _LINGER.pack(*self._linger), False
+                if optname in (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO):
+                    return bytes(16), False  # struct timeval {0, 0}: no timeout
                 simple = {
                     _socket.SO_REUSEADDR: int(u.reuseaddr),
                     _socket.SO_REUSEPORT: int(u.reuseport),
@@ -553,24 +613,30 @@ class Socket:
                     SO_PROTOCOL: _socket.IPPROTO_UDP,
                     _socket.SO_KEEPALIVE: self._keepalive,
                     _socket.SO_ACCEPTCONN: 0,
+                    _socket.SO_RCVLOWAT: self._rcvlowat,
+                    _socket.SO_SNDLOWAT: 1,
                 }
                 if optname in simple:
-                    return simple[optname]
+                    return _INT.pack(simple[optname]), False
                 raise error(errno.ENOPROTOOPT)
-            if level == _socket.IPPROTO_IP and self._family == AF_INET:
+            if level == _socket.IPPROTO_IP:
                 if optname == IP_TTL:
-                    return u.ttl if u.ttl is not None else self._stack.ipv4.default_ttl
+                    ttl = u.ttl if u.ttl is not None else self._stack.ipv4.default_ttl
+                    return _INT.pack(ttl), True
                 raise error(errno.ENOPROTOOPT)
             if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
                 if optname == IPV6_V6ONLY:
-                    return int(u.v6only)
+                    return _INT.pack(int(u.v6only)), False
                 if optname == IPV6_UNICAST_HOPS:
-                    return (u.hop_limit if u.hop_limit is not None
-                            else self._stack.ipv6.default_hop_limit)
+                    return _INT.pack(u.hop_limit if u.hop_limit is not None
+                                     else self._stack.ipv6.default_hop_limit), False
                 raise error(errno.ENOPROTOOPT)
-            if level == _socket.IPPROTO_TCP:
-                raise error(errno.EOPNOTSUPP)  # Linux: TCP options on a UDP socket
-            raise error(errno.ENOPROTOOPT)
+            if level == _socket.IPPROTO_UDP:
+                raise error(errno.ENOPROTOOPT)
+            # Any other level (TCP's, IPv6's on an AF_INET socket): udp_getsockopt
+            # hands it to ip_getsockopt, which says EOPNOTSUPP for AF_INET;
+            # ipv6_getsockopt says ENOPROTOOPT.
+            raise error(errno.EOPNOTSUPP if self._family == AF_INET else errno.ENOPROTOOPT)
 
     # -- table row -------------------------------------------------------------------
     def _row(self) -> dict[str, Any]:

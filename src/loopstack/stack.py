@@ -91,6 +91,32 @@ class InterfaceInfo:
         return "\n".join(lines)
 
 
+class _Operation:
+    """``with stack.locked:`` — hold the stack lock for one operation; when
+    the outermost operation ends, drain the receive backlog before letting go
+    (DESIGN.md, execution model: run to completion)."""
+
+    __slots__ = ("_stack", "_lock")
+
+    def __init__(self, stack: Stack) -> None:
+        self._stack = stack
+        self._lock = stack.lock
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._stack._depth += 1
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        stack = self._stack
+        try:
+            if stack._depth == 1 and stack._backlog:
+                stack._drain()
+        finally:
+            stack._depth -= 1
+            self._lock.release()
+
+
 class Stack:
     """One virtual host with a loopback interface (lo: 127.0.0.1/8, ::1/128).
 
@@ -119,6 +145,8 @@ class Stack:
         self._addresses: list[InterfaceAddress] = []
         self._backlog: deque[tuple[Interface, bytes]] = deque()
         self._draining = False
+        self._depth = 0
+        self.locked = _Operation(self)
         self._closed = False
         self.route_table = RoutingTable()
         self.lo = Loopback()
@@ -147,9 +175,15 @@ class Stack:
 
     # -- the run-to-completion core -------------------------------------------
     def _netif_rx(self, iface: Interface, packet: bytes) -> None:
-        """A device received ``packet``: queue it and, if no one up the call
-        stack is already draining, drain the backlog. Lock held."""
+        """A device received ``packet``: queue it. Inside an operation (see
+        :attr:`locked`) the backlog is drained when the outermost one ends, so
+        no layer sees a reply before it has finished sending; otherwise now."""
         self._backlog.append((iface, packet))
+        if self._depth == 0:
+            self._drain()
+
+    def _drain(self) -> None:
+        """Process the receive backlog (lock held). Loops, never recurses."""
         if self._draining:
             return
         self._draining = True
@@ -170,9 +204,12 @@ class Stack:
             self._draining = False
 
     def _run_timer(self, callback: Callable[[], None]) -> None:
-        with self.lock:
+        with self.locked:
             if not self._closed:
                 callback()
+                # Timers fire at safe points only (the real clock's thread, or a
+                # virtual clock moved by a waiting operation): deliver now.
+                self._drain()
 
     # -- interfaces and addresses ----------------------------------------------
     def _attach(self, iface: Interface) -> None:
@@ -292,6 +329,7 @@ class Stack:
         """Wait (lock held, through ``cond``) until ``predicate()`` or the
         timeout. On a virtual clock the wait moves time instead: to each next
         timer in turn, up to the timeout."""
+        self._drain()  # what this operation sent must arrive before anyone waits
         if predicate():
             return True
         clock = self.clock
@@ -305,7 +343,13 @@ class Stack:
                     return predicate()
                 clock.advance(max(0, nxt - clock.now_ns()))
             return True
-        return cond.wait_for(predicate, timeout)
+        # The wait lets go of the lock: other threads' operations then start
+        # at depth 0 and drain what they send, so keep ours aside meanwhile.
+        depth, self._depth = self._depth, 0
+        try:
+            return cond.wait_for(predicate, timeout)
+        finally:
+            self._depth = depth
 
     # -- sockets ---------------------------------------------------------------
     def socket(self, family: int = AF_INET, type: int = socket.SOCK_STREAM,

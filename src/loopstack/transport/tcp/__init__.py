@@ -104,14 +104,19 @@ class TCP:
         return tcb
 
     def on_state(self, tcb: TCB) -> None:
+        """Bookkeeping after a state change: Tcp CurrEstab counts
+        ESTABLISHED and CLOSE-WAIT connections (RFC 4022 tcpCurrEstab)."""
+        counted = tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT)
+        if counted != tcb.counted_estab:
+            self.mib["CurrEstab"] += 1 if counted else -1
+            tcb.counted_estab = counted
         tcb.wake()
 
     def establish(self, tcb: TCB) -> bool:
         """SYN-SENT or SYN-RECEIVED becomes ESTABLISHED (False: the
         listener could not take it)."""
         tcb.state = State.ESTABLISHED
-        self.mib["CurrEstab"] += 1
-        tcb.counted_estab = True
+        self.on_state(tcb)
         tcb.snd_nxt = max(tcb.snd_nxt, tcb.snd_una)
         timers.arm_keepalive(tcb)
         lst = tcb.listener
@@ -126,8 +131,7 @@ class TCP:
                 self.ext["ListenOverflows"] += 1
                 self.ext["ListenDrops"] += 1
                 tcb.state = State.SYN_RECV
-                self.mib["CurrEstab"] -= 1
-                tcb.counted_estab = False
+                self.on_state(tcb)
                 lst.syn_queue[key] = tcb
                 return False
             lst.accept_queue.append(tcb)
@@ -136,15 +140,10 @@ class TCP:
         tcb.wake()
         return True
 
-    def _leave_established(self, tcb: TCB) -> None:
-        if tcb.counted_estab:
-            self.mib["CurrEstab"] -= 1
-            tcb.counted_estab = False
-
     def destroy(self, tcb: TCB) -> None:
         """The connection is gone (CLOSED): forget it everywhere."""
-        self._leave_established(tcb)
         tcb.state = State.CLOSED
+        self.on_state(tcb)
         tcb.cancel_timers()
         if self.conns.get(tcb.key) is tcb:
             del self.conns[tcb.key]
@@ -351,6 +350,7 @@ class TCP:
         child.snd_base = child.iss + 1
         child.state = State.SYN_RECV
         child.syn_start = self.clock.now_ns()
+        child.syn_timed = True
         lst.syn_queue[key] = child
         self.conns[child.key] = child
         send_synack(child, child.ts_ok, child.sack_ok, child.wscale_ok)
@@ -559,6 +559,7 @@ class TCP:
         tcb.ts_offset = timestamp_offset(self.secret, rt.src, rt.dst)
         tcb.state = State.SYN_SENT
         tcb.syn_start = now
+        tcb.syn_timed = True
         tcb.retransmits = 0
         self.conns[tcb.key] = tcb
         self.mib["ActiveOpens"] += 1

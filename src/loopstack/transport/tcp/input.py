@@ -105,7 +105,7 @@ def _syn_sent(tcb: TCB, seg: Segment) -> None:
         tcb.max_window = tcb.snd_wnd
         tcb.snd_wl1 = tcb.rcv_nxt - 1
         tcb.snd_wl2 = ack
-        if tcb.retransmits == 0 and tcb.syn_start:
+        if tcb.retransmits == 0 and tcb.syn_timed:
             rtt_sample(tcb, tcp.clock.now_ns() - tcb.syn_start)
         elif tcb.retransmits:
             tcb.rto = max(tcb.rto, 3 * 10**9)  # TCP_TIMEOUT_FALLBACK after SYN loss
@@ -202,7 +202,7 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
             tcb.snd_wl2 = ack
             tcb.snd_una = ack
             tcb.snd_base = ack
-            if tcb.retransmits == 0 and tcb.syn_start:
+            if tcb.retransmits == 0 and tcb.syn_timed:
                 rtt_sample(tcb, tcp.clock.now_ns() - tcb.syn_start)
             tcb.retransmits = 0
             tcb.backoff = 0

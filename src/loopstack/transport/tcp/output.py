@@ -113,7 +113,7 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
         options = data_options(tcb, with_sack=bool(flags & ACK) and not payload)
     if window is None:
         if flags & SYN:
-            window = min(tcb.rcv_space, MAX_WINDOW)
+            window = initial_window(tcb)
             win_field = window
         else:
             window = select_window(tcb)
@@ -151,16 +151,26 @@ def send_rst(tcb: TCB) -> None:
     transmit(tcb, tcb.snd_nxt, RST | ACK)
 
 
+def initial_window(tcb: TCB) -> int:
+    """Linux tcp_select_initial_window(): the free space, at most 65535
+    (SYN windows are never scaled), rounded down to whole MSS-sized segments."""
+    space = min(tcb.rcv_space, MAX_WINDOW)
+    if space > tcb.advmss:
+        space -= space % tcb.advmss
+    return space
+
+
 def send_syn(tcb: TCB) -> None:
     opts = syn_options(tcb, synack=False, peer_ts=False, peer_sack=False, peer_ws=False)
-    transmit(tcb, tcb.iss, SYN, options=opts, window=min(tcb.rcv_space, MAX_WINDOW))
+    tcb.rcv_wnd = initial_window(tcb)
+    transmit(tcb, tcb.iss, SYN, options=opts, window=tcb.rcv_wnd)
 
 
 def send_synack(tcb: TCB, peer_ts: bool, peer_sack: bool, peer_ws: bool,
                 tsval: int | None = None) -> None:
     opts = syn_options(tcb, synack=True, peer_ts=peer_ts, peer_sack=peer_sack,
                        peer_ws=peer_ws, tsval=tsval)
-    tcb.rcv_wnd = min(tcb.rcv_space, MAX_WINDOW)
+    tcb.rcv_wnd = initial_window(tcb)
     tcb.rcv_wup = tcb.rcv_nxt
     transmit(tcb, tcb.iss, SYN | ACK, options=opts, window=tcb.rcv_wnd)
 

@@ -101,6 +101,7 @@ class TCB:
         self.retransmits = 0  # consecutive timeouts (tcp_info retransmits)
         self.total_retrans = 0
         self.syn_start = 0  # ns the first SYN left
+        self.syn_timed = False  # syn_start holds a time (Karn: SYN not retransmitted)
         # congestion control and recovery (RFC 5681, 6582, 6675)
         self.cc: Reno = ALGORITHMS["cubic"](INIT_CWND)
         self.dupacks = 0

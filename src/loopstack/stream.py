@@ -1,0 +1,667 @@
+"""Stream sockets: the TCP half of the socket object (connect, listen,
+accept, send, recv, shutdown, close, options, tcp_info, makefile), with
+the errno values Linux gives on loopback."""
+
+from __future__ import annotations
+
+import errno
+import io
+import socket as _socket
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from .ip.addr import AF_INET6, V4_ANY, V6_ANY
+from .socket import (
+    IP_TTL,
+    IPV6_UNICAST_HOPS,
+    IPV6_V6ONLY,
+    MSG_DONTWAIT,
+    MSG_OOB,
+    MSG_PEEK,
+    MSG_WAITALL,
+    SO_DOMAIN,
+    SO_PROTOCOL,
+    Socket,
+    error,
+)
+from .transport.ports import mapped, v4_of
+from .transport.tcp import TCB, State
+from .transport.tcp.constants import (
+    CORE_RMEM_MAX,
+    CORE_WMEM_MAX,
+    MIN_RCVBUF,
+    MIN_SNDBUF,
+)
+
+if TYPE_CHECKING:
+    from .stack import Stack
+
+TCP_NODELAY = _socket.TCP_NODELAY
+TCP_MAXSEG = _socket.TCP_MAXSEG
+TCP_KEEPIDLE = getattr(_socket, "TCP_KEEPIDLE", 4)
+TCP_KEEPINTVL = getattr(_socket, "TCP_KEEPINTVL", 5)
+TCP_KEEPCNT = getattr(_socket, "TCP_KEEPCNT", 6)
+TCP_INFO = getattr(_socket, "TCP_INFO", 11)
+TCP_CONGESTION = getattr(_socket, "TCP_CONGESTION", 13)
+TCP_QUICKACK = getattr(_socket, "TCP_QUICKACK", 12)
+_LINGER = struct.Struct("ii")
+# The head of Linux's struct tcp_info (include/uapi/linux/tcp.h), up to tcpi_total_retrans.
+_TCP_INFO = struct.Struct("BBBBBBBB" + "I" * 24)
+
+_UNCONNECTED, _CONNECTING, _CONNECTED = 0, 1, 2
+_CONNECTED_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1,
+                               State.FIN_WAIT2, State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
+
+
+class StreamSocket(Socket):
+    """A TCP socket (SOCK_STREAM)."""
+
+    def __init__(self, stack: Stack, family: int, type: int, proto: int,
+                 *, tcb: TCB | None = None) -> None:
+        nonblock = self._init_common(stack, family, type, proto)
+        if self._proto not in (0, _socket.IPPROTO_TCP):
+            raise error(errno.EPROTONOSUPPORT)
+        with stack.locked:
+            self._tcb = tcb if tcb is not None else stack.tcp.new_tcb(family == AF_INET6)
+            self._tcb.owner = self
+            self._tcb.wake = self._wake
+        self._conn = _CONNECTED if tcb is not None else _UNCONNECTED
+        self._eisconn_grace = False
+        self._io_refs = 0
+        self._closing = False
+        if nonblock:
+            self._timeout = 0.0
+        stack._register(self)
+
+    # -- readiness -------------------------------------------------------------
+    def _readable(self) -> bool:
+        t = self._tcb
+        if t.listening:
+            return bool(t._listen_state and t._listen_state.accept_queue)
+        return bool(t.rcvq) or t.fin_received or t.so_error != 0 or t.shut_rd or (
+            self._conn != _UNCONNECTED and t.state == State.CLOSED)
+
+    def _writable(self) -> bool:
+        t = self._tcb
+        return t.state not in (State.SYN_SENT, State.SYN_RECV) and (
+            len(t.sndq) < t.sndbuf or t.state not in (State.ESTABLISHED, State.CLOSE_WAIT))
+
+    def _check_tcb(self) -> TCB:
+        if self._closed:
+            raise error(errno.EBADF)
+        return self._tcb
+
+    # -- addresses -------------------------------------------------------------
+    def _shown(self, addr: bytes) -> bytes:
+        if self._family == AF_INET6 and len(addr) == 4:
+            return mapped(addr)
+        return addr
+
+    def getsockname(self) -> tuple[Any, ...]:
+        with self._stack.locked:
+            t = self._check_tcb()
+            addr = t.local_addr if t.local_addr and t.state not in (State.CLOSED, State.LISTEN) \
+                else (t.bind_addr or (V6_ANY if t.v6 else V4_ANY))
+            return self._text(self._shown(addr), t.local_port)
+
+    def getpeername(self) -> tuple[Any, ...]:
+        with self._stack.locked:
+            t = self._check_tcb()
+            if self._conn != _CONNECTED or t.state in (State.CLOSED, State.LISTEN,
+                                                       State.SYN_SENT):
+                raise error(errno.ENOTCONN)
+            return self._text(self._shown(t.remote_addr), t.remote_port)
+
+    def bind(self, address: Any) -> None:
+        addr, port = self._sockaddr(address, "bind")
+        with self._stack.locked:
+            t = self._check_tcb()
+            if t.bound:
+                raise error(errno.EINVAL)
+            if not self._is_local(addr) or (self._family == AF_INET6 and len(addr) == 16 and
+                                            v4_of(addr) is not None and t.v6only):
+                raise error(errno.EADDRNOTAVAIL)
+            self._stack.tcp.bind(t, addr, port)
+
+    # -- connection establishment ---------------------------------------------------
+    def listen(self, backlog: int = min(_socket.SOMAXCONN, 128)) -> None:
+        with self._stack.locked:
+            t = self._check_tcb()
+            if self._conn != _UNCONNECTED:
+                raise error(errno.EINVAL)
+            self._stack.tcp.listen(t, int(backlog))
+
+    def accept(self) -> tuple[StreamSocket, Any]:
+        with self._stack.locked:
+            t = self._check_tcb()
+            if not t.listening:
+                if self._timeout not in (None, 0.0) and t.state != State.CLOSED:
+                    self._wait(lambda: False, 0)  # Linux: times out (see facts)
+                raise error(errno.EINVAL)
+            self._wait(lambda: bool(t.listen_state.accept_queue) or not t.listening, 0)
+            child = self._stack.tcp.accept(t)
+            if child is None:
+                raise error(errno.EAGAIN)
+            sock = StreamSocket(self._stack, self._family, self._kind, self._proto, tcb=child)
+            sock._timeout = _socket.getdefaulttimeout()  # as socket.accept() does
+            return sock, self._text(self._shown(child.remote_addr), child.remote_port)
+
+    def _target(self, address: Any) -> tuple[bytes, int]:
+        addr, port = self._sockaddr(address, "connect")
+        if self._family == AF_INET6 and len(addr) == 16:
+            four = v4_of(addr)
+            if four is not None:
+                if self._tcb.v6only:
+                    raise error(errno.ENETUNREACH)
+                return four, port
+        return addr, port
+
+    def connect(self, address: Any) -> None:
+        dst, port = self._target(address)
+        with self._stack.locked:
+            t = self._check_tcb()
+            tcp = self._stack.tcp
+            if t.listening:
+                raise error(errno.EISCONN)
+            if self._conn == _CONNECTED:
+                if self._eisconn_grace:
+                    # Observed on Linux: after a connect with a timeout, CPython's
+                    # second connect() succeeds once, the third says EISCONN.
+                    self._eisconn_grace = False
+                    return
+                raise error(errno.EISCONN)
+            if self._conn == _CONNECTING:
+                if t.state == State.SYN_SENT:
+                    if self._timeout == 0.0:
+                        raise error(errno.EALREADY)
+                    self._wait_connected(t)
+                    return
+                if t.state in _CONNECTED_STATES:
+                    self._conn = _CONNECTED
+                    raise error(errno.EISCONN)
+                # The attempt failed (Linux __inet_stream_connect sock_error path).
+                self._conn = _UNCONNECTED
+                code, t.so_error = t.so_error, 0
+                raise error(code or errno.ECONNABORTED)
+            if t.state != State.CLOSED:
+                raise error(errno.EISCONN)
+            if t.so_error:
+                t.so_error = 0
+            if len(dst) == 4 and self._family == AF_INET6 and t.v6only:
+                raise error(errno.ENETUNREACH)
+            tcp.connect(t, dst, port)
+            self._conn = _CONNECTING
+            if self._timeout == 0.0:
+                raise error(errno.EINPROGRESS)
+            self._wait_connected(t)
+            if self._timeout is not None:
+                self._eisconn_grace = True
+
+    def _wait_connected(self, t: TCB) -> None:
+        try:
+            self._wait(lambda: t.state != State.SYN_SENT, 0)
+        except BlockingIOError:
+            raise error(errno.EINPROGRESS) from None
+        if t.state in _CONNECTED_STATES:
+            self._conn = _CONNECTED
+            return
+        self._conn = _UNCONNECTED
+        code, t.so_error = t.so_error, 0
+        raise error(code or errno.ECONNREFUSED)
+
+    def connect_ex(self, address: Any) -> int:
+        try:
+            self.connect(address)
+        except OSError as e:
+            if e.errno is None:
+                raise
+            return e.errno
+        return 0
+
+    # -- data ----------------------------------------------------------------------
+    def _send_error(self, t: TCB) -> OSError | None:
+        if t.so_error:
+            code, t.so_error = t.so_error, 0
+            self._sync_fd()
+            return error(code)
+        if t.shut_wr or t.fin_queued:
+            return error(errno.EPIPE)
+        if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
+            return None
+        if t.state in (State.SYN_SENT, State.SYN_RECV):
+            return None  # waits for the connection (sk_stream_wait_connect)
+        if self._conn == _UNCONNECTED and not t.reset_seen:
+            return error(errno.ENOTCONN) if t.state != State.LISTEN else error(errno.EPIPE)
+        return error(errno.EPIPE)
+
+    def _send(self, data: memoryview, flags: int, deadline: float | None, all_: bool) -> int:
+        t = self._tcb
+        tcp = self._stack.tcp
+        sent = 0
+        while True:
+            e = self._send_error(t)
+            if e is not None:
+                if sent:
+                    return sent
+                raise e
+            if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
+                n = tcp.send(t, data[sent:])
+                sent += n
+                if sent >= len(data) or (not all_ and sent and self._timeout == 0.0):
+                    return sent
+            nonblocking = self._timeout == 0.0 or flags & MSG_DONTWAIT
+            if nonblocking:
+                if sent:
+                    return sent
+                raise error(errno.EAGAIN)
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0 and not self._stack.clock.is_virtual:
+                if sent:
+                    return sent
+                raise TimeoutError("timed out")
+            ok = self._stack.wait_for(
+                self._cond,
+                lambda: self._closed or self._send_error_pending(t) or (
+                    t.state in (State.ESTABLISHED, State.CLOSE_WAIT)
+                    and len(t.sndq) < t.sndbuf),
+                remaining)
+            if self._closed:
+                raise error(errno.EBADF)
+            if not ok:
+                if sent:
+                    return sent
+                raise TimeoutError("timed out")
+
+    def _send_error_pending(self, t: TCB) -> bool:
+        return bool(t.so_error) or t.shut_wr or t.state not in (
+            State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_SENT, State.SYN_RECV)
+
+    def _deadline(self) -> float | None:
+        return None if not self._timeout else time.monotonic() + self._timeout
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        view = memoryview(data).cast("B")
+        if flags & MSG_OOB:
+            raise error(errno.EOPNOTSUPP)
+        with self._stack.locked:
+            self._check_tcb()
+            return self._send(view, flags, self._deadline(), all_=self._timeout != 0.0)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        with self._stack.locked:
+            self._check_tcb()
+            deadline = self._deadline()
+            sent = 0
+            while sent < len(view):
+                n = self._send(view[sent:], flags, deadline, all_=True)
+                sent += n
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        flags = 0 if address is None else flags_or_address
+        # Linux ignores the address on a connected TCP socket (facts).
+        return self.send(data, flags)
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                address: Any = None) -> int:
+        if list(ancdata):
+            raise error(errno.EINVAL)
+        data = b"".join(bytes(memoryview(b)) for b in buffers)
+        return self.send(data, flags)
+
+    def _recv_bytes(self, n: int, flags: int) -> bytes:
+        if flags & MSG_OOB:
+            raise error(errno.EINVAL)
+        with self._stack.locked:
+            t = self._check_tcb()
+            if n == 0:
+                return b""
+            if t.listening or (self._conn == _UNCONNECTED and t.state == State.CLOSED
+                               and not t.reset_seen and not t.rcvq):
+                if t.listening and self._timeout not in (None, 0.0):
+                    self._wait(lambda: False, flags)  # Linux times out here (facts)
+                raise error(errno.ENOTCONN)
+            peek = bool(flags & MSG_PEEK)
+            want = n if flags & MSG_WAITALL and not peek else 1
+
+            def ready() -> bool:
+                return len(t.rcvq) >= want or t.fin_received or t.so_error != 0 \
+                    or t.shut_rd or t.state == State.CLOSED
+            try:
+                self._wait(ready, flags)
+            except TimeoutError:
+                if flags & MSG_WAITALL and t.rcvq:
+                    pass  # Linux returns what MSG_WAITALL collected
+                else:
+                    raise
+            if t.rcvq:
+                data = self._stack.tcp.recv(t, n, peek)
+                self._sync_fd()
+                return data
+            if t.so_error:
+                code, t.so_error = t.so_error, 0
+                self._sync_fd()
+                if code == errno.EPIPE:
+                    return b""
+                raise error(code)
+            return b""
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recv")
+        return self._recv_bytes(bufsize, flags)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        return self.recv(bufsize, flags), None
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes == 0 or nbytes > len(view):
+            if nbytes > len(view):
+                raise ValueError("buffer too small for requested bytes")
+            nbytes = len(view)
+        data = self._recv_bytes(nbytes, flags)
+        view[: len(data)] = data
+        return len(data)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        return self.recv_into(buffer, nbytes, flags), None
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+                ) -> tuple[bytes, list[Any], int, Any]:
+        return self.recv(bufsize, flags), [], 0, None
+
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0
+                     ) -> tuple[int, list[Any], int, Any]:
+        views = [memoryview(b).cast("B") for b in buffers]
+        data = self.recv(sum(len(v) for v in views), flags)
+        pos = 0
+        for v in views:
+            chunk = data[pos : pos + len(v)]
+            v[: len(chunk)] = chunk
+            pos += len(chunk)
+        return pos, [], 0, None
+
+    # -- shutdown and close -----------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+            raise error(errno.EINVAL)
+        with self._stack.locked:
+            t = self._check_tcb()
+            if t.state in (State.CLOSED, State.LISTEN, State.SYN_SENT) and not t.listening:
+                if self._conn != _CONNECTED or t.state == State.CLOSED:
+                    raise error(errno.ENOTCONN)
+            if t.listening:
+                if how != _socket.SHUT_WR:
+                    t.shut_rd = True
+                    self._wake()
+                return
+            if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
+                t.shut_rd = True
+            if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
+                t.shut_wr = True
+                self._stack.tcp.shutdown_write(t)
+            self._wake()
+
+    def close(self) -> None:
+        if self._io_refs > 0:
+            self._closing = True  # makefile() objects still use it (as socket.socket)
+            return
+        with self._stack.locked:
+            if self._closed:
+                return
+            t = self._tcb
+            self._stack.tcp.close(t)
+            linger_on, linger_secs = t.linger
+            if linger_on and linger_secs > 0 and self._timeout != 0.0:
+                # SO_LINGER: wait for the FIN to be acknowledged, or the time.
+                self._stack.wait_for(
+                    self._cond,
+                    lambda: t.state in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT2),
+                    float(linger_secs))
+            self._closed = True
+            t.owner = None
+            if t.state == State.CLOSED:
+                self._stack.tcp.destroy(t)
+            self._cond.notify_all()
+            self._stack._unregister(self)
+            efd, self._efd = self._efd, None
+        if efd is not None:
+            import os
+
+            os.close(efd)
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closing and self._io_refs == 0:
+            self._closing = False
+            self.close()
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        """As socket.socket.makefile: a file object over this socket."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = _socket.SocketIO(self, rawmode)  # type: ignore[arg-type]
+        self._io_refs += 1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if "b" not in mode:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        buffer: Any
+        if reading and writing:
+            buffer = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if "b" in mode:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode  # type: ignore[misc]
+        return text
+
+    # -- options ---------------------------------------------------------------------
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None
+                   ) -> None:
+        if value is None:
+            raise error(errno.EINVAL)
+        with self._stack.locked:
+            t = self._check_tcb()
+            if level == _socket.IPPROTO_TCP and optname == TCP_CONGESTION:
+                name = bytes(value).rstrip(b"\0").decode("ascii", "replace")
+                if name not in ("cubic", "reno"):
+                    raise error(errno.ENOENT)
+                t.set_congestion(name)
+                return
+            if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
+                raw = bytes(value) if not isinstance(value, int) else b""
+                if len(raw) < _LINGER.size:
+                    raise error(errno.EINVAL)
+                onoff, secs = _LINGER.unpack_from(raw)
+                t.linger = (1 if onoff else 0, max(secs, 0))
+                return
+            ival = self._int_value(value)
+            if level == _socket.SOL_SOCKET:
+                if optname == _socket.SO_REUSEADDR:
+                    t.reuseaddr = bool(ival)
+                elif optname == _socket.SO_REUSEPORT:
+                    t.reuseport = bool(ival)
+                elif optname == _socket.SO_KEEPALIVE:
+                    t.keepalive = bool(ival)
+                    from .transport.tcp import timers
+
+                    timers.arm_keepalive(t)
+                elif optname == _socket.SO_RCVBUF:
+                    t.rcvbuf = max(MIN_RCVBUF, min(max(ival, 0), CORE_RMEM_MAX) * 2)
+                    t.rcvbuf_locked = True
+                elif optname == _socket.SO_SNDBUF:
+                    t.sndbuf = max(MIN_SNDBUF, min(max(ival, 0), CORE_WMEM_MAX) * 2)
+                    t.sndbuf_locked = True
+                elif optname == _socket.SO_BROADCAST:
+                    self._broadcast = bool(ival)
+                else:
+                    raise error(errno.ENOPROTOOPT)
+            elif level == _socket.IPPROTO_TCP:
+                if optname == TCP_NODELAY:
+                    t.nodelay = bool(ival)
+                    if t.nodelay:
+                        from .transport.tcp.output import output
+
+                        output(t)
+                elif optname == TCP_MAXSEG:
+                    if ival and not 88 <= ival <= 32767:
+                        raise error(errno.EINVAL)
+                    t.mss_clamp = ival
+                elif optname in (TCP_KEEPIDLE, TCP_KEEPINTVL):
+                    if not 1 <= ival <= 32767:
+                        raise error(errno.EINVAL)
+                    if optname == TCP_KEEPIDLE:
+                        t.keepidle = ival
+                        from .transport.tcp import timers
+
+                        timers.arm_keepalive(t)
+                    else:
+                        t.keepintvl = ival
+                elif optname == TCP_KEEPCNT:
+                    if not 1 <= ival <= 127:
+                        raise error(errno.EINVAL)
+                    t.keepcnt = ival
+                elif optname == TCP_QUICKACK:
+                    if ival:
+                        t.quickacks = max(t.quickacks, 16)
+                else:
+                    raise error(errno.ENOPROTOOPT)
+            elif level == _socket.IPPROTO_IP and optname == IP_TTL:
+                if ival == -1:
+                    t.ttl = None
+                elif not 1 <= ival <= 255:
+                    raise error(errno.EINVAL)
+                else:
+                    t.ttl = ival
+            elif level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
+                if optname == IPV6_V6ONLY:
+                    if t.bound:
+                        raise error(errno.EINVAL)
+                    t.v6only = bool(ival)
+                elif optname == IPV6_UNICAST_HOPS:
+                    if not -1 <= ival <= 255:
+                        raise error(errno.EINVAL)
+                    t.ttl = None if ival == -1 else ival
+                else:
+                    raise error(errno.ENOPROTOOPT)
+            else:
+                raise error(errno.ENOPROTOOPT)
+
+    @staticmethod
+    def _int_value(value: Any) -> int:
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            raw = bytes(value)
+            if len(raw) < 4:
+                raise error(errno.EINVAL)
+            return int(struct.unpack_from("i", raw)[0])
+        return int(value)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        with self._stack.locked:
+            t = self._check_tcb()
+            if level == _socket.IPPROTO_TCP and optname == TCP_INFO:
+                raw = self._tcp_info_bytes(t)
+                return raw[: buflen or len(raw)] if buflen else struct.unpack_from("B", raw)[0]
+            if level == _socket.IPPROTO_TCP and optname == TCP_CONGESTION:
+                name = t.cc.name.encode()
+                return name.ljust(buflen or 16, b"\0")[: buflen or 16] if buflen else 0
+            if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
+                raw = _LINGER.pack(*t.linger)
+                return raw[:buflen] if buflen else _LINGER.unpack(raw)[0]
+            value = self._tcp_int_option(t, level, optname)
+        if buflen is None:
+            return value
+        return struct.pack("i", value)[:buflen]
+
+    def _tcp_int_option(self, t: TCB, level: int, optname: int) -> int:
+        if level == _socket.SOL_SOCKET:
+            if optname == _socket.SO_ERROR:
+                code, t.so_error = t.so_error, 0
+                self._sync_fd()
+                return code
+            table = {
+                _socket.SO_REUSEADDR: int(t.reuseaddr), _socket.SO_REUSEPORT: int(t.reuseport),
+                _socket.SO_KEEPALIVE: int(t.keepalive), _socket.SO_RCVBUF: t.rcvbuf,
+                _socket.SO_SNDBUF: t.sndbuf, _socket.SO_TYPE: self._kind,
+                SO_DOMAIN: int(self._family), SO_PROTOCOL: _socket.IPPROTO_TCP,
+                _socket.SO_ACCEPTCONN: int(t.listening),
+                _socket.SO_BROADCAST: int(getattr(self, "_broadcast", False)),
+            }
+            if optname in table:
+                return table[optname]
+            raise error(errno.ENOPROTOOPT)
+        if level == _socket.IPPROTO_TCP:
+            if optname == TCP_NODELAY:
+                return int(t.nodelay)
+            if optname == TCP_MAXSEG:
+                return t.mss if t.state in _CONNECTED_STATES else (t.mss_clamp or 536)
+            if optname == TCP_KEEPIDLE:
+                return t.keepidle or 7200
+            if optname == TCP_KEEPINTVL:
+                return t.keepintvl or 75
+            if optname == TCP_KEEPCNT:
+                return t.keepcnt or 9
+            raise error(errno.ENOPROTOOPT)
+        if level == _socket.IPPROTO_IP and optname == IP_TTL:
+            return t.ttl if t.ttl is not None else self._stack.ipv4.default_ttl
+        if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
+            if optname == IPV6_V6ONLY:
+                return int(t.v6only)
+            if optname == IPV6_UNICAST_HOPS:
+                return t.ttl if t.ttl is not None else self._stack.ipv6.default_hop_limit
+        raise error(errno.ENOPROTOOPT)
+
+    def tcp_info(self) -> dict[str, Any]:
+        """Linux struct tcp_info's fields that matter, by name (times in
+        microseconds, windows in segments as Linux reports them)."""
+        with self._stack.locked:
+            return self._stack.tcp.info(self._check_tcb())
+
+    def _tcp_info_bytes(self, t: TCB) -> bytes:
+        i = self._stack.tcp.info(t)
+        return _TCP_INFO.pack(
+            i["state"], i["ca_state"], min(i["retransmits"], 255), 0, min(i["backoff"], 255),
+            i["options"], (i["snd_wscale"] << 4) | i["rcv_wscale"], 0,
+            i["rto"], 40000, i["snd_mss"], i["rcv_mss"], i["unacked"], i["sacked"],
+            i["lost"], i["retrans"], 0, 0, 0, 0, 0, 0, 0, 0, 1500, i["rtt"], i["rttvar"],
+            i["snd_ssthresh"], i["snd_cwnd"], i["advmss"], 0, 0, 0, i["total_retrans"])
+
+    # -- table row -------------------------------------------------------------------
+    def _row(self) -> dict[str, Any]:
+        t = self._tcb
+        state = t.state
+        listening = t.listening and state == State.LISTEN
+        peer = None
+        if not listening and state != State.CLOSED and t.remote_port:
+            peer = self._text(self._shown(t.remote_addr), t.remote_port)
+        local_addr = t.local_addr if not listening and t.local_addr else (
+            t.bind_addr or (V6_ANY if t.v6 else V4_ANY))
+        recv_q = len(t.listen_state.accept_queue) if listening else len(t.rcvq)
+        send_q = t.listen_state.backlog if listening else len(t.sndq)
+        return {
+            "proto": "tcp6" if self._family == AF_INET6 else "tcp",
+            "state": state.ss_name if state != State.CLOSED else "UNCONN",
+            "recv_q": recv_q, "send_q": send_q,
+            "local": self._text(self._shown(local_addr), t.local_port), "peer": peer,
+        }
+
+
+__all__ = ["StreamSocket"]
