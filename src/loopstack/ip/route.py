@@ -83,6 +83,7 @@ class RoutingTable:
         self._index: dict[tuple[str, int], dict[int, dict[bytes, list[Route]]]] = {}
         self._plens: dict[tuple[str, int], list[int]] = {}
         self._cache: dict[bytes, Route | None] = {}
+        self.generation = 0  # bumps on every change: callers may cache routes by it
 
     def add(self, route: Route) -> None:
         route.dst = network_of(route.dst, route.prefixlen)
@@ -106,6 +107,7 @@ class RoutingTable:
         self._reindex()
 
     def _reindex(self) -> None:
+        self.generation += 1
         self._index.clear()
         self._cache.clear()
         for r in self._routes:
