@@ -5,6 +5,7 @@ reassembly (RFC 8200 4.5, RFC 5722)."""
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Callable
 
 from ..clock import NS_PER_SEC, Clock
@@ -20,6 +21,7 @@ from ..wire.icmp import (
 )
 from ..wire.ipv6 import (
     DEST_OPTIONS,
+    EXTENSION_HEADERS,
     FIXED_LEN,
     FRAGMENT,
     HOP_BY_HOP,
@@ -33,6 +35,7 @@ from .frag import Reassembler
 from .packet import Inbound, OutRoute
 from .route import LOCAL, UNICAST, RoutingTable, unreachable_error
 
+_FIXED = struct.Struct("!IHBB16s16s")
 IP6FRAG_TIME_NS = 60 * NS_PER_SEC  # ip6frag_time
 DEFAULT_HOP_LIMIT = 64
 MIN_MTU = 1280
@@ -65,6 +68,8 @@ class IPv6:
     def input(self, iface: Interface, packet: bytes) -> None:
         mib = self.mib
         mib["InReceives"] += 1
+        if iface.is_loopback and len(packet) >= FIXED_LEN and self._fast_input(iface, packet):
+            return
         try:
             h = IPv6Header.parse(packet)
         except MalformedPacket as e:
@@ -111,6 +116,24 @@ class IPv6:
                 return
             offset += ext.wire_length
         self._deliver(h, packet, iface, multicast)
+
+    def _fast_input(self, iface: Interface, packet: bytes) -> bool:
+        """Header prediction on lo: no extension headers, a local unicast
+        destination, a known upper layer. False: take the general path."""
+        vtf, plen, nh, hlim, src, dst = _FIXED.unpack_from(packet)
+        if vtf >> 28 != 6 or nh in EXTENSION_HEADERS or FIXED_LEN + plen > len(packet):
+            return False
+        handler = self.handlers.get(nh)
+        if handler is None or is_v6_multicast(dst):
+            return False
+        route = self.routes.lookup(dst)
+        if route is None or route.kind != LOCAL:
+            return False
+        self.mib["InOctets"] += FIXED_LEN + plen
+        self.mib["InDelivers"] += 1
+        handler(Inbound(iface, src, dst, nh, hlim, packet,
+                        memoryview(packet)[FIXED_LEN : FIXED_LEN + plen]))
+        return True
 
     def _deliver(self, h: IPv6Header, packet: bytes, iface: Interface, multicast: bool) -> None:
         proto = h.upper_proto
@@ -256,6 +279,15 @@ class IPv6:
         mib = self.mib
         mib["OutRequests"] += 1
         hl = self.default_hop_limit if hop_limit is None else hop_limit
+        total = FIXED_LEN + len(payload)
+        if not ext and total <= rt.iface.mtu:
+            head = _FIXED.pack((6 << 28) | (traffic_class << 20), len(payload), proto, hl,
+                               rt.src, rt.dst)
+            mib["OutTransmits"] += 1
+            mib["OutOctets"] += total
+            rt.iface.transmit(head + payload if isinstance(payload, bytes)
+                              else b"".join((head, payload)))
+            return
         h = IPv6Header(rt.src, rt.dst, proto, hl, traffic_class, ext=list(ext or []))
         packet = h.build(payload)
         mtu = rt.iface.mtu
