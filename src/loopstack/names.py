@@ -48,7 +48,7 @@ _KNOWN_FLAGS = int(socket.AI_PASSIVE | socket.AI_CANONNAME | socket.AI_NUMERICHO
                 | socket.AI_NUMERICSERV)
 _ULONG_MAX = (1 << 64) - 1
 _STRTOUL = re.compile(r"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
-_AtonPart = re.compile(r"0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*)")
+_ATON_PART = re.compile(r"0[xX]([0-9a-fA-F]+)|(0[0-7]*)|([1-9][0-9]*)")
 _ATON_MAX = (0xFFFFFFFF, 0xFFFFFF, 0xFFFF, 0xFF)
 
 
@@ -73,7 +73,7 @@ def _aton_exact(text: str) -> bytes | None:
         return None
     values = []
     for part in parts:
-        m = _AtonPart.fullmatch(part)
+        m = _ATON_PART.fullmatch(part)
         if m is None:
             return None
         hexa, octal, dec = m.groups()
@@ -112,7 +112,9 @@ def numeric_scope(scope: str) -> int | None:
 
 
 def _scope_of(host: str) -> int:
-    return numeric_scope(host.partition("%")[2]) or 0 if "%" in host else 0
+    if "%" not in host:
+        return 0
+    return numeric_scope(host.partition("%")[2]) or 0
 
 
 def _precedence(addr: bytes) -> int:
@@ -307,13 +309,6 @@ class Resolver:
         info = self.getaddrinfo(name, None, family)[0]
         return numeric_host(info[4][0]) or b""
 
-    def _digits_dots(self, name: str) -> bytes | None:
-        """glibc __nss_hostname_digits_dots: a name of digits and dots is an
-        address (or nothing), never looked up."""
-        if name and name[0].isdigit() and all(c.isdigit() or c == "." for c in name):
-            return _aton_exact(name) if not name.endswith(".") else None
-        return None
-
     def gethostbyname(self, name: str) -> str:
         return to_text(self._setipaddr(name, AF_INET))
 
@@ -321,8 +316,10 @@ class Resolver:
         """As CPython: setipaddr (gaierror for an unknown name), then
         gethostbyname_r, whose failures are herror."""
         self._setipaddr(name, AF_INET)
-        if name and name[0].isdigit() and all(c.isdigit() or c == "." for c in name):
-            addr = self._digits_dots(name)
+        if name[:1].isdigit() and all(c in "0123456789." for c in name):
+            # glibc __nss_hostname_digits_dots: digits and dots are an
+            # address or nothing, never a name to look up.
+            addr = _aton_exact(name) if not name.endswith(".") else None
             if addr is None:
                 raise _unknown_host()
             return name, [], [to_text(addr)]

@@ -400,9 +400,8 @@ class Socket:
 
     # -- receiving ---------------------------------------------------------------
     def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
-        """One datagram: (data, source address, its full length)."""
-        if flags & MSG_OOB:
-            raise error(errno.EOPNOTSUPP)
+        """One datagram: (data, source address, its full length). MSG_OOB
+        is ignored, as udp_recvmsg ignores it (sending with it is EOPNOTSUPP)."""
         with self._stack.locked:
             u = self._check()
             self._wait(lambda: u.readable, flags)

@@ -33,6 +33,7 @@ import ipaddress
 import re
 import select
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -62,6 +63,7 @@ class Net(Protocol):
     def port(self) -> int: ...
     def sysctl(self, name: str) -> int: ...
     def wait(self, sock: Any, expect: bool = True) -> None: ...
+    def settle(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -145,6 +147,10 @@ class KernelNet(_BaseNet):
             return
         select.select([sock], [], [], WAIT_FOR_DATA if expect else WAIT_FOR_NOTHING)
 
+    def settle(self) -> None:
+        """After a burst: let the datagrams still in softirq land."""
+        time.sleep(WAIT_FOR_NOTHING)
+
 
 class LoopNet(_BaseNet):
     """A fresh :class:`loopstack.Stack`; delivery is synchronous, so
@@ -182,6 +188,9 @@ class LoopNet(_BaseNet):
                 "net/core/wmem_default": udp.WMEM_DEFAULT}[name]
 
     def wait(self, sock: Any, expect: bool = True) -> None:
+        return None
+
+    def settle(self) -> None:
         return None
 
     def close(self) -> None:

@@ -135,12 +135,17 @@ def localhost_v4(net: Net, rec: Recorder) -> None:
             [(V4, DGRAM, 17, "", ("127.0.0.1", 80))],
             [(V6, DGRAM, 17, "", ("::1", 80, 0, 0)), (V4, DGRAM, 17, "", ("127.0.0.1", 80))],
         ),
+        # CPython resolves the name first (getaddrinfo's first answer), then asks for its names.
+        "gethostbyaddr": (("localhost", [], ["127.0.0.1"]),
+                          ("localhost", ["ip6-localhost", "ip6-loopback"], ["::1"])),
     })
 def localhost_has_ipv6_too(net: Net, rec: Recorder) -> None:
     # Only AF_UNSPEC: asking the host for localhost over AF_INET6 would go
     # on to DNS, since its /etc/hosts has no ::1 line for it.
     gai(net, rec, "any family", "localhost", 80, 0, DGRAM)
     gai(net, rec, "v4 only", "localhost", 80, V4, DGRAM)
+    rec.call(net.gethostbyaddr, "localhost", label="gethostbyaddr")
+    rec.call(net.gethostbyname_ex, "localhost", label="gethostbyname_ex")
 
 
 @scenario

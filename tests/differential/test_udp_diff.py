@@ -245,8 +245,8 @@ def connect_refused_then_send(net: Net, rec: Recorder) -> None:
     s.connect(("127.0.0.1", net.port()))
     rec.call(s.send, b"anyone?", label="send1")
     net.wait(s)
-    rec.call(s.send, b"again", label="send2")
-    net.wait(s)
+    rec.call(s.send, b"again", label="send2")  # reports the error, sends nothing
+    net.wait(s, expect=False)
     rec.call(s.send, b"again", label="send3")
 
 
@@ -729,6 +729,167 @@ def address_type_errors(net: Net, rec: Recorder) -> None:
     rec.call(t.bind, ("::1", 70000), label="v6-port-high")
     rec.call(t.bind, ("127.0.0.1", 0), label="v6-bind-v4-literal")
     rec.call(t.bind, ("::1", 0, 0, 0, 0), label="v6-long-tuple")
+
+
+@scenario
+def connect_port_zero_filters_by_address(net: Net, rec: Recorder) -> None:
+    # Connected to 127.0.0.5:0, the socket takes datagrams from 127.0.0.5 (any
+    # port) and no others: Linux compute_score checks the peer address but
+    # skips a peer port of 0.
+    s = net.socket(V4, DGRAM)
+    s.connect(("127.0.0.5", 0))
+    here = s.getsockname()
+    five = net.socket(V4, DGRAM)
+    five.bind(("127.0.0.5", 0))
+    one = net.socket(V4, DGRAM)
+    rec.call(one.sendto, b"from .1", here, label="from .1")
+    rec.call(five.sendto, b"from .5", here, label="from .5")
+    recv(net, rec, s, label="first")
+    recv(net, rec, s, label="second", expect=False)
+
+
+@scenario
+def connect_keeps_pending_error(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, DGRAM)
+    s.connect(("127.0.0.1", net.port()))
+    s.send(b"x")
+    net.wait(s)
+    r, addr = receiver(net)
+    rec.call(s.connect, addr, label="reconnect")
+    rec.call(s.send, b"y", label="send")
+    recv(net, rec, r, label="receiver", expect=False)
+    rec.call(s.send, b"z", label="send again")
+    recv(net, rec, r, label="receiver again")
+
+
+@scenario
+def mapped_bound_socket_and_ipv6_peers(net: Net, rec: Recorder) -> None:
+    r, (_, p) = receiver(net)
+    s = net.socket(V6, DGRAM)
+    s.bind(("::ffff:127.0.0.1", 0))
+    rec.call(s.sendto, b"to ::", ("::", p), label="sendto ::")
+    recv(net, rec, r, label="arrives over IPv4")
+    rec.call(s.connect, ("::1", p), label="connect ::1")
+    rec.call(s.connect, ("::", p), label="connect ::")
+    rec.call(s.getpeername, label="peer")
+    t = net.socket(V6, DGRAM)
+    t.connect(("::ffff:127.0.0.1", p))
+    rec.call(t.getsockname, label="mapped-connected name")
+    rec.call(t.sendto, b"x", ("::1", p), label="then sendto ::1")
+    rec.call(t.connect, ("::1", p), label="then connect ::1")
+
+
+@scenario
+def bind_zero_uses_both_parities(net: Net, rec: Recorder) -> None:
+    # Linux's udp_lib_get_port has no parity preference (TCP's bind has).
+    ports = []
+    for _ in range(40):
+        s = net.socket(V4, DGRAM)
+        s.bind(("127.0.0.1", 0))
+        ports.append(s.getsockname()[1])
+    rec("both parities", {p % 2 for p in ports} == {0, 1})
+    rec("all ephemeral", all(32768 <= p <= 60999 for p in ports))
+
+
+@scenario
+def reuseaddr_last_bound_receives(net: Net, rec: Recorder) -> None:
+    p = net.port()
+    socks = []
+    for _ in range(2):
+        x = net.socket(V4, DGRAM)
+        x.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+        x.bind(("127.0.0.1", p))
+        socks.append(x)
+    s = net.socket(V4, DGRAM)
+    for i in range(3):
+        s.sendto(b"%d" % i, ("127.0.0.1", p))
+    net.wait(socks[1])
+    net.settle()
+    for i, x in enumerate(socks):
+        rec(f"sock{i}", drain(x))
+
+
+@scenario
+def reuseaddr_specific_beats_wildcard(net: Net, rec: Recorder) -> None:
+    p = net.port()
+    socks = {}
+    for host in ("127.0.0.1", "0.0.0.0"):
+        x = net.socket(V4, DGRAM)
+        x.setsockopt(S.SOL_SOCKET, S.SO_REUSEADDR, 1)
+        x.bind((host, p))
+        socks[host] = x
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"to .1", ("127.0.0.1", p))
+    s.sendto(b"to .2", ("127.0.0.2", p))
+    net.wait(socks["0.0.0.0"])
+    net.settle()
+    for host, x in socks.items():
+        rec(host, drain(x))
+
+
+def drain(sock: Any) -> list[bytes]:
+    out = []
+    while True:
+        try:
+            out.append(sock.recv(70000, NOWAIT))
+        except BlockingIOError:
+            return out
+
+
+@scenario
+def receive_buffer_fills(net: Net, rec: Recorder) -> None:
+    # What a full receive buffer holds: Linux charges each datagram its
+    # skb's truesize against SO_RCVBUF (212992 by default).
+    for size, count in ((1, 300), (60000, 6)):
+        r, addr = receiver(net)
+        s = net.socket(V4, DGRAM)
+        for _ in range(count):
+            s.sendto(b"x" * size, addr)
+        net.wait(r)
+        net.settle()
+        rec(f"{count} x {size}", len(drain(r)))
+
+
+@scenario
+def oob_and_bad_sizes(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendto, b"x", S.MSG_OOB, addr, label="send oob")
+    s.sendto(b"data", addr)
+    net.wait(r)
+    rec.call(r.recvfrom, 10, S.MSG_OOB | NOWAIT, label="recv oob")
+    rec.call(r.recv, -1, label="recv negative")
+    rec.call(r.recvfrom, -1, label="recvfrom negative")
+    rec.call(r.recv_into, bytearray(2), 5, label="recv_into too long")
+    rec.call(r.recvmsg, -1, label="recvmsg negative")
+
+
+@scenario
+def sendto_argument_forms(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.sendto, b"flags", 0, addr, label="with flags")
+    rec.call(s.sendto, b"dontwait", NOWAIT, addr, label="with dontwait")
+    rec.call(s.sendto, bytearray(b"ba"), addr, label="bytearray")
+    rec.call(s.sendto, memoryview(b"mv"), addr, label="memoryview")
+    rec.call(s.sendto, b"x", label="no address")
+    rec.call(s.sendto, b"x", None, label="none address")
+    rec.call(s.sendto, b"x", ("::1", addr[1]), label="v6 literal on v4")
+    rec.call(s.sendto, b"x", ("127.0.0.1", addr[1], 0, 0), label="4-tuple on v4")
+    got = []
+    for i in range(4):
+        got.append(recv(net, rec, r, label=f"recv{i}"))
+
+
+@scenario
+def shutdown_unconnected_still_applies(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    s = net.socket(V4, DGRAM)
+    rec.call(s.shutdown, S.SHUT_WR, label="shut_wr")
+    rec.call(s.sendto, b"x", addr, label="sendto")
+    recv(net, rec, r, label="receiver", expect=False)
+    rec.call(r.shutdown, S.SHUT_RD, label="shut_rd")
+    rec.call(r.recv, 10, label="recv after shut_rd")
 
 
 @pytest.mark.parametrize("entry", list(scenarios), ids=scenarios.ids())

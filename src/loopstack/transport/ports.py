@@ -109,10 +109,18 @@ class PortTable:
         return port
 
     def pick(self, s: Bound, *, odd_first: bool = True) -> int:
-        """A free ephemeral port: from a random start, one parity first
-        (Linux: bind() favours odd ports and connect() even ones, RFC 6056)."""
+        """A free ephemeral port from a random start. TCP tries one parity
+        first (Linux: bind() favours odd ports and connect() even ones, RFC
+        6056); UDP has no preference (udp_lib_get_port scans from a random
+        port in odd-multiple strides, either parity alike)."""
         span = self.high - self.low + 1
         start = self._rng.randrange(span)
+        if not self._tcp:
+            for i in range(span):
+                port = self.low + (start + i) % span
+                if not self.conflicts(s, port):
+                    return port
+            raise in_use()
         for parity in ((1, 0) if odd_first else (0, 1)):
             for i in range(span):
                 port = self.low + (start + i) % span
