@@ -178,8 +178,8 @@ def main() -> None:
     for label, cpu in (("unpinned", None), ("pinned", 0)):
         with pinned(cpu):
             for chunk, name in ((64 << 10, "64 KiB"), (1 << 20, "1 MiB")):
-                k = best(lambda: bulk(Net("kernel"), chunk, total), 3, True)
-                ls = best(lambda: bulk(Net("loopstack"), chunk, total), 3, True)
+                k = best(lambda c=chunk: bulk(Net("kernel"), c, total), 3, True)
+                ls = best(lambda c=chunk: bulk(Net("loopstack"), c, total), 3, True)
                 rows.append((f"bulk sendall {name}, {label}", k, ls, "MB/s"))
             k = best(lambda: rtt_threads(Net("kernel"), n_rtt), 3, False)
             ls = best(lambda: rtt_threads(Net("loopstack"), n_rtt), 3, False)

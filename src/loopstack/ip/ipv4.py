@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 from ..clock import NS_PER_SEC, Clock
 from ..link.interface import Interface
+from ..wire.checksum import ones_sum
 from ..wire.errors import MalformedPacket
 from ..wire.icmp import DEST_UNREACH, EXC_FRAGTIME, TIME_EXCEEDED, UNREACH_PROTOCOL
-from ..wire.checksum import ones_sum
 from ..wire.ipv4 import FIXED_LEN, IPv4Header, header_checksum_ok
 from .addr import V4_ANY, V4_LIMITED_BROADCAST, V4_LOOPBACK, is_v4_multicast
 from .frag import Reassembler
