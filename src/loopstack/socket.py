@@ -140,6 +140,8 @@ class Socket:
         self._keepalive = 0
         self._linger = (0, 0)
         self._rcvlowat = 1
+        self._last_address: Any = None  # sendto's last numeric address, parsed
+        self._last_sockaddr: tuple[bytes, int] = (b"", 0)
         return nonblock
 
     # -- identity ------------------------------------------------------------
@@ -395,13 +397,24 @@ class Socket:
             u = self._check()
             if address is None:
                 return u.sendto(payload, None, 0)
-            addr, port = self._sockaddr(address, "sendto")
+            if address == self._last_address:
+                addr, port = self._last_sockaddr
+            else:
+                addr, port = self._sockaddr(address, "sendto")
+                if numeric_host(address[0]) is not None:  # names may change: not cached
+                    self._last_address, self._last_sockaddr = address, (addr, port)
             return u.sendto(payload, addr, port)
 
     # -- receiving ---------------------------------------------------------------
     def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
-        """One datagram: (data, source address, its full length). MSG_OOB
-        is ignored, as udp_recvmsg ignores it (sending with it is EOPNOTSUPP)."""
+        """One datagram: (data, source address, its full length)."""
+        data, src, sport = self._recv_raw(flags)
+        return data, (self._text(src, sport) if src else None), len(data)
+
+    def _recv_raw(self, flags: int) -> tuple[bytes, bytes, int]:
+        """One datagram: (data, source address bytes, source port); the
+        address is b"" at end of data. MSG_OOB is ignored, as udp_recvmsg
+        ignores it (sending with it is EOPNOTSUPP)."""
         with self._stack.locked:
             u = self._check()
             self._wait(lambda: u.readable, flags)
@@ -410,16 +423,17 @@ class Socket:
                 self._sync_fd()
                 raise error(code)
             d = u.dequeue(bool(flags & MSG_PEEK))
-            self._sync_fd()
+            if self._efd is not None:
+                self._sync_fd()
             if d is None:
-                return b"", None, 0  # shut down for reading
-            return d.data, self._text(d.src, d.sport), len(d.data)
+                return b"", b"", 0  # shut down for reading
+            return d.data, d.src, d.sport
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
-        data, _, _ = self._recv(flags)
-        return data[:bufsize]
+        data = self._recv_raw(flags)[0]
+        return data[:bufsize] if len(data) > bufsize else data
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         if bufsize < 0:
@@ -428,21 +442,25 @@ class Socket:
         return data[:bufsize], addr
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        n, _ = self.recvfrom_into(buffer, nbytes, flags)
-        return n
+        return self._recv_into(buffer, nbytes, flags, "recv_into")[0]
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        n, src, sport = self._recv_into(buffer, nbytes, flags, "recvfrom_into")
+        return n, (self._text(src, sport) if src else None)
+
+    def _recv_into(self, buffer: Any, nbytes: int, flags: int, what: str
+                   ) -> tuple[int, bytes, int]:
         view = memoryview(buffer).cast("B")
         if nbytes < 0:
-            raise ValueError("negative buffersize in recvfrom_into")
+            raise ValueError(f"negative buffersize in {what}")
         if nbytes == 0:
             nbytes = len(view)
         elif nbytes > len(view):
             raise ValueError("nbytes is greater than the length of the buffer")
-        data, addr, full = self._recv(flags)
+        data, src, sport = self._recv_raw(flags)
         n = min(len(data), nbytes)
-        view[:n] = data[:n]
-        return (full if flags & MSG_TRUNC else n), addr
+        view[:n] = data if n == len(data) else data[:n]
+        return (len(data) if flags & MSG_TRUNC else n), src, sport
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0
                 ) -> tuple[bytes, list[Any], int, Any]:

@@ -8,6 +8,7 @@ skb's truesize), so a full buffer drops about where the kernel's would.
 from __future__ import annotations
 
 import errno
+import struct
 import os
 import zlib
 from collections import deque
@@ -24,6 +25,7 @@ from ..wire.udp import PROTO_UDP
 from .icmp import IcmpError, ICMPv4, ICMPv6
 from .ports import PortTable, mapped, v4_of
 
+_UDP = struct.Struct("!HHHH")
 MAX_V4_PAYLOAD = 65535 - 20 - 8  # 65507
 MAX_V6_PAYLOAD = 65535 - 8  # 65527
 RMEM_DEFAULT = 212992  # net.core.rmem_default
@@ -87,6 +89,7 @@ class UdpSock:
         self.bound = False
         self.closed = False
         self.wake: Callable[[], None] = _nothing
+        self.route_cache: tuple[bytes, int, bytes, OutRoute] | None = None
 
     # -- binding -----------------------------------------------------------------
     def bind(self, addr: bytes, port: int) -> None:
@@ -218,6 +221,18 @@ class UDP:
         return addr
 
     def route(self, s: UdpSock, addr: bytes) -> OutRoute:
+        """The route and source for ``addr``, cached on the socket until the
+        routing table or the socket's address changes."""
+        gen = self.ipv4.routes.generation
+        cached = s.route_cache
+        if cached is not None and cached[0] == addr and cached[1] == gen \
+                and cached[2] == s.local_addr:
+            return cached[3]
+        rt = self._route(s, addr)
+        s.route_cache = (addr, gen, s.local_addr, rt)
+        return rt
+
+    def _route(self, s: UdpSock, addr: bytes) -> OutRoute:
         local = s.local_addr
         if len(addr) == 4:
             src = v4_of(local) if len(local) == 16 else local
@@ -254,17 +269,15 @@ class UDP:
         v4 = len(pkt.src) == 4
         mib = self.mib if v4 else self.mib6
         data = pkt.payload
-        if len(data) < 8:
+        size = len(data)
+        if size < 8:
             mib["InErrors"] += 1
             return
-        sport = (data[0] << 8) | data[1]
-        dport = (data[2] << 8) | data[3]
-        length = (data[4] << 8) | data[5]
-        if length < 8 or length > len(data):
+        sport, dport, length, csum = _UDP.unpack_from(data)
+        if length < 8 or length > size:
             mib["InErrors"] += 1
             return
         if pkt.verify_checksums:
-            csum = (data[6] << 8) | data[7]
             if csum or not v4:  # IPv4 may omit it (0); IPv6 may not (RFC 8200 8.1)
                 initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(
                     pkt.src, pkt.dst, PROTO_UDP, length)
