@@ -137,9 +137,8 @@ class IPv4:
         (_, _, total, _, frag, ttl, proto, _, src, dst) = _HDR.unpack_from(packet)
         if frag & 0x3FFF or total > len(packet) or total < 20:
             return False
-        # The header checksum is only worth checking where damage can happen:
-        # lo offloads it (and stops offloading while netem corrupts).
-        if not iface.checksum_offload and ones_sum(memoryview(packet)[:20]) != 0xFFFF:
+        # Linux checks the header checksum on every device, lo included.
+        if ones_sum(memoryview(packet)[:20]) != 0xFFFF:
             return False
         route = self.routes.lookup(dst)
         if route is None or route.kind != LOCAL:
