@@ -45,6 +45,13 @@ _LINGER = struct.Struct("ii")
 SO_DOMAIN = getattr(_socket, "SO_DOMAIN", 39)
 SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", 38)
 IP_TTL = _socket.IP_TTL
+IP_PKTINFO = getattr(_socket, "IP_PKTINFO", 8)
+IP_RECVTTL = getattr(_socket, "IP_RECVTTL", 12)
+IPV6_PKTINFO = getattr(_socket, "IPV6_PKTINFO", 50)
+IPV6_RECVPKTINFO = getattr(_socket, "IPV6_RECVPKTINFO", 49)
+IPV6_HOPLIMIT = getattr(_socket, "IPV6_HOPLIMIT", 52)
+IPV6_RECVHOPLIMIT = getattr(_socket, "IPV6_RECVHOPLIMIT", 51)
+MSG_CTRUNC = int(_socket.MSG_CTRUNC)
 IPV6_V6ONLY = _socket.IPV6_V6ONLY
 IPV6_UNICAST_HOPS = _socket.IPV6_UNICAST_HOPS
 _SOCK_TYPE_MASK = 0xF  # include/linux/net.h
@@ -384,26 +391,37 @@ class Socket:
 
     def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
                 address: Any = None) -> int:
-        if list(ancdata):
-            raise error(errno.EINVAL)  # no ancillary data is supported on send
+        ttl = None
+        for level, kind, value in ancdata:
+            # The per-datagram TTL / hop limit (Linux ip_cmsg_send, ip6_datagram_send_ctl).
+            if (level, kind) in ((_socket.IPPROTO_IP, IP_TTL),
+                                 (_socket.IPPROTO_IPV6, IPV6_HOPLIMIT)):
+                raw = bytes(value)
+                if len(raw) != 4:
+                    raise error(errno.EINVAL)
+                ttl = _INT.unpack(raw)[0]
+                if not (1 if level == _socket.IPPROTO_IP else 0) <= ttl <= 255:
+                    raise error(errno.EINVAL)
+            else:
+                raise error(errno.EINVAL)  # other control messages are not supported
         data = b"".join(bytes(memoryview(b)) for b in buffers)
-        return self._sendto(data, flags, address)
+        return self._sendto(data, flags, address, ttl)
 
-    def _sendto(self, data: Any, flags: int, address: Any) -> int:
+    def _sendto(self, data: Any, flags: int, address: Any, ttl: int | None = None) -> int:
         payload = bytes(memoryview(data))
         if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
         with self._stack.locked:
             u = self._check()
             if address is None:
-                return u.sendto(payload, None, 0)
+                return u.sendto(payload, None, 0, ttl)
             if address == self._last_address:
                 addr, port = self._last_sockaddr
             else:
                 addr, port = self._sockaddr(address, "sendto")
                 if numeric_host(address[0]) is not None:  # names may change: not cached
                     self._last_address, self._last_sockaddr = address, (addr, port)
-            return u.sendto(payload, addr, port)
+            return u.sendto(payload, addr, port, ttl)
 
     # -- receiving ---------------------------------------------------------------
     def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
@@ -423,6 +441,7 @@ class Socket:
                 self._sync_fd()
                 raise error(code)
             d = u.dequeue(bool(flags & MSG_PEEK))
+            u.last_dequeued = d
             if self._efd is not None:
                 self._sync_fd()
             if d is None:
@@ -466,21 +485,63 @@ class Socket:
                 ) -> tuple[bytes, list[Any], int, Any]:
         if bufsize < 0:
             raise ValueError("negative buffer size in recvmsg()")
-        data, addr, full = self._recv(flags)
-        msg_flags = MSG_TRUNC if full > bufsize else 0
-        return data[:bufsize], [], msg_flags, addr
+        data, src, sport, anc, msg_flags = self._recv_msg(flags, ancbufsize)
+        if len(data) > bufsize:
+            msg_flags |= MSG_TRUNC
+        return data[:bufsize], anc, msg_flags, (self._text(src, sport) if src else None)
 
     def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
                      ) -> tuple[int, list[Any], int, Any]:
         views = [memoryview(b).cast("B") for b in buffers]
-        data, addr, full = self._recv(flags)
+        data, src, sport, anc, msg_flags = self._recv_msg(flags, ancbufsize)
         pos = 0
         for v in views:
             chunk = data[pos : pos + len(v)]
             v[: len(chunk)] = chunk
             pos += len(chunk)
-        room = sum(len(v) for v in views)
-        return pos, [], (MSG_TRUNC if full > room else 0), addr
+        if len(data) > sum(len(v) for v in views):
+            msg_flags |= MSG_TRUNC
+        return pos, anc, msg_flags, (self._text(src, sport) if src else None)
+
+    def _recv_msg(self, flags: int, ancbufsize: int
+                  ) -> tuple[bytes, bytes, int, list[tuple[int, int, bytes]], int]:
+        """A datagram with the control messages its socket asked for
+        (Linux ip_cmsg_recv / ip6_datagram_recv_ctl), cut to ancbufsize."""
+        if ancbufsize < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        with self._stack.locked:
+            u = self._check()
+            data, src, sport = self._recv_raw(flags)
+            d = u.last_dequeued
+        anc: list[tuple[int, int, bytes]] = []
+        if d is not None and src:
+            v6sock = self._family == AF_INET6
+            local = v4_of(d.dst) if len(d.dst) == 16 and d.v4 else d.dst
+            if not v6sock or d.v4:
+                if u.recv_pktinfo and local is not None:
+                    anc.append((_socket.IPPROTO_IP, IP_PKTINFO,
+                                struct.pack("i4s4s", d.ifindex, local, local)))
+                if u.recv_ttl:
+                    anc.append((_socket.IPPROTO_IP, IP_TTL, _INT.pack(d.ttl)))
+            if v6sock:
+                if u.recv_pktinfo6:
+                    anc.append((_socket.IPPROTO_IPV6, IPV6_PKTINFO,
+                                struct.pack("16sI", d.dst, d.ifindex)))
+                if u.recv_hoplimit:
+                    anc.append((_socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(d.ttl)))
+        msg_flags = 0
+        room = ancbufsize
+        kept = []
+        for item in anc:
+            need = _socket.CMSG_SPACE(len(item[2]))
+            if need > room:
+                msg_flags |= MSG_CTRUNC
+                if room >= _socket.CMSG_LEN(0):
+                    kept.append((item[0], item[1], item[2][: room - _socket.CMSG_LEN(0)]))
+                break
+            kept.append(item)
+            room -= need
+        return data, src, sport, kept, msg_flags
 
     # -- shutdown and close -------------------------------------------------------
     def shutdown(self, how: int) -> None:
@@ -534,6 +595,14 @@ class Socket:
                 self._set_sol_socket(u, optname, raw, length)
             elif level == _socket.IPPROTO_IP:
                 # do_ip_setsockopt: an int, or a single byte when shorter.
+                if optname in (IP_RECVTTL, IP_PKTINFO):
+                    ival = _INT.unpack(raw[:4])[0] if raw is not None and length >= 4 else (
+                        raw[0] if raw else 0)
+                    if optname == IP_RECVTTL:
+                        u.recv_ttl = bool(ival)
+                    else:
+                        u.recv_pktinfo = bool(ival)
+                    return
                 if optname != IP_TTL:
                     raise error(errno.ENOPROTOOPT)
                 if length >= 1:
@@ -557,6 +626,13 @@ class Socket:
                     if length < 4 or not -1 <= ival <= 255:
                         raise error(errno.EINVAL)
                     u.hop_limit = None if ival == -1 else ival
+                elif optname in (IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO):
+                    if length < 4:
+                        raise error(errno.EINVAL)
+                    if optname == IPV6_RECVHOPLIMIT:
+                        u.recv_hoplimit = bool(ival)
+                    else:
+                        u.recv_pktinfo6 = bool(ival)
                 else:
                     raise error(errno.ENOPROTOOPT)
             else:
@@ -640,6 +716,10 @@ class Socket:
                 if optname == IP_TTL:
                     ttl = u.ttl if u.ttl is not None else self._stack.ipv4.default_ttl
                     return _INT.pack(ttl), True
+                if optname == IP_RECVTTL:
+                    return _INT.pack(int(u.recv_ttl)), True
+                if optname == IP_PKTINFO:
+                    return _INT.pack(int(u.recv_pktinfo)), True
                 raise error(errno.ENOPROTOOPT)
             if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
                 if optname == IPV6_V6ONLY:
@@ -647,6 +727,10 @@ class Socket:
                 if optname == IPV6_UNICAST_HOPS:
                     return _INT.pack(u.hop_limit if u.hop_limit is not None
                                      else self._stack.ipv6.default_hop_limit), False
+                if optname == IPV6_RECVHOPLIMIT:
+                    return _INT.pack(int(u.recv_hoplimit)), False
+                if optname == IPV6_RECVPKTINFO:
+                    return _INT.pack(int(u.recv_pktinfo6)), False
                 raise error(errno.ENOPROTOOPT)
             if level == _socket.IPPROTO_UDP:
                 raise error(errno.ENOPROTOOPT)

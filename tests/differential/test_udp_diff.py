@@ -892,6 +892,45 @@ def shutdown_unconnected_still_applies(net: Net, rec: Recorder) -> None:
     rec.call(r.recv, 10, label="recv after shut_rd")
 
 
+# -- ancillary data (recvmsg / sendmsg control messages) -------------------------------
+IP_PKTINFO, IP_RECVTTL = 8, 12
+IPV6_RECVPKTINFO, IPV6_HOPLIMIT, IPV6_RECVHOPLIMIT = 49, 52, 51
+
+
+@scenario
+def recvmsg_ip_pktinfo_and_ttl(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net)
+    rec.call(r.setsockopt, S.IPPROTO_IP, IP_RECVTTL, 1, label="IP_RECVTTL")
+    rec.call(r.setsockopt, S.IPPROTO_IP, IP_PKTINFO, 1, label="IP_PKTINFO")
+    rec.call(r.getsockopt, S.IPPROTO_IP, IP_RECVTTL, label="get IP_RECVTTL")
+    s = net.socket(V4, DGRAM)
+    ttl = (7).to_bytes(4, "little")
+    rec.call(s.sendmsg, [b"abc"], [(S.IPPROTO_IP, S.IP_TTL, ttl)], 0, addr, label="ttl 7")
+    net.wait(r)
+    rec.call(r.recvmsg, 10, 256, NOWAIT, label="with room")
+    s.sendto(b"x", addr)
+    net.wait(r)
+    rec.call(r.recvmsg, 10, 16, NOWAIT, label="control truncated")
+    rec.call(s.sendmsg, [b"x"], [(S.IPPROTO_IP, S.IP_TTL, (0).to_bytes(4, "little"))], 0,
+             addr, label="ttl 0 is invalid")
+
+
+@scenario
+def recvmsg_ipv6_pktinfo_and_hoplimit(net: Net, rec: Recorder) -> None:
+    r, addr = receiver(net, V6, "::1")
+    rec.call(r.setsockopt, S.IPPROTO_IPV6, IPV6_RECVHOPLIMIT, 1, label="RECVHOPLIMIT")
+    rec.call(r.setsockopt, S.IPPROTO_IPV6, IPV6_RECVPKTINFO, 1, label="RECVPKTINFO")
+    s = net.socket(V6, DGRAM)
+    hops = (9).to_bytes(4, "little")
+    rec.call(s.sendmsg, [b"abc"], [(S.IPPROTO_IPV6, IPV6_HOPLIMIT, hops)], 0, addr,
+             label="hop limit 9")
+    net.wait(r)
+    rec.call(r.recvmsg, 10, 256, NOWAIT, label="with room")
+    s.sendto(b"y", addr)
+    net.wait(r)
+    rec.call(r.recvmsg, 10, 0, NOWAIT, label="no room")
+
+
 @pytest.mark.parametrize("entry", list(scenarios), ids=scenarios.ids())
 def test_udp(entry: Entry) -> None:
     run(entry)

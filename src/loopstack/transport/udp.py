@@ -59,6 +59,7 @@ class Datagram:
     ttl: int
     size: int  # what it is charged against the receive buffer
     v4: bool  # arrived over IPv4 (counted under Udp, else Udp6)
+    ifindex: int = 0  # the interface it arrived on (for IP_PKTINFO)
 
 
 class UdpSock:
@@ -79,6 +80,12 @@ class UdpSock:
         self.broadcast = False
         self.ttl: int | None = None
         self.hop_limit: int | None = None
+        # ancillary data asked for (IP_RECVTTL, IP_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO)
+        self.recv_ttl = False
+        self.recv_pktinfo = False
+        self.recv_hoplimit = False
+        self.recv_pktinfo6 = False
+        self.last_dequeued: Datagram | None = None
         self.rcvbuf = RMEM_DEFAULT
         self.sndbuf = WMEM_DEFAULT
         self.rcvq: deque[Datagram] = deque()
@@ -127,7 +134,7 @@ class UdpSock:
         self.remote_port = 0
 
     # -- data --------------------------------------------------------------------
-    def sendto(self, data: bytes, addr: bytes | None, port: int) -> int:
+    def sendto(self, data: bytes, addr: bytes | None, port: int, ttl: int | None = None) -> int:
         if self.so_error:
             code, self.so_error = self.so_error, 0
             raise _err(code)
@@ -141,7 +148,7 @@ class UdpSock:
             addr, port = self.remote_addr, self.remote_port
         elif port == 0:
             raise _err(errno.EINVAL)
-        return self.udp.output(self, data, addr, port)
+        return self.udp.output(self, data, addr, port, ttl)
 
     def enqueue(self, dgram: Datagram) -> bool:
         if self.rcv_used + dgram.size > self.rcvbuf:
@@ -239,7 +246,8 @@ class UDP:
             return self.ipv4.route_output(addr, None if src in (None, V4_ANY) else src)
         return self.ipv6.route_output(addr, None if local == V6_ANY else local)
 
-    def output(self, s: UdpSock, data: bytes, addr: bytes, port: int) -> int:
+    def output(self, s: UdpSock, data: bytes, addr: bytes, port: int,
+               ttl: int | None = None) -> int:
         addr = self.target(s, addr)
         v4 = len(addr) == 4
         mib = self.mib if v4 else self.mib6
@@ -258,9 +266,10 @@ class UDP:
             head |= csum
         segment = head.to_bytes(8, "big") + data
         if v4:
-            self.ipv4.output(rt, PROTO_UDP, segment, ttl=s.ttl)
+            self.ipv4.output(rt, PROTO_UDP, segment, ttl=s.ttl if ttl is None else ttl)
         else:
-            self.ipv6.output(rt, PROTO_UDP, segment, hop_limit=s.hop_limit)
+            self.ipv6.output(rt, PROTO_UDP, segment,
+                             hop_limit=s.hop_limit if ttl is None else ttl)
         mib["OutDatagrams"] += 1
         return n
 
@@ -305,7 +314,8 @@ class UDP:
         for s in targets:
             src = mapped(pkt.src) if (s.v6 and v4) else pkt.src
             dst = mapped(pkt.dst) if (s.v6 and v4) else pkt.dst
-            if not s.enqueue(Datagram(payload, src, sport, dst, pkt.ttl, size, v4)):
+            if not s.enqueue(Datagram(payload, src, sport, dst, pkt.ttl, size, v4,
+                                      pkt.iface.index)):
                 mib["RcvbufErrors"] += 1
                 mib["InErrors"] += 1
 
