@@ -8,8 +8,8 @@ skb's truesize), so a full buffer drops about where the kernel's would.
 from __future__ import annotations
 
 import errno
-import struct
 import os
+import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
