@@ -1,0 +1,150 @@
+"""The drop-in layer: route the standard library's networking to a stack.
+
+``with loopstack.patch() as stack:`` makes ``socket.socket`` (for AF_INET and
+AF_INET6), ``socket.create_connection``, ``socket.create_server``,
+``socket.getaddrinfo``, ``gethostbyname`` and friends and ``socket.getfqdn``
+work on a loopstack stack. The class itself is intercepted (its ``__new__``),
+so code that did ``from socket import socket`` before the patch is caught too.
+AF_UNIX sockets, ``socket.socketpair`` and sockets made from descriptors stay
+real (asyncio's self-pipe needs them). Names the stack's hosts table does not
+know fail as unknown names and addresses outside its networks are
+unreachable, so a test cannot reach the real network — unless
+``passthrough=True``, which sends unknown names to the real resolver and
+creates real sockets for connections the stack cannot route.
+
+Patches nest (the innermost stack wins) and are undone on exit; entering
+and leaving are thread-safe. Sockets made inside C extensions (libcurl,
+gRPC core, libpq, uvloop) never pass through Python's socket module and
+cannot be reached.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+import ssl as _ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .stack import Stack
+
+_REAL = {
+    name: getattr(_socket, name)
+    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+                 "getnameinfo", "getfqdn", "create_connection", "create_server")
+}
+_REAL_NEW = _socket.socket.__new__
+_REAL_WRAP = _ssl.SSLContext.wrap_socket
+
+_lock = threading.RLock()
+_active: list[tuple[Stack, bool]] = []  # (stack, passthrough), innermost last
+
+
+def current() -> tuple[Stack, bool] | None:
+    """The innermost active patch, if any."""
+    return _active[-1] if _active else None
+
+
+def _new(cls: type, family: int = -1, type: int = -1, proto: int = -1,
+         fileno: int | None = None) -> Any:
+    top = _active[-1] if _active else None
+    if top is not None and cls is _socket.socket and fileno is None:
+        fam = _socket.AF_INET if family == -1 else family
+        if fam in (_socket.AF_INET, _socket.AF_INET6):
+            stack, _ = top
+            return stack.socket(fam, _socket.SOCK_STREAM if type == -1 else type,
+                                 0 if proto == -1 else proto)
+    return _REAL_NEW(cls, family, type, proto, fileno)  # type: ignore[call-arg]
+
+
+def _resolver_fn(name: str) -> Any:
+    real = _REAL[name]
+
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        top = _active[-1] if _active else None
+        if top is None:
+            return real(*args, **kwargs)
+        stack, passthrough = top
+        try:
+            return getattr(stack, name)(*args, **kwargs)
+        except (_socket.gaierror, _socket.herror):
+            if passthrough:
+                return real(*args, **kwargs)
+            raise
+
+    patched.__name__ = name
+    patched.__doc__ = real.__doc__
+    return patched
+
+
+def _getfqdn(name: str = "") -> str:
+    """socket.getfqdn from the stack's hosts table (never DNS)."""
+    top = _active[-1] if _active else None
+    if top is None:
+        return str(_REAL["getfqdn"](name))
+    stack, _ = top
+    name = name.strip()
+    if not name or name in ("0.0.0.0", "::"):
+        name = "localhost"
+    try:
+        hostname, aliases, _addrs = stack.gethostbyaddr(name)
+    except (OSError, ValueError):
+        return name
+    for candidate in [hostname, *aliases]:
+        if "." in candidate:
+            return candidate
+    return hostname
+
+
+def _wrap_socket(self: _ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) -> Any:
+    from .socket import Socket
+    from .tls import wrap as tls_wrap
+
+    if isinstance(sock, Socket):
+        return tls_wrap(self, sock, *args, **kwargs)
+    return _REAL_WRAP(self, sock, *args, **kwargs)
+
+
+def _install() -> None:
+    _socket.socket.__new__ = _new  # type: ignore[method-assign]
+    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
+                 "getnameinfo"):
+        setattr(_socket, name, _resolver_fn(name))
+    _socket.getfqdn = _getfqdn
+    _ssl.SSLContext.wrap_socket = _wrap_socket  # type: ignore[method-assign]
+
+
+def _uninstall() -> None:
+    del _socket.socket.__new__
+    for name, fn in _REAL.items():
+        setattr(_socket, name, fn)
+    _ssl.SSLContext.wrap_socket = _REAL_WRAP  # type: ignore[method-assign]
+
+
+@contextmanager
+def patch(stack: Stack | None = None, *, passthrough: bool = False) -> Iterator[Stack]:
+    """Route the standard library's sockets and name lookups to ``stack``
+    (a fresh one, closed afterwards, when None). Yields the stack."""
+    own = stack is None
+    st = Stack() if stack is None else stack
+    entry = (st, passthrough)
+    with _lock:
+        if not _active:
+            _install()
+        _active.append(entry)
+    try:
+        yield st
+    finally:
+        with _lock:
+            for i in range(len(_active) - 1, -1, -1):
+                if _active[i] is entry:
+                    del _active[i]
+                    break
+            if not _active:
+                _uninstall()
+        if own:
+            st.close()
+
+
+__all__ = ["patch", "current"]

@@ -1,0 +1,270 @@
+"""TLS over loopstack sockets: ``ssl.SSLContext.wrap_socket`` cannot use a
+socket without a kernel descriptor, so under :func:`loopstack.patch` it
+returns a :class:`TLSSocket`, which runs the same TLS engine (``ssl.SSLObject``)
+over two ``ssl.MemoryBIO`` buffers and moves the bytes through the loopstack
+socket. It offers what ``ssl.SSLSocket`` offers to client and server code.
+"""
+
+from __future__ import annotations
+
+import io
+import socket as _socket
+import ssl
+from types import TracebackType
+from typing import Any
+
+from .socket import Socket
+
+_CHUNK = 65536
+
+
+class TLSSocket:
+    """An ``ssl.SSLSocket`` look-alike over a loopstack socket."""
+
+    def __init__(self, context: ssl.SSLContext, sock: Socket, *, server_side: bool = False,
+                 server_hostname: str | None = None, do_handshake_on_connect: bool = True,
+                 suppress_ragged_eofs: bool = True, session: ssl.SSLSession | None = None
+                 ) -> None:
+        self._sock = sock
+        self.context = context
+        self.server_side = server_side
+        self.server_hostname = server_hostname
+        self.do_handshake_on_connect = do_handshake_on_connect
+        self.suppress_ragged_eofs = suppress_ragged_eofs
+        self._session = session
+        self._obj: ssl.SSLObject | None = None
+        self._in = ssl.MemoryBIO()
+        self._out = ssl.MemoryBIO()
+        self._closed = False
+        self._io_refs = 0
+        if self._connected():
+            self._start()
+            if do_handshake_on_connect:
+                self.do_handshake()
+
+    def _connected(self) -> bool:
+        try:
+            self._sock.getpeername()
+            return True
+        except OSError:
+            return False
+
+    def _start(self) -> None:
+        if self._obj is None:
+            self._obj = self.context.wrap_bio(self._in, self._out, self.server_side,
+                                              self.server_hostname, self._session)
+
+    # -- moving bytes ---------------------------------------------------------
+    def _flush(self) -> None:
+        data = self._out.read()
+        if data:
+            self._sock.sendall(data)
+
+    def _fill(self) -> bool:
+        """Read ciphertext from the socket into the TLS engine; False at EOF."""
+        data = self._sock.recv(_CHUNK)
+        if not data:
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    def _run(self, op: Any, *args: Any) -> Any:
+        """Drive ``op`` through WANT_READ/WANT_WRITE like a blocking SSLSocket;
+        a non-blocking socket gets SSLWantReadError as SSLSocket raises it."""
+        assert self._obj is not None
+        while True:
+            try:
+                result = op(*args)
+                self._flush()
+                return result
+            except ssl.SSLWantReadError:
+                self._flush()
+                if self._sock.gettimeout() == 0.0:
+                    try:
+                        if not self._fill():
+                            continue
+                    except BlockingIOError:
+                        raise ssl.SSLWantReadError("The operation did not complete (read)") \
+                            from None
+                elif not self._fill():
+                    continue
+            except ssl.SSLWantWriteError:
+                self._flush()
+
+    # -- the SSLSocket API -------------------------------------------------------
+    def do_handshake(self, block: bool = False) -> None:
+        self._start()
+        assert self._obj is not None
+        self._run(self._obj.do_handshake)
+
+    def connect(self, address: Any) -> None:
+        self._sock.connect(address)
+        self._start()
+        if self.do_handshake_on_connect:
+            self.do_handshake()
+
+    def connect_ex(self, address: Any) -> int:
+        try:
+            self.connect(address)
+        except OSError as e:
+            return e.errno or 0
+        return 0
+
+    def accept(self) -> tuple[TLSSocket, Any]:
+        conn, addr = self._sock.accept()
+        wrapped = TLSSocket(self.context, conn, server_side=True,
+                            do_handshake_on_connect=self.do_handshake_on_connect,
+                            suppress_ragged_eofs=self.suppress_ragged_eofs)
+        return wrapped, addr
+
+    def write(self, data: bytes) -> int:
+        assert self._obj is not None
+        return int(self._run(self._obj.write, data))
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        if flags:
+            raise ValueError("non-zero flags not allowed in calls to send() on TLSSocket")
+        return self.write(bytes(memoryview(data)))
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        sent = 0
+        while sent < len(view):
+            sent += self.send(view[sent : sent + 16384], flags)
+
+    def read(self, len: int = 1024, buffer: Any = None) -> Any:
+        assert self._obj is not None
+        try:
+            if buffer is not None:
+                return self._run(self._obj.read, len, buffer)
+            return self._run(self._obj.read, len)
+        except ssl.SSLEOFError:
+            if self.suppress_ragged_eofs:
+                return 0 if buffer is not None else b""
+            raise
+        except ssl.SSLZeroReturnError:
+            return 0 if buffer is not None else b""
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if flags:
+            raise ValueError("non-zero flags not allowed in calls to recv() on TLSSocket")
+        data: bytes = self.read(buflen)
+        return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if flags:
+            raise ValueError("non-zero flags not allowed in calls to recv_into() on TLSSocket")
+        view = memoryview(buffer).cast("B")
+        n = nbytes or len(view)
+        result: int = self.read(n, view)
+        return result
+
+    def pending(self) -> int:
+        return self._obj.pending() if self._obj is not None else 0
+
+    def unwrap(self) -> Socket:
+        if self._obj is not None:
+            try:
+                self._run(self._obj.unwrap)
+            except (ssl.SSLError, OSError):
+                pass
+        return self._sock
+
+    def shutdown(self, how: int) -> None:
+        self._sock.shutdown(how)
+
+    def close(self) -> None:
+        if self._io_refs > 0:
+            self._closed = True
+            return
+        self._closed = True
+        self._sock.close()
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closed and self._io_refs == 0:
+            self._sock.close()
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        raw = _socket.SocketIO(self, ("r" if reading else "") + ("w" if writing else ""))  # type: ignore[arg-type]
+        self._io_refs += 1
+        size = io.DEFAULT_BUFFER_SIZE if buffering is None or buffering < 0 else buffering
+        if size == 0:
+            return raw
+        buf: Any
+        if reading and writing:
+            buf = io.BufferedRWPair(raw, raw, size)
+        elif reading:
+            buf = io.BufferedReader(raw, size)
+        else:
+            buf = io.BufferedWriter(raw, size)
+        return buf if "b" in mode else io.TextIOWrapper(buf, encoding, errors, newline)
+
+    # -- what SSLSocket reports --------------------------------------------------
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        if self._obj is None:
+            raise ValueError("handshake not done yet")
+        return self._obj.getpeercert(binary_form)
+
+    def cipher(self) -> Any:
+        return self._obj.cipher() if self._obj is not None else None
+
+    def shared_ciphers(self) -> Any:
+        return self._obj.shared_ciphers() if self._obj is not None else None
+
+    def version(self) -> str | None:
+        return self._obj.version() if self._obj is not None else None
+
+    def selected_alpn_protocol(self) -> str | None:
+        return self._obj.selected_alpn_protocol() if self._obj is not None else None
+
+    def compression(self) -> str | None:
+        return self._obj.compression() if self._obj is not None else None
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        return self._obj.get_channel_binding(cb_type) if self._obj is not None else None
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        return self._obj.session if self._obj is not None else self._session
+
+    @property
+    def session_reused(self) -> bool:
+        return bool(self._obj is not None and self._obj.session_reused)
+
+    # -- the rest is the plain socket's --------------------------------------------
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+    def __enter__(self) -> TLSSocket:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<loopstack.TLSSocket {self._sock!r}>"
+
+
+def wrap(context: ssl.SSLContext, sock: Socket, server_side: bool = False,
+         do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+         server_hostname: str | None = None, session: ssl.SSLSession | None = None
+         ) -> TLSSocket:
+    """What ``SSLContext.wrap_socket`` does, for a loopstack socket."""
+    if server_side and server_hostname:
+        raise ValueError("server_hostname can only be specified in client mode")
+    if context.check_hostname and not server_side and not server_hostname:
+        raise ValueError("check_hostname requires server_hostname")
+    return TLSSocket(context, sock, server_side=server_side, server_hostname=server_hostname,
+                     do_handshake_on_connect=do_handshake_on_connect,
+                     suppress_ragged_eofs=suppress_ragged_eofs, session=session)
