@@ -4,7 +4,7 @@ standard library's ``socket.socket``, over a loopstack stack.
 Errors are raised as ``OSError(errno, strerror)``, which Python turns into
 the same subclasses the kernel's errors become (ConnectionRefusedError,
 BlockingIOError, ...); timeouts raise TimeoutError("timed out") as the
-stdlib does. ``fileno()`` makes a real descriptor (an eventfd) only when
+stdlib does. ``fileno()`` makes a real descriptor (readiness.py) only when
 asked, so select, poll, epoll and selectors can watch the socket: it reads
 ready while the socket has something to read, and is always writable.
 """
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from .ip.addr import AF_INET, AF_INET6, V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, to_text
 from .ip.route import BROADCAST, LOCAL
 from .names import numeric_host
+from .readiness import Readiness
 from .transport.ports import mapped, v4_of
 from .transport.udp import RMEM_MAX, SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF, WMEM_MAX, UdpSock
 
@@ -142,8 +143,7 @@ class Socket:
         self._timeout = _socket.getdefaulttimeout()
         self._cond = threading.Condition(stack.lock)
         self._closed = False
-        self._efd: int | None = None
-        self._efd_ready = False
+        self._efd: Readiness | None = None
         self._keepalive = 0
         self._linger = (0, 0)
         self._rcvlowat = 1
@@ -173,7 +173,7 @@ class Socket:
         return self._stack
 
     def __repr__(self) -> str:
-        parts = [f"fd={self.fileno() if self._efd is not None else -1 if self._closed else 0}",
+        parts = [f"fd={self._efd.fileno() if self._efd is not None else -1 if self._closed else 0}",
                  f"family={self._family.value}", f"type={self._kind}", f"proto={self._proto}"]
         if not self._closed:
             try:
@@ -195,31 +195,26 @@ class Socket:
         u = self._udp
         return u is not None and u.readable
 
+    def _writable(self) -> bool:
+        return True  # a UDP send on lo never waits for buffer space
+
     def _sync_fd(self) -> None:
-        efd = self._efd
-        if efd is None:
-            return
-        ready = self._closed or self._readable()
-        if ready and not self._efd_ready:
-            os.eventfd_write(efd, 1)
-            self._efd_ready = True
-        elif not ready and self._efd_ready:
-            try:
-                os.eventfd_read(efd)
-            except BlockingIOError:
-                pass
-            self._efd_ready = False
+        fd = self._efd
+        if fd is not None:
+            closed = self._closed
+            fd.update(closed or self._readable(), closed or self._writable())
 
     def fileno(self) -> int:
-        """A descriptor for select/poll/epoll: readable while this socket is.
-        Handing it to os.read/os.sendfile is an error (EINVAL), not data."""
+        """A descriptor for select/poll/epoll/selectors/asyncio: readable and
+        writable exactly when this socket is (see readiness.py). It carries no
+        data: read and write through the socket's methods."""
         if self._closed:
             return -1
         with self._stack.locked:
             if self._efd is None:
-                self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+                self._efd = Readiness()
                 self._sync_fd()
-            return self._efd
+            return self._efd.fileno()
 
     # -- blocking --------------------------------------------------------------
     def setblocking(self, flag: bool) -> None:
@@ -570,7 +565,7 @@ class Socket:
             self._stack._unregister(self)
             efd, self._efd = self._efd, None
         if efd is not None:
-            os.close(efd)
+            efd.close()
 
     def detach(self) -> int:
         raise error(errno.EOPNOTSUPP)

@@ -1,0 +1,64 @@
+"""The descriptor behind ``fileno()``: what select, poll, epoll, selectors
+and asyncio watch for a loopstack socket.
+
+It is one end of an AF_UNIX socket pair, because that is the only kind of
+descriptor whose read and write readiness can be set independently from user
+space: a byte sent from the other end makes it readable; filling its own
+(tiny) send buffer makes it unwritable, and draining the other end makes it
+writable again. A socket that is connecting is thus neither readable nor
+writable, exactly as a kernel socket reports it. Nobody pays for this until
+``fileno()`` is called.
+"""
+
+from __future__ import annotations
+
+import socket as _socket
+
+
+class Readiness:
+    __slots__ = ("_watched", "_peer", "readable", "writable")
+
+    def __init__(self) -> None:
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        a.setblocking(False)
+        b.setblocking(False)
+        a.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, 1)  # a few KB fill it
+        b.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1)
+        self._watched = a
+        self._peer = b
+        self.readable = False
+        self.writable = True
+
+    def fileno(self) -> int:
+        return self._watched.fileno()
+
+    def update(self, readable: bool, writable: bool) -> None:
+        """Make the descriptor report these states (a syscall only on change)."""
+        if readable != self.readable:
+            if readable:
+                self._peer.send(b"r")
+            else:
+                _drain(self._watched)
+            self.readable = readable
+        if writable != self.writable:
+            if writable:
+                _drain(self._peer)
+            else:
+                try:
+                    while True:
+                        self._watched.send(bytes(4096))
+                except BlockingIOError:
+                    pass
+            self.writable = writable
+
+    def close(self) -> None:
+        self._watched.close()
+        self._peer.close()
+
+
+def _drain(sock: _socket.socket) -> None:
+    try:
+        while sock.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
