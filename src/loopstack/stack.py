@@ -33,8 +33,10 @@ from .ip.ipv4 import IPv4
 from .ip.ipv6 import IPv6
 from .ip.route import TABLE_MAIN, UNICAST, Route, RoutingTable
 from .link.capture import Capture
+from .link.filter import PathRule
 from .link.interface import Interface
 from .link.loopback import Loopback
+from .link.netem import Netem, NetemSpec
 from .link.pipe import PipeInterface
 from .mib import Mib
 from .names import AddrInfo, Resolver
@@ -288,6 +290,48 @@ class Stack:
         """Routes of both tables, as `ip route show table all` and
         `ip -6 route show table all` print them."""
         return self.route_table.show()
+
+    # -- impairments between particular hosts -------------------------------------
+    def impair(self, src: str, dst: str, spec: str | NetemSpec, *, symmetric: bool = False,
+               seed: int | None = None) -> list[PathRule]:
+        """Apply a netem spec only to packets from ``src`` to ``dst``
+        (addresses or prefixes; both ways with ``symmetric``), on every
+        interface. Returns the rules; ``unimpair(rules)`` removes them."""
+        parsed = NetemSpec.parse(spec) if isinstance(spec, str) else spec
+        pairs = [(src, dst), (dst, src)] if symmetric else [(src, dst)]
+        with self.locked:
+            rules: list[PathRule] = []
+            for a, b in pairs:
+                s = self.rng.getrandbits(64) if seed is None else seed + len(rules)
+                rules.append(PathRule(a, b, Netem(parsed, s)))
+            self._add_rules(rules)
+            return rules
+
+    def partition(self, a: str, b: str) -> list[PathRule]:
+        """Cut the link between ``a`` and ``b`` (addresses or prefixes), both
+        ways, until :meth:`heal`."""
+        with self.locked:
+            rules = [PathRule(a, b, None), PathRule(b, a, None)]
+            self._add_rules(rules)
+            return rules
+
+    def heal(self, a: str | None = None, b: str | None = None) -> None:
+        """Restore partitioned links: all of them, or the one between a and b."""
+        with self.locked:
+            for iface in self._interfaces.values():
+                iface.rules = [r for r in iface.rules if r.netem is not None or (
+                    a is not None and {r.src, r.dst} != {a, b})]
+
+    def unimpair(self, rules: list[PathRule] | None = None) -> None:
+        """Remove the given impairment rules (all of them when None)."""
+        with self.locked:
+            for iface in self._interfaces.values():
+                iface.rules = [r for r in iface.rules if r.netem is None or (
+                    rules is not None and r not in rules)]
+
+    def _add_rules(self, rules: list[PathRule]) -> None:
+        for iface in self._interfaces.values():
+            iface.rules = iface.rules + rules
 
     # -- observation -----------------------------------------------------------
     def stats(self) -> dict[str, dict[str, int]]:

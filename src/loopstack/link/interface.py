@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from .filter import PathRule
 from .netem import Netem, NetemSpec
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ class Interface:
         self.stats = InterfaceStats()
         self.addresses: list[str] = []  # "a.b.c.d/n", kept by the stack
         self._taps: list[TapCallback] = []
+        self.rules: list[PathRule] = []  # per-path impairments, first match wins
         self._netem: Netem | None = None
         self._rx_handler: RxHandler = _drop
         self._clock: Clock | None = None
@@ -140,6 +142,14 @@ class Interface:
             self.stats.tx_dropped += 1
             return
         netem = self._netem
+        if self.rules:
+            for rule in self.rules:
+                if rule.matches(packet):
+                    if rule.netem is None:
+                        rule.dropped += 1  # a partition
+                        return
+                    netem = rule.netem
+                    break
         if netem is None:
             self._emit(packet)
             return

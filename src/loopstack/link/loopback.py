@@ -22,7 +22,7 @@ class Loopback(Interface):
     def transmit(self, packet: bytes) -> None:
         """The hot path: with no netem and no taps, count the packet out and
         in and hand it straight to the stack."""
-        if self._netem is not None or self._taps or not self.up:
+        if self._netem is not None or self._taps or self.rules or not self.up:
             super().transmit(packet)
             return
         stats = self.stats
