@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
-from . import ping
+from . import ping, run
 from .errors import CliError
 
 
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"loopstack {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ping.add_parser(sub)
+    run.add_parser(sub)
     return parser
 
 
@@ -59,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     raw = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(_join_negative_values(raw))
+        args = parser.parse_args(_join_negative_values(raw) if raw[:1] == ["ping"] else raw)
     except CliError as e:
         sub = raw[0] if raw and not raw[0].startswith("-") else ""
         print(f"loopstack{' ' + sub if sub else ''}: {e}", file=sys.stderr)

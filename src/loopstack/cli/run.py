@@ -1,0 +1,87 @@
+"""`loopstack run`: run a Python program or module in this process with the
+standard library patched to a fresh loopstack stack."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+import sys
+from typing import Any
+
+from ..patch import patch
+from ..stack import Stack
+from .errors import CliError
+from .report import print_stats
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="run a Python program on a virtual loopback",
+        description="Run PROGRAM.py (or -m MODULE) in this process with socket, asyncio, "
+        "ssl and name lookups routed to a fresh loopstack stack. The exit status is the "
+        "program's.")
+    p.add_argument("--netem", metavar="SPEC", help='impair lo like tc netem, e.g. "delay 20ms"')
+    p.add_argument("--seed", type=int, help="seed every random choice of the stack")
+    p.add_argument("--pcap", metavar="FILE", help="capture every packet to FILE")
+    p.add_argument("--stats", action="store_true",
+                   help="print the socket table and the counters when the program ends")
+    p.add_argument("--passthrough", action="store_true",
+                   help="let names and addresses the stack does not know reach the real network")
+    p.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="PROGRAM.py ARGS",
+                   help="the program and its arguments (after --, or after the options)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    rest = list(args.args)
+    if rest and rest[0] == "--":
+        rest = rest[1:]
+    if args.module is None:
+        if not rest:
+            raise CliError("no program given: say `loopstack run -- PROGRAM.py ARGS` "
+                           "or `loopstack run -m MODULE ARGS`")
+        program = rest[0]
+        if not os.path.exists(program):
+            raise CliError(f"{program}: no such file: give the path of a Python program")
+    stack = Stack(seed=args.seed)
+    if args.netem:
+        try:
+            stack.lo.netem(args.netem)
+        except ValueError as e:
+            raise CliError(f"--netem: {e}") from None
+    capture = stack.capture(args.pcap) if args.pcap else None
+    saved_argv = sys.argv[:]
+    saved_path = sys.path[:]
+    code = 0
+    try:
+        with patch(stack, passthrough=args.passthrough):
+            try:
+                if args.module is not None:
+                    sys.argv = [args.module, *rest]
+                    runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+                else:
+                    sys.argv = rest
+                    sys.path.insert(0, os.path.dirname(os.path.abspath(rest[0])))
+                    runpy.run_path(rest[0], run_name="__main__")
+            except SystemExit as e:
+                code = _exit_code(e.code)
+    finally:
+        sys.argv = saved_argv
+        sys.path[:] = saved_path
+        if capture is not None:
+            capture.stop()
+        if args.stats:
+            print_stats(stack, sys.stderr)
+        stack.close()
+    return code
+
+
+def _exit_code(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    print(value, file=sys.stderr)
+    return 1
