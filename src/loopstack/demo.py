@@ -1,23 +1,56 @@
-"""`make demo`: what happens on a loopback, shown on a fresh loopstack stack.
+"""`make demo`: what happens on a loopback, end to end, on a fresh loopstack stack.
 
-Pings 127.0.0.1, 127.9.8.7, ::1 and localhost through the virtual lo,
-captures every packet to a pcap file, then prints the interfaces, the
-routes and the counters that moved.
+An unmodified stdlib HTTP server listens on the virtual 127.0.0.1:8080; an
+unmodified urllib client fetches a page from it; ping crosses 127.0.0.1 and
+::1. Then the packets of that exchange in order (handshake, request,
+response, teardown) as tcpdump prints them, the socket table, the counters
+and the capture file, which Wireshark opens.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.server
 import os
 import sys
+import threading
+import urllib.request
 
+from .cli.flow import FlowPrinter
 from .cli.ping import ping_and_print
+from .cli.report import counter_lines, socket_table
+from .patch import patch
 from .stack import Stack
-from .wire.pcap import read_capture
+
+PAGE = b"<!doctype html><title>loopstack</title><p>Hello from the virtual loopback.</p>\n"
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(PAGE)))
+        self.end_headers()
+        self.wfile.write(PAGE)
+
+    def log_message(self, format: str, *args: object) -> None:
+        print(f"  server: {self.address_string()} \"{self.requestline}\" {args[1]}")
 
 
 def section(title: str) -> None:
-    print(f"\n== {title} " + "=" * max(0, 66 - len(title)))
+    print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
+
+
+def _phase(line: str, seen_data: dict[str, bool]) -> str:
+    if "Flags [S" in line:
+        return "handshake"
+    if "Flags [F" in line or "Flags [R" in line:
+        return "teardown"
+    if "length 0" not in line:
+        seen_data["any"] = True
+        return "request" if ".8080:" in line else "response"
+    return "teardown" if seen_data.get("fin") else ("handshake" if not seen_data.get("any")
+                                                    else "ack")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,33 +59,60 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between pings")
     args = parser.parse_args(argv)
 
-    with Stack() as stack:
-        section("a fresh stack: one loopback interface, 127.0.0.1/8 and ::1/128")
+    with Stack(seed=2026) as stack:
+        section("a fresh stack: one loopback interface, 127.0.0.1/8 and ::1/128 (ip -s addr)")
         for info in stack.interfaces():
             print(info.show())
         section("its routes (ip route show table all)")
-        for line in stack.routes():
-            print(line)
-        with stack.capture(args.pcap) as cap:
-            for host in ("127.0.0.1", "127.9.8.7", "::1", "localhost"):
+        for route_line in stack.routes():
+            print(route_line)
+
+        http_packets: list[bytes] = []
+        with stack.capture(args.pcap) as cap, patch(stack):
+            section("HTTP: stdlib http.server on 127.0.0.1:8080, fetched with urllib")
+            server = http.server.HTTPServer(("127.0.0.1", 8080), _Handler)
+            thread = threading.Thread(target=server.serve_forever, daemon=True)
+            thread.start()
+            tap = stack.lo.tap(lambda p, d: http_packets.append(p))
+            with urllib.request.urlopen("http://127.0.0.1:8080/index.html") as response:
+                body = response.read()
+                print(f"  client: HTTP {response.status}, {len(body)} bytes: "
+                      f"{body.decode().strip()[:60]}...")
+            server.shutdown()
+            tap.remove()
+            table = socket_table(stack)
+            server.server_close()
+            for host in ("127.0.0.1", "::1"):
                 section(f"ping -c 3 {host}")
                 ping_and_print(stack, host, count=3, interval=args.interval, size=56,
                                timeout=1.0, ttl=64, family=0, out=sys.stdout)
-        section("lo after the pings (ip -s link): every packet counted once out, once in")
+
+        section("the HTTP exchange, packet by packet (tcpdump -i lo -n)")
+        printer = FlowPrinter()
+        state: dict[str, bool] = {}
+        last = None
+        for pkt in http_packets:
+            line = printer.line(pkt)
+            if "Flags [F" in line:
+                state["fin"] = True
+            phase = _phase(line, state)
+            if phase != last and phase != "ack":
+                print(f"  -- {phase}")
+                last = phase
+            print(f"  {line}")
+        section("sockets just before the server closed (ss -tan)")
+        for row in table:
+            print(f"  {row}")
+        section("lo's counters (ip -s link): every packet counted once out, once in")
         for info in stack.interfaces():
             print(info.show())
-        section("counters that moved (/proc/net/snmp and snmp6 names)")
-        for group, counters in stack.stats().items():
-            moved = {k: v for k, v in counters.items() if v and k not in ("Forwarding",
-                                                                          "DefaultTTL")}
-            if moved:
-                print(f"{group}: " + " ".join(f"{k}={v}" for k, v in moved.items()))
+        section("protocol counters that moved (nstat)")
+        for counter in counter_lines(stack):
+            print(f"  {counter}")
         section("capture")
-        with open(args.pcap, "rb") as f:
-            records = read_capture(f)
-        print(f"{len(records)} packets written to {os.path.abspath(args.pcap)} "
-              f"({cap.format}, Ethernet framing with zero MACs as tcpdump -i lo writes);")
-        print("open it with Wireshark, tshark -r, or scapy's rdpcap.")
+        print(f"  {cap.packets} packets in {os.path.abspath(args.pcap)} ({cap.format}, "
+              "Ethernet framing with zero MACs as tcpdump -i lo writes)")
+        print("  open it with Wireshark, `tshark -r`, or scapy's rdpcap.")
     return 0
 
 
