@@ -8,7 +8,6 @@ import errno
 import io
 import socket as _socket
 import struct
-import time
 from typing import TYPE_CHECKING, Any
 
 from .ip.addr import AF_INET6, V4_ANY, V6_ANY
@@ -49,7 +48,11 @@ _LINGER = struct.Struct("ii")
 # The head of Linux's struct tcp_info (include/uapi/linux/tcp.h), up to tcpi_total_retrans.
 _TCP_INFO = struct.Struct("BBBBBBBB" + "I" * 24)
 
-_UNCONNECTED, _CONNECTING, _CONNECTED = 0, 1, 2
+# The socket's own state, as Linux keeps it apart from the TCP state
+# (struct socket's SS_*): inet_stream_connect, inet_listen and inet_shutdown
+# decide by it. CPython's connect with a timeout leaves it "connecting" after
+# success or failure, which is why the next connect() answers as it does.
+_UNCONNECTED, _CONNECTING, _CONNECTED, _DISCONNECTING = 0, 1, 2, 3
 _CONNECTED_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1,
                                State.FIN_WAIT2, State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
 
@@ -67,25 +70,43 @@ class StreamSocket(Socket):
             self._tcb.owner = self
             self._tcb.wake = self._wake
         self._conn = _CONNECTED if tcb is not None else _UNCONNECTED
-        self._eisconn_grace = False
         self._io_refs = 0
         self._closing = False
         if nonblock:
             self._timeout = 0.0
         stack._register(self)
 
-    # -- readiness -------------------------------------------------------------
+    # -- readiness (Linux tcp_poll) ------------------------------------------------
+    @staticmethod
+    def _state(t: TCB) -> State:
+        """The TCP state as the socket shows it: Linux hands TIME_WAIT to a
+        separate mini-socket and leaves the user's socket CLOSED."""
+        return State.CLOSED if t.state == State.TIME_WAIT else t.state
+
     def _readable(self) -> bool:
+        """POLLIN, POLLHUP or POLLERR: what select() counts as readable. A
+        CLOSED socket (even a fresh one) reports POLLHUP."""
         t = self._tcb
         if t.listening:
             return bool(t._listen_state and t._listen_state.accept_queue)
-        return bool(t.rcvq) or t.fin_received or t.so_error != 0 or t.shut_rd or (
-            self._conn != _UNCONNECTED and t.state == State.CLOSED)
+        return bool(t.rcvq) or t.fin_received or t.so_error != 0 or t.shut_rd or \
+            self._state(t) == State.CLOSED
 
     def _writable(self) -> bool:
+        """POLLOUT, POLLHUP or POLLERR."""
         t = self._tcb
-        return t.state not in (State.SYN_SENT, State.SYN_RECV) and (
-            len(t.sndq) < t.sndbuf or t.state not in (State.ESTABLISHED, State.CLOSE_WAIT))
+        state = self._state(t)
+        if t.so_error or state == State.CLOSED:
+            return True
+        if state in (State.LISTEN, State.SYN_SENT, State.SYN_RECV):
+            return False
+        return t.shut_wr or t.fin_queued or len(t.sndq) < t.sndbuf
+
+    def _poll_first(self, ready: Any) -> None:
+        """CPython polls a socket that has a timeout before each call
+        (sock_call_ex): not ready in time is TimeoutError, whatever the call."""
+        if self._timeout:
+            self._wait(ready, 0)
 
     def _check_tcb(self) -> TCB:
         if self._closed:
@@ -99,16 +120,19 @@ class StreamSocket(Socket):
         return addr
 
     def getsockname(self) -> tuple[Any, ...]:
+        # Linux inet_getname: the source address stays after the connection
+        # ends; only a disconnect (a failed connect seen by connect()) resets it.
         with self._stack.locked:
             t = self._check_tcb()
-            addr = t.local_addr if t.local_addr and t.state not in (State.CLOSED, State.LISTEN) \
-                else (t.bind_addr or (V6_ANY if t.v6 else V4_ANY))
-            return self._text(self._shown(addr), t.local_port)
+            addr = t.bind_addr if t.state == State.LISTEN else (t.local_addr or t.bind_addr)
+            return self._text(self._shown(addr or (V6_ANY if t.v6 else V4_ANY)), t.local_port)
 
     def getpeername(self) -> tuple[Any, ...]:
+        # Linux inet_getname: by the TCP state alone (a non-blocking connect
+        # that completed has a peer before connect() is called again).
         with self._stack.locked:
             t = self._check_tcb()
-            if self._conn != _CONNECTED or t.state in (State.CLOSED, State.LISTEN,
+            if not t.remote_port or self._state(t) in (State.CLOSED, State.LISTEN,
                                                        State.SYN_SENT):
                 raise error(errno.ENOTCONN)
             return self._text(self._shown(t.remote_addr), t.remote_port)
@@ -117,12 +141,23 @@ class StreamSocket(Socket):
         addr, port = self._sockaddr(address, "bind")
         with self._stack.locked:
             t = self._check_tcb()
-            if t.bound:
+            # Linux inet_bind: EINVAL unless CLOSED with no port (a port connect()
+            # picked is given back when a connection ends, tcp_set_state).
+            if t.bound and not t.autobound or t.state != State.CLOSED:
                 raise error(errno.EINVAL)
-            if not self._is_local(addr) or (self._family == AF_INET6 and len(addr) == 16 and
-                                            v4_of(addr) is not None and t.v6only):
+            mapped_addr = len(addr) == 16 and v4_of(addr) is not None
+            if t.v6only and mapped_addr:
+                # Linux __inet6_bind: "Binding to v4-mapped address on a
+                # v6-only socket makes no sense".
+                raise error(errno.EINVAL)
+            if not self._is_local(addr):
                 raise error(errno.EADDRNOTAVAIL)
+            if t.bound:
+                self._stack.tcp_ports.unbind(t)  # a port a failed connect left behind
+                t.bound = t.autobound = False
             self._stack.tcp.bind(t, addr, port)
+            if len(addr) == 16 and addr != V6_ANY and not mapped_addr:
+                t.v6only = True  # __inet6_bind: a specific IPv6 address is IPv6 only
 
     # -- connection establishment ---------------------------------------------------
     def listen(self, backlog: int = min(_socket.SOMAXCONN, 128)) -> None:
@@ -135,12 +170,14 @@ class StreamSocket(Socket):
     def accept(self) -> tuple[StreamSocket, Any]:
         with self._stack.locked:
             t = self._check_tcb()
+            self._poll_first(self._readable)  # so a connected socket times out (facts)
             if not t.listening:
-                if self._timeout not in (None, 0.0) and t.state != State.CLOSED:
-                    self._wait(lambda: False, 0)  # Linux: times out (see facts)
                 raise error(errno.EINVAL)
             self._wait(lambda: bool(t.listen_state.accept_queue) or not t.listening, 0)
+            if not t.listening:
+                raise error(errno.EINVAL)  # shut down while we waited
             child = self._stack.tcp.accept(t)
+            self._sync_fd()
             if child is None:
                 raise error(errno.EAGAIN)
             sock = StreamSocket(self._stack, self._family, self._kind, self._proto, tcb=child)
@@ -158,57 +195,65 @@ class StreamSocket(Socket):
         return addr, port
 
     def connect(self, address: Any) -> None:
+        """Linux inet_stream_connect, as CPython drives it: a timeout makes
+        the descriptor non-blocking, then CPython polls and reads SO_ERROR
+        itself, leaving the socket "connecting" until the next connect()."""
         dst, port = self._target(address)
         with self._stack.locked:
             t = self._check_tcb()
-            tcp = self._stack.tcp
-            if t.listening:
-                raise error(errno.EISCONN)
             if self._conn == _CONNECTED:
-                if self._eisconn_grace:
-                    # Observed on Linux: after a connect with a timeout, CPython's
-                    # second connect() succeeds once, the third says EISCONN.
-                    self._eisconn_grace = False
-                    return
                 raise error(errno.EISCONN)
+            if self._conn == _DISCONNECTING:
+                raise error(errno.EINVAL)
             if self._conn == _CONNECTING:
-                if t.state == State.SYN_SENT:
-                    if self._timeout == 0.0:
+                if t.state in (State.SYN_SENT, State.SYN_RECV):
+                    if self._timeout is not None:
                         raise error(errno.EALREADY)
                     self._wait_connected(t)
                     return
-                if t.state in _CONNECTED_STATES:
-                    self._conn = _CONNECTED
-                    raise error(errno.EISCONN)
-                # The attempt failed (Linux __inet_stream_connect sock_error path).
-                self._conn = _UNCONNECTED
-                code, t.so_error = t.so_error, 0
-                raise error(code or errno.ECONNABORTED)
-            if t.state != State.CLOSED:
+                if self._state(t) == State.CLOSED:
+                    self._fail_connect(t, errno.ECONNABORTED)
+                self._conn = _CONNECTED
+                return
+            if self._state(t) != State.CLOSED:
                 raise error(errno.EISCONN)
-            if t.so_error:
-                t.so_error = 0
+            t.so_error = 0
             if len(dst) == 4 and self._family == AF_INET6 and t.v6only:
                 raise error(errno.ENETUNREACH)
-            tcp.connect(t, dst, port)
+            self._stack.tcp.connect(t, dst, port)
             self._conn = _CONNECTING
             if self._timeout == 0.0:
                 raise error(errno.EINPROGRESS)
-            self._wait_connected(t)
-            if self._timeout is not None:
-                self._eisconn_grace = True
+            if self._timeout is None:
+                self._wait_connected(t)
+                return
+            # CPython: poll for writability, then getsockopt(SO_ERROR).
+            self._wait(self._writable, 0)
+            code, t.so_error = t.so_error, 0
+            self._sync_fd()
+            if code:
+                raise error(code)
 
     def _wait_connected(self, t: TCB) -> None:
-        try:
-            self._wait(lambda: t.state != State.SYN_SENT, 0)
-        except BlockingIOError:
-            raise error(errno.EINPROGRESS) from None
-        if t.state in _CONNECTED_STATES:
-            self._conn = _CONNECTED
-            return
-        self._conn = _UNCONNECTED
+        """A blocking connect waits for the handshake's end (inet_wait_for_connect)."""
+        self._wait(lambda: t.state not in (State.SYN_SENT, State.SYN_RECV), 0)
+        if self._state(t) == State.CLOSED:
+            self._fail_connect(t, errno.ECONNREFUSED)
+        self._conn = _CONNECTED
+
+    def _fail_connect(self, t: TCB, default: int) -> None:
+        """inet_stream_connect's sock_error path: report the error and
+        disconnect (tcp_disconnect): the socket is unconnected again, its
+        source address forgotten and a port it was given released."""
         code, t.so_error = t.so_error, 0
-        raise error(code or errno.ECONNREFUSED)
+        self._conn = _UNCONNECTED
+        t.local_addr = t.bind_addr
+        t.reset_seen = False
+        if t.autobound:
+            self._stack.tcp_ports.unbind(t)
+            t.bound = t.autobound = False
+        self._sync_fd()
+        raise error(code or default)
 
     def connect_ex(self, address: Any) -> int:
         try:
@@ -221,21 +266,21 @@ class StreamSocket(Socket):
 
     # -- data ----------------------------------------------------------------------
     def _send_error(self, t: TCB) -> OSError | None:
+        """Linux tcp_sendmsg_locked's checks: a pending error first, then
+        EPIPE for anything that cannot carry data (sk_stream_wait_connect)."""
         if t.so_error:
             code, t.so_error = t.so_error, 0
             self._sync_fd()
             return error(code)
         if t.shut_wr or t.fin_queued:
             return error(errno.EPIPE)
-        if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
-            return None
-        if t.state in (State.SYN_SENT, State.SYN_RECV):
-            return None  # waits for the connection (sk_stream_wait_connect)
-        if self._conn == _UNCONNECTED and not t.reset_seen:
-            return error(errno.ENOTCONN) if t.state != State.LISTEN else error(errno.EPIPE)
+        if t.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_SENT, State.SYN_RECV):
+            return None  # SYN states wait for the connection (sk_stream_wait_connect)
         return error(errno.EPIPE)
 
-    def _send(self, data: memoryview, flags: int, deadline: float | None, all_: bool) -> int:
+    def _send_once(self, data: memoryview, block: bool) -> int:
+        """One send(): blocking queues all of ``data`` (less, if an error
+        comes after some was queued); non-blocking what fits, else EAGAIN."""
         t = self._tcb
         tcp = self._stack.tcp
         sent = 0
@@ -246,29 +291,22 @@ class StreamSocket(Socket):
                     return sent
                 raise e
             if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
-                n = tcp.send(t, data[sent:])
-                sent += n
-                if sent >= len(data) or (not all_ and sent and self._timeout == 0.0):
+                sent += tcp.send(t, data[sent:])
+                if sent >= len(data):
                     return sent
-            nonblocking = self._timeout == 0.0 or flags & MSG_DONTWAIT
-            if nonblocking:
+            if not block:
                 if sent:
                     return sent
                 raise error(errno.EAGAIN)
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0 and not self._stack.clock.is_virtual:
-                if sent:
-                    return sent
-                raise TimeoutError("timed out")
             ok = self._stack.wait_for(
                 self._cond,
                 lambda: self._closed or self._send_error_pending(t) or (
                     t.state in (State.ESTABLISHED, State.CLOSE_WAIT)
                     and len(t.sndq) < t.sndbuf),
-                remaining)
+                None)
             if self._closed:
                 raise error(errno.EBADF)
-            if not ok:
+            if not ok:  # a virtual clock with nothing left to happen
                 if sent:
                     return sent
                 raise TimeoutError("timed out")
@@ -277,26 +315,37 @@ class StreamSocket(Socket):
         return bool(t.so_error) or t.shut_wr or t.state not in (
             State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_SENT, State.SYN_RECV)
 
-    def _deadline(self) -> float | None:
-        return None if not self._timeout else time.monotonic() + self._timeout
-
     def send(self, data: Any, flags: int = 0) -> int:
         view = memoryview(data).cast("B")
         if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
         with self._stack.locked:
             self._check_tcb()
-            return self._send(view, flags, self._deadline(), all_=self._timeout != 0.0)
+            self._poll_first(self._writable)
+            return self._send_once(view, self._timeout is None and not flags & MSG_DONTWAIT)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        """As CPython's sock_sendall: send() until done; a timeout bounds the whole call."""
         view = memoryview(data).cast("B")
+        if flags & MSG_OOB:
+            raise error(errno.EOPNOTSUPP)
         with self._stack.locked:
             self._check_tcb()
-            deadline = self._deadline()
+            clock = self._stack.clock
+            deadline = None if not self._timeout else clock.now() + self._timeout
+            block = self._timeout is None and not flags & MSG_DONTWAIT
             sent = 0
-            while sent < len(view):
-                n = self._send(view[sent:], flags, deadline, all_=True)
-                sent += n
+            while True:
+                if deadline is not None:
+                    remaining = deadline - clock.now()
+                    if remaining <= 0 or not self._stack.wait_for(
+                            self._cond, lambda: self._closed or self._writable(), remaining):
+                        raise TimeoutError("timed out")
+                    if self._closed:
+                        raise error(errno.EBADF)
+                sent += self._send_once(view[sent:], block)
+                if sent >= len(view):
+                    return
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
         flags = 0 if address is None else flags_or_address
@@ -311,45 +360,49 @@ class StreamSocket(Socket):
         return self.send(data, flags)
 
     def _recv_bytes(self, n: int, flags: int) -> bytes:
+        """Linux tcp_recvmsg's order: a listener says ENOTCONN; then data;
+        then a pending error; then end of stream (FIN, SHUT_RD, a connection
+        that ended); then a socket never connected says ENOTCONN."""
         if flags & MSG_OOB:
             raise error(errno.EINVAL)
         with self._stack.locked:
             t = self._check_tcb()
-            if n == 0:
-                return b""
-            if t.listening or (self._conn == _UNCONNECTED and t.state == State.CLOSED
-                               and not t.reset_seen and not t.rcvq):
-                if t.listening and self._timeout not in (None, 0.0):
-                    self._wait(lambda: False, flags)  # Linux times out here (facts)
+            self._poll_first(self._readable)
+            if t.listening:
                 raise error(errno.ENOTCONN)
             peek = bool(flags & MSG_PEEK)
-            want = n if flags & MSG_WAITALL and not peek else 1
+            # Under a timeout CPython's descriptor is non-blocking, so MSG_WAITALL
+            # takes what is there once the poll said readable (facts).
+            want = n if flags & MSG_WAITALL and not peek and self._timeout is None else 1
 
             def ready() -> bool:
                 return len(t.rcvq) >= want or t.fin_received or t.so_error != 0 \
-                    or t.shut_rd or t.state == State.CLOSED
-            try:
-                self._wait(ready, flags)
-            except TimeoutError:
-                if flags & MSG_WAITALL and t.rcvq:
-                    pass  # Linux returns what MSG_WAITALL collected
-                else:
-                    raise
+                    or t.shut_rd or self._state(t) == State.CLOSED
+            if not self._timeout:  # after the poll the call itself does not wait
+                try:
+                    self._wait(ready, flags)
+                except BlockingIOError:
+                    if not t.rcvq:
+                        raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
             if t.rcvq:
                 data = self._stack.tcp.recv(t, n, peek)
                 self._sync_fd()
                 return data
+            if t.fin_received:
+                return b""
             if t.so_error:
                 code, t.so_error = t.so_error, 0
                 self._sync_fd()
-                if code == errno.EPIPE:
-                    return b""
                 raise error(code)
-            return b""
+            if t.shut_rd or self._conn != _UNCONNECTED:
+                return b""
+            raise error(errno.ENOTCONN)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
             raise ValueError("negative buffersize in recv")
+        if bufsize == 0:
+            return b""  # CPython answers without asking the socket
         return self._recv_bytes(bufsize, flags)
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
@@ -387,24 +440,56 @@ class StreamSocket(Socket):
 
     # -- shutdown and close -----------------------------------------------------------
     def shutdown(self, how: int) -> None:
+        """Linux inet_shutdown: an unconnected socket says ENOTCONN (the
+        flags still stick); SHUT_RD on a listener, or any shutdown while
+        connecting, disconnects it."""
         if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
             raise error(errno.EINVAL)
+        rd, wr = how != _socket.SHUT_WR, how != _socket.SHUT_RD
         with self._stack.locked:
             t = self._check_tcb()
-            if t.state in (State.CLOSED, State.LISTEN, State.SYN_SENT) and not t.listening:
-                if self._conn != _CONNECTED or t.state == State.CLOSED:
-                    raise error(errno.ENOTCONN)
-            if t.listening:
-                if how != _socket.SHUT_WR:
-                    t.shut_rd = True
-                    self._wake()
+            if self._conn == _CONNECTING:
+                self._conn = _DISCONNECTING if t.state in (
+                    State.SYN_SENT, State.SYN_RECV, State.CLOSED) else _CONNECTED
+            state = self._state(t)
+            if state == State.LISTEN:
+                if rd:
+                    self._disconnect_listener(t)
                 return
-            if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
-                t.shut_rd = True
-            if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
-                t.shut_wr = True
+            if state == State.SYN_SENT:
+                self._stack.tcp.shutdown_write(t)  # the attempt ends, nothing is sent
+                t.so_error = errno.ECONNRESET  # tcp_disconnect in SYN-SENT
+                self._conn = _UNCONNECTED
+                t.local_addr = t.bind_addr
+                if t.autobound:
+                    self._stack.tcp_ports.unbind(t)
+                    t.bound = t.autobound = False
+                self._wake()
+                return
+            t.shut_rd = t.shut_rd or rd
+            t.shut_wr = t.shut_wr or wr
+            if state == State.CLOSED:
+                self._wake()
+                raise error(errno.ENOTCONN)
+            if wr:
                 self._stack.tcp.shutdown_write(t)
             self._wake()
+
+    def _disconnect_listener(self, t: TCB) -> None:
+        """tcp_disconnect on a listener (inet_csk_listen_stop): connections
+        nobody accepted are reset, the socket is CLOSED and keeps its port."""
+        tcp = self._stack.tcp
+        lst = t.listen_state
+        for child in list(lst.accept_queue) + list(lst.syn_queue.values()):
+            child.listener = None
+            child.orphan = True
+            tcp.abort(child)
+        lst.accept_queue.clear()
+        lst.syn_queue.clear()
+        t.listening = False
+        t.state = State.CLOSED
+        tcp.on_state(t)
+        self._wake()
 
     def close(self) -> None:
         if self._io_refs > 0:
@@ -430,9 +515,7 @@ class StreamSocket(Socket):
             self._stack._unregister(self)
             efd, self._efd = self._efd, None
         if efd is not None:
-            import os
-
-            os.close(efd)
+            efd.close()
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:
@@ -481,7 +564,11 @@ class StreamSocket(Socket):
         with self._stack.locked:
             t = self._check_tcb()
             if level == _socket.IPPROTO_TCP and optname == TCP_CONGESTION:
-                name = bytes(value).rstrip(b"\0").decode("ascii", "replace")
+                raw = struct.pack("i", value) if isinstance(value, int) \
+                    else bytes(memoryview(value))
+                if not raw:
+                    raise error(errno.EINVAL)  # tcp_setsockopt: optlen < 1
+                name = raw[:15].split(b"\0", 1)[0].decode("ascii", "replace")
                 if name not in ("cubic", "reno"):
                     raise error(errno.ENOENT)
                 t.set_congestion(name)
@@ -577,12 +664,13 @@ class StreamSocket(Socket):
     def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
         with self._stack.locked:
             t = self._check_tcb()
+            # Without a buffer length CPython reads a C int: the first four bytes.
             if level == _socket.IPPROTO_TCP and optname == TCP_INFO:
                 raw = self._tcp_info_bytes(t)
-                return raw[: buflen or len(raw)] if buflen else struct.unpack_from("B", raw)[0]
+                return raw[:buflen] if buflen else struct.unpack_from("i", raw)[0]
             if level == _socket.IPPROTO_TCP and optname == TCP_CONGESTION:
-                name = t.cc.name.encode()
-                return name.ljust(buflen or 16, b"\0")[: buflen or 16] if buflen else 0
+                raw = t.cc.name.encode().ljust(16, b"\0")  # TCP_CA_NAME_MAX
+                return raw[:buflen] if buflen else struct.unpack_from("i", raw)[0]
             if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
                 raw = _LINGER.pack(*t.linger)
                 return raw[:buflen] if buflen else _LINGER.unpack(raw)[0]
@@ -627,6 +715,8 @@ class StreamSocket(Socket):
                 return int(t.v6only)
             if optname == IPV6_UNICAST_HOPS:
                 return t.ttl if t.ttl is not None else self._stack.ipv6.default_hop_limit
+        if self._family != AF_INET6 and level != _socket.IPPROTO_IP:
+            raise error(errno.EOPNOTSUPP)  # do_ip_getsockopt: not SOL_IP
         raise error(errno.ENOPROTOOPT)
 
     def tcp_info(self) -> dict[str, Any]:
@@ -637,12 +727,21 @@ class StreamSocket(Socket):
 
     def _tcp_info_bytes(self, t: TCB) -> bytes:
         i = self._stack.tcp.info(t)
+        pmtu = t.route.iface.mtu if t.route is not None else 0
+
+        def u32(v: int) -> int:
+            return max(0, min(int(v), 0xFFFFFFFF))
+        # Field by field as include/uapi/linux/tcp.h lays struct tcp_info out.
         return _TCP_INFO.pack(
-            i["state"], i["ca_state"], min(i["retransmits"], 255), 0, min(i["backoff"], 255),
-            i["options"], (i["snd_wscale"] << 4) | i["rcv_wscale"], 0,
-            i["rto"], 40000, i["snd_mss"], i["rcv_mss"], i["unacked"], i["sacked"],
-            i["lost"], i["retrans"], 0, 0, 0, 0, 0, 0, 0, 0, 1500, i["rtt"], i["rttvar"],
-            i["snd_ssthresh"], i["snd_cwnd"], i["advmss"], 0, 0, 0, i["total_retrans"])
+            int(self._state(t)), i["ca_state"], min(i["retransmits"], 255), 0,
+            min(i["backoff"], 255), i["options"],
+            ((i["snd_wscale"] & 15) | (i["rcv_wscale"] & 15) << 4), 0,
+            u32(i["rto"]), 40000, u32(i["snd_mss"]), u32(i["rcv_mss"]),  # rto, ato, mss
+            u32(i["unacked"]), u32(i["sacked"]), u32(i["lost"]), u32(i["retrans"]), 0,
+            0, 0, 0, 0,  # last_data_sent, last_ack_sent, last_data_recv, last_ack_recv
+            pmtu, u32(i["rcv_space"]), u32(i["rtt"]), u32(i["rttvar"]),
+            u32(min(i["snd_ssthresh"], 0x7FFFFFFF)), u32(i["snd_cwnd"]), u32(i["advmss"]),
+            self._stack.tcp.reordering, 0, u32(i["rcv_space"]), u32(i["total_retrans"]))
 
     # -- table row -------------------------------------------------------------------
     def _row(self) -> dict[str, Any]:
