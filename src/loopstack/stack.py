@@ -460,7 +460,11 @@ class Stack:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(not dualstack_ipv6))
-            sock.bind(address)
+            try:
+                sock.bind(address)
+            except OSError as err:  # as socket.create_server words it
+                msg = f"{err.strerror} (while attempting to bind on address {address!r})"
+                raise OSError(err.errno, msg) from None
             listen = sock.listen
             listen() if backlog is None else listen(backlog)
             return sock

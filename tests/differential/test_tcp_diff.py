@@ -1717,10 +1717,6 @@ XFAIL = {
         "grows an unlocked one (tcp_init_buffer_space -> tcp_sndbuf_expand) to "
         "2 x max(cwnd, 10) x roundup_pow_of_two(MSS + overhead), ~2.5 MB on lo "
         "(3.9 MB with bbr), capped at tcp_wmem[2]",
-    "create_server_bind_errors_name_the_address":
-        "stack.py bug: Stack.create_server lets bind errors through as they are; "
-        "socket.create_server re-raises them as OSError(errno, '... (while attempting to "
-        "bind on address ...)'), a gaierror included",
 }
 
 
