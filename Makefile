@@ -29,6 +29,8 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_ping.py
+	$(PY) benchmarks/bench_udp.py
+	$(PY) benchmarks/bench_tcp.py
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
