@@ -567,6 +567,26 @@ class Socket:
         if efd is not None:
             efd.close()
 
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """As socket.sendfile, through send(): the descriptor carries no data."""
+        if self._kind != _socket.SOCK_STREAM:
+            raise ValueError("only SOCK_STREAM type sockets are supported")
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if offset:
+            file.seek(offset)
+        total = 0
+        while count is None or total < count:
+            want = 65536 if count is None else min(65536, count - total)
+            chunk = file.read(want)
+            if not chunk:
+                break
+            self.sendall(chunk)
+            total += len(chunk)
+        if total and hasattr(file, "seek"):
+            file.seek(offset + total)
+        return total
+
     def detach(self) -> int:
         raise error(errno.EOPNOTSUPP)
 
