@@ -49,7 +49,7 @@ from .isn import (
     timestamp_offset,
 )
 from .listen import Listener
-from .output import output, send_rst, send_syn, send_synack, transmit
+from .output import initial_window, output, send_rst, send_syn, send_synack, transmit
 from .segment import Segment, parse_segment
 from .seq import unwrap, wire
 from .tcb import TCB
@@ -118,6 +118,7 @@ class TCP:
         tcb.state = State.ESTABLISHED
         self.on_state(tcb)
         tcb.snd_nxt = max(tcb.snd_nxt, tcb.snd_una)
+        tcb.rcv_tstamp = self.clock.now_ns()
         timers.arm_keepalive(tcb)
         lst = tcb.listener
         if lst is not None:
@@ -308,8 +309,10 @@ class TCP:
             chosen = best[self.rng.randrange(len(best))]  # SO_REUSEPORT spreads connections
         return chosen.listen_state
 
-    def _listen_input(self, lst: Listener, pkt: Inbound, seg: Segment) -> None:
-        """RFC 9293 3.10.7.2 and RFC 4987 (cookies)."""
+    def _listen_input(self, lst: Listener, pkt: Inbound, seg: Segment,
+                      iss: int | None = None) -> None:
+        """RFC 9293 3.10.7.2 and RFC 4987 (cookies). ``iss``: the ISN to use
+        (a SYN reopening TIME-WAIT), else RFC 6528's."""
         flags = seg.flags
         key = (pkt.src, seg.sport, pkt.dst)
         child = lst.syn_queue.get(key)
@@ -342,8 +345,8 @@ class TCP:
             return
         child = self._child(ltcb, pkt, seg, rt)
         child.listener = lst
-        child.iss = initial_sequence(self.secret, self.clock.now_ns(), pkt.dst, seg.dport,
-                                     pkt.src, seg.sport)
+        child.iss = iss if iss is not None else initial_sequence(
+            self.secret, self.clock.now_ns(), pkt.dst, seg.dport, pkt.src, seg.sport)
         child.snd_una = child.snd_nxt = child.iss
         child.snd_nxt = child.iss + 1
         child.snd_max = child.snd_nxt
@@ -435,6 +438,10 @@ class TCP:
         child.snd_una = cookie + 1
         child.snd_nxt = child.snd_max = child.snd_base = cookie + 1
         child.snd_wnd = seg.window << child.snd_wscale
+        # The window our cookie SYN-ACK offered (Linux cookie_v4_check ->
+        # tcp_openreq_init_rwin): without it the ACK's data would not fit.
+        child.rcv_wnd = initial_window(child, synack=True)
+        child.rcv_wup = child.rcv_nxt
         child.snd_wl1 = unwrap(seg.seq, child.rcv_nxt)
         child.snd_wl2 = child.snd_una
         child.listener = lst
@@ -452,20 +459,14 @@ class TCP:
                                           and seg.tsval != tcb.ts_recent)
         if not newer:
             return False
-        iss_hint = tcb.snd_nxt + 65537  # Linux: the old sequence + 65535 + 2
-        self.destroy(tcb)
         lst = self._listener(tcb.local_addr, tcb.local_port, len(tcb.local_addr) == 16)
         if lst is None:
-            return True
+            return False  # nobody to reopen it (Linux: TIME-WAIT answers with an ACK)
+        iss = wire(tcb.snd_nxt + 65537) or 1  # Linux: tw_snd_nxt + 65535 + 2, never 0
+        self.destroy(tcb)
         fake = Inbound(tcb.route.iface if tcb.route else self.ipv4.loopback, tcb.remote_addr,
                        tcb.local_addr, PROTO_TCP, 64, b"", seg.payload)
-        self._listen_input(lst, fake, seg)
-        child = lst.syn_queue.get((tcb.remote_addr, tcb.remote_port, tcb.local_addr))
-        if child is not None:
-            child.iss = wire(iss_hint)
-            child.snd_una = child.iss
-            child.snd_nxt = child.snd_max = child.snd_base = child.iss + 1
-            send_synack(child, child.ts_ok, child.sack_ok, child.wscale_ok)
+        self._listen_input(lst, fake, seg, iss=iss)
         return True
 
     # -- ICMP ----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ CAN_SEND_DATA = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 TIMEWAIT_LEN = 60 * NS_PER_SEC  # TCP_TIMEWAIT_LEN
 FIN_TIMEOUT = 60 * NS_PER_SEC  # tcp_fin_timeout
 TIMEOUT_INIT = 1 * NS_PER_SEC  # RFC 6298 2.1
+TIMEOUT_FALLBACK = 3 * NS_PER_SEC  # RFC 6298 5.7: after a SYN or SYN-ACK was resent
 RTO_MIN = 200 * MS  # TCP_RTO_MIN
 RTO_MAX = 120 * NS_PER_SEC  # TCP_RTO_MAX
 DELACK_MIN = 40 * MS  # TCP_DELACK_MIN / TCP_ATO_MIN
@@ -56,6 +57,9 @@ MAX_QUICKACKS = 16
 SYN_RETRIES = 6
 SYNACK_RETRIES = 5
 SYN_LINEAR_TIMEOUTS = 4  # tcp_syn_linear_timeouts
+# TCP_TIMEOUT_MIN (2 jiffies; HZ = 250): how soon Linux resends a SYN after an
+# unacceptable ACK in SYN-SENT (observed about 10 ms on the reference machine).
+SYN_SENT_RETRY = 8 * MS
 RETRIES2 = 15
 KEEPALIVE_TIME = 7200 * NS_PER_SEC
 KEEPALIVE_INTVL = 75 * NS_PER_SEC

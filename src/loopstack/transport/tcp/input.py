@@ -9,7 +9,14 @@ import errno
 from typing import TYPE_CHECKING
 
 from ...wire.tcp import ACK, FIN, RST, SYN
-from .constants import CAN_RECEIVE_DATA, INVALID_RATELIMIT, PAWS_24DAYS, State
+from .constants import (
+    CAN_RECEIVE_DATA,
+    INVALID_RATELIMIT,
+    PAWS_24DAYS,
+    SYN_SENT_RETRY,
+    TIMEOUT_FALLBACK,
+    State,
+)
 from .output import output, retransmit_range, send_ack, send_synack, transmit
 from .segment import Segment
 from .seq import unwrap
@@ -18,6 +25,7 @@ from .timers import (
     arm_finwait2,
     arm_keepalive,
     enter_time_wait,
+    rearm_syn,
     restart_rto,
     rtt_sample,
     stop_persist,
@@ -35,7 +43,8 @@ def _rate_limited(tcb: TCB, counter: str) -> bool:
     """tcp_invalid_ratelimit: at most one such ACK per 500 ms per connection."""
     now = tcb.tcp.clock.now_ns()
     if now - tcb.last_invalid_ack_ns < INVALID_RATELIMIT:
-        tcb.tcp.ext[counter] += 1
+        ext = tcb.tcp.ext
+        ext[counter] = ext.get(counter, 0) + 1
         return True
     tcb.last_invalid_ack_ns = now
     return False
@@ -73,8 +82,6 @@ def segment_arrives(tcb: TCB, seg: Segment) -> None:
         _syn_sent(tcb, seg)
     else:
         _synchronized(tcb, seg)
-    if tcb.state in CAN_RECEIVE_DATA or tcb.state == State.CLOSE_WAIT:
-        tcb.keep_probes = 0 if tcb.keepalive else tcb.keep_probes
 
 
 # -- SYN-SENT (RFC 9293 3.10.7.3) ----------------------------------------------------
@@ -84,6 +91,12 @@ def _syn_sent(tcb: TCB, seg: Segment) -> None:
     ack = unwrap(seg.ack, tcb.snd_una)
     if flags & ACK:
         if ack <= tcb.iss or ack > tcb.snd_max:
+            # RFC 9293 3.10.7.3: unacceptable: <SEQ=SEG.ACK><CTL=RST> unless
+            # an RST, then drop. Linux (tcp_rcv_synsent_state_process) also
+            # resends the SYN soon, as the peer may have held a stale
+            # connection that this RST (or its own) just cleared.
+            if tcb.retransmits == 0:
+                rearm_syn(tcb, SYN_SENT_RETRY)
             if not flags & RST:
                 tcp.reset_reply(tcb.route, seg, tcb.local_port, tcb.remote_port)
             return
@@ -108,7 +121,7 @@ def _syn_sent(tcb: TCB, seg: Segment) -> None:
         if tcb.retransmits == 0 and tcb.syn_timed:
             rtt_sample(tcb, tcp.clock.now_ns() - tcb.syn_start)
         elif tcb.retransmits:
-            tcb.rto = max(tcb.rto, 3 * 10**9)  # TCP_TIMEOUT_FALLBACK after SYN loss
+            tcb.rto = max(tcb.rto, TIMEOUT_FALLBACK)  # RFC 6298 5.7 after SYN loss
         tcb.retransmits = 0
         tcb.backoff = 0
         if tcb.rto_timer is not None:
@@ -138,19 +151,43 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         if _ts_before(seg.tsval, tcb.ts_recent):
             age = (tcp.clock.now_ns() - tcb.ts_recent_stamp) // 10**9
             if age < PAWS_24DAYS:
+                # R1: drop it with an ACK. Like Linux (tcp_oow_rate_limited),
+                # only segments without data are rate-limited: data cannot
+                # start an ACK loop.
                 tcp.ext["PAWSEstab"] += 1
-                if seg_len and not _rate_limited(tcb, "TCPACKSkippedPAWS"):
+                if flags & SYN:
+                    challenge_ack(tcb)
+                elif seg_len or not _rate_limited(tcb, "TCPACKSkippedPAWS"):
                     send_ack(tcb)
-                elif not seg_len:
-                    pass
                 return
+
+    if tcb.state == State.SYN_RECV and flags & SYN and not flags & RST and seq == tcb.irs \
+            and not data:
+        if not flags & ACK:
+            # Their SYN again: our SYN-ACK was lost. Resend it (Linux
+            # tcp_check_req), at most once per tcp_invalid_ratelimit.
+            if not _rate_limited(tcb, "TCPACKSkippedSynRecv"):
+                send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)
+            return
+        # Simultaneous open (RFC 9293 3.5 figure 8, line 6): the peer's
+        # SYN-ACK. Its SYN is a duplicate; its ACK completes the handshake
+        # and is answered with an ACK (Linux tcp_validate_incoming).
+        flags &= ~SYN
+        seq += 1
+        seg_len = 0
+        tcb.ack_pending = tcb.ack_now = True
 
     # First check: sequence acceptability.
     if tcb.state == State.TIME_WAIT and flags & SYN and not flags & ACK:
         if tcp.time_wait_syn(tcb, seg, seq):
             return
     if seg_len == 0:
-        ok = (seq == rcv_nxt) if wnd == 0 else (rcv_nxt <= seq < rcv_nxt + wnd or seq == rcv_nxt)
+        # RFC 9293 3.10.7.4 from RCV.NXT; like Linux (tcp_sequence) from
+        # RCV.WUP, the RCV.NXT our last ACK announced: a peer's ACK sent
+        # before data we have not acknowledged yet is old, yet still valid.
+        low = min(tcb.rcv_wup, rcv_nxt)
+        ok = (low <= seq <= rcv_nxt) if wnd == 0 else (low <= seq < rcv_nxt + wnd
+                                                        or seq == rcv_nxt)
     elif wnd == 0:
         ok = False
     else:
@@ -168,6 +205,11 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         if seg_len and seq + seg_len <= rcv_nxt:
             tcp.ext["DelayedACKLost"] += 1  # an old duplicate: our ACK was lost
         send_ack(tcb)
+        if tcb.state == State.TIME_WAIT and flags & FIN:
+            # TIME-WAIT: a retransmission of the remote FIN. Acknowledge it
+            # and restart the 2 MSL timeout (RFC 9293 3.10.7.4, eighth check).
+            enter_time_wait(tcb)
+            return
         # Zero window: still take the ACK field (RFC 9293 3.10.7.4 note).
         if not (wnd == 0 and flags & ACK and seq == rcv_nxt):
             return
@@ -204,6 +246,8 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
             tcb.snd_base = ack
             if tcb.retransmits == 0 and tcb.syn_timed:
                 rtt_sample(tcb, tcp.clock.now_ns() - tcb.syn_start)
+            elif tcb.retransmits:
+                tcb.rto = max(tcb.rto, TIMEOUT_FALLBACK)  # RFC 6298 5.7 (Karn: no sample)
             tcb.retransmits = 0
             tcb.backoff = 0
             if tcb.rto_timer is not None:
@@ -273,6 +317,10 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
         tcp.ext["TCPChallengeACK"] += 0
         challenge_ack(tcb)
         return False
+    # An acceptable ACK shows the peer is alive: unanswered zero-window (and
+    # keepalive) probes start counting again (Linux tcp_ack: icsk_probes_out = 0).
+    tcb.keep_probes = 0
+    tcb.rcv_tstamp = tcp.clock.now_ns()
     window = seg.window << tcb.snd_wscale
     # SACK blocks (RFC 2018 / RFC 6675 scoreboard)
     sack_news = False
@@ -299,7 +347,6 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
             if tcb.persist_timer is not None and tcb.persist_timer.active:
                 stop_persist(tcb)
                 tcb.backoff = 0
-                tcb.keep_probes = 0
     return True
 
 

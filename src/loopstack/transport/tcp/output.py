@@ -142,21 +142,41 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     tcp.ip_output(rt, segment, tcb.ttl)
 
 
+def acceptable_seq(tcb: TCB) -> int:
+    """SEQ for a segment without data (Linux tcp_acceptable_seq): the highest
+    sequence sent, snd_max, even while a timeout has rewound snd_nxt, since
+    the peer may already hold everything up to it and would find a lower SEQ
+    unacceptable (RFC 9293 3.10.7.4), dropping the ACK with it. If the peer
+    has since shrunk its window below snd_max, its right edge."""
+    seq = tcb.snd_max
+    if tcb.state in (State.SYN_SENT, State.SYN_RECV):
+        return seq
+    end = tcb.snd_una + tcb.snd_wnd
+    if end >= seq or (tcb.wscale_ok and seq - end < 1 << tcb.rcv_wscale):
+        return seq
+    return end
+
+
 def send_ack(tcb: TCB) -> None:
-    transmit(tcb, tcb.snd_nxt, ACK)
+    transmit(tcb, acceptable_seq(tcb), ACK)
 
 
 def send_rst(tcb: TCB) -> None:
-    """An abortive close's RST (RFC 9293 3.10.4 ABORT): from snd_nxt."""
-    transmit(tcb, tcb.snd_nxt, RST | ACK)
+    """An abortive close's RST (RFC 9293 3.10.4 ABORT), from the SEQ the peer
+    will accept (see acceptable_seq)."""
+    transmit(tcb, acceptable_seq(tcb), RST | ACK)
 
 
-def initial_window(tcb: TCB) -> int:
+def initial_window(tcb: TCB, synack: bool = False) -> int:
     """Linux tcp_select_initial_window(): the free space, at most 65535
-    (SYN windows are never scaled), rounded down to whole MSS-sized segments."""
+    (SYN windows are never scaled, RFC 7323 2.2), rounded down to whole
+    segments. A SYN-ACK counts segments of the MSS less the timestamp option
+    when timestamps were agreed (tcp_openreq_init_rwin: 65160 = 45 * 1448 on
+    Ethernet, 65483 on lo); a SYN, of the plain MSS (64240, 65495)."""
+    mss = tcb.advmss - (TS_LEN if synack and tcb.ts_ok else 0)
     space = min(tcb.rcv_space, MAX_WINDOW)
-    if space > tcb.advmss:
-        space -= space % tcb.advmss
+    if space > mss:
+        space -= space % mss
     return space
 
 
@@ -170,7 +190,7 @@ def send_synack(tcb: TCB, peer_ts: bool, peer_sack: bool, peer_ws: bool,
                 tsval: int | None = None) -> None:
     opts = syn_options(tcb, synack=True, peer_ts=peer_ts, peer_sack=peer_sack,
                        peer_ws=peer_ws, tsval=tsval)
-    tcb.rcv_wnd = initial_window(tcb)
+    tcb.rcv_wnd = initial_window(tcb, synack=True)
     tcb.rcv_wup = tcb.rcv_nxt
     transmit(tcb, tcb.iss, SYN | ACK, options=opts, window=tcb.rcv_wnd)
 
@@ -190,6 +210,11 @@ def output(tcb: TCB) -> int:
     from .timers import arm_persist, arm_rto
 
     mss = tcb.mss
+    cwnd = tcb.cc.cwnd
+    if tcb.dupacks and not tcb.in_recovery:
+        # Limited transmit (RFC 3042, RFC 6675 5 step 2): each of the first two
+        # duplicate ACKs lets one new segment out beyond cwnd, cwnd unchanged.
+        cwnd += min(tcb.dupacks, 2)
     sent = 0
     tcp = tcb.tcp
     while True:
@@ -207,7 +232,10 @@ def output(tcb: TCB) -> int:
                     break
             continue
         wnd_room = tcb.snd_una + tcb.snd_wnd - seq
-        cwnd_room = tcb.cc.cwnd * mss - (seq - tcb.snd_una)
+        # cwnd counts segments, as Linux's snd_cwnd (tcp_cwnd_test): a
+        # partial segment in flight uses a whole one, so cwnd never cuts a
+        # sliver off the next segment (RFC 1122 4.2.3.4: no silly segments).
+        cwnd_room = (cwnd - -(-(seq - tcb.snd_una) // mss)) * mss
         n = min(max(avail, 0), mss, wnd_room, cwnd_room)
         if n < 0:
             n = 0

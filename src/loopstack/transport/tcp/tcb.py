@@ -125,7 +125,8 @@ class TCB:
         self.keepidle = 0
         self.keepintvl = 0
         self.keepcnt = 0
-        self.keep_probes = 0
+        self.keep_probes = 0  # unanswered keepalive or zero-window probes
+        self.rcv_tstamp = 0  # ns of the last acceptable ACK (Linux tp->rcv_tstamp)
         self.linger: tuple[int, int] = (0, 0)
         self.shut_rd = False
         self.shut_wr = False

@@ -83,6 +83,11 @@ def syn_interval(tcb: TCB) -> int:
     return min(RTO_MAX, TIMEOUT_INIT << (tcb.retransmits - linear))
 
 
+def rearm_syn(tcb: TCB, delay_ns: int) -> None:
+    """Move the SYN retransmission to ``delay_ns`` from now."""
+    _arm(tcb, "rto_timer", delay_ns, on_rto)
+
+
 def model_timeout(boundary: int, rto_base: int) -> int:
     """Linux tcp_model_timeout(): the time `boundary` doubling
     retransmissions take from rto_base, capped per retry at TCP_RTO_MAX."""
@@ -209,24 +214,41 @@ def keepalive_idle(tcb: TCB) -> int:
 
 
 def arm_keepalive(tcb: TCB) -> None:
+    """(Re)start the keepalive timer: due keepidle after the last segment
+    received (Linux keepalive_time_elapsed), so setting TCP_KEEPIDLE later
+    counts from then too."""
     if tcb.keepalive and tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT2):
-        _arm(tcb, "keepalive_timer", keepalive_idle(tcb), on_keepalive)
+        idle = tcb.tcp.clock.now_ns() - tcb.rcv_tstamp
+        _arm(tcb, "keepalive_timer", max(0, keepalive_idle(tcb) - idle), on_keepalive)
     else:
         _stop(tcb.keepalive_timer)
 
 
 def on_keepalive(tcb: TCB) -> None:
-    """RFC 1122 4.2.3.6: after the idle time, probe every interval; give up
-    after the probe count with ETIMEDOUT."""
+    """RFC 1122 4.2.3.6 as Linux tcp_keepalive_timer(): once nothing has been
+    received for the idle time, probe every interval (<SEQ=SND.UNA-1><ACK>,
+    no data); after the probe count, reset the connection (Linux sends an
+    RST) with ETIMEDOUT. Any acceptable ACK clears the count and the idle time."""
     from ...wire.tcp import ACK
-    from .output import transmit
+    from .output import send_rst, transmit
 
     tcp = tcb.tcp
     if not tcb.keepalive or tcb.state not in (State.ESTABLISHED, State.CLOSE_WAIT,
                                              State.FIN_WAIT2):
         return
+    idle_ns = keepalive_idle(tcb)
+    if tcb.snd_max > tcb.snd_una or tcb.snd_nxt < tcb.data_end:
+        # Data in flight or queued: the retransmission or persist timer watches
+        # the peer; look again an idle time from now.
+        _arm(tcb, "keepalive_timer", idle_ns, on_keepalive)
+        return
+    elapsed = tcp.clock.now_ns() - tcb.rcv_tstamp
+    if elapsed < idle_ns:
+        _arm(tcb, "keepalive_timer", idle_ns - elapsed, on_keepalive)
+        return
     count = tcb.keepcnt or KEEPALIVE_PROBES
     if tcb.keep_probes >= count:
+        send_rst(tcb)
         tcp.fail(tcb, errno.ETIMEDOUT)
         return
     tcb.keep_probes += 1
