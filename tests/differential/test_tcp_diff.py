@@ -1707,16 +1707,6 @@ XFAIL = {
         "TCP bug: set_mss() does not bound the send MSS to half the largest window the "
         "peer advertised (Linux tcp_sync_mss/tcp_bound_to_half_wnd): TCP_MAXSEG shows "
         "65483/65464 where Linux shows 32741 (client), 32768 (server), 32732 (v6 client)",
-    "bind_port_of_a_reset_connection":
-        "TCP bug: TCP.destroy() keeps a port connect() picked (autobound) in the port "
-        "table while the socket is open; Linux gives it back when the connection reaches "
-        "CLOSE (tcp_set_state -> inet_put_port unless SOCK_BINDPORT_LOCK), so another "
-        "socket may bind it: EADDRINUSE where Linux binds",
-    "opt_sndbuf_grows_on_connect":
-        "TCP bug: the send buffer stays at tcp_wmem[1] (16384) after the handshake; Linux "
-        "grows an unlocked one (tcp_init_buffer_space -> tcp_sndbuf_expand) to "
-        "2 x max(cwnd, 10) x roundup_pow_of_two(MSS + overhead), ~2.5 MB on lo "
-        "(3.9 MB with bbr), capped at tcp_wmem[2]",
 }
 
 

@@ -113,12 +113,14 @@ def test_fin_with_data_out_of_order(peer: Peer, conn: socket.socket) -> None:
 
 def test_fin_waits_for_queued_data(peer: Peer, listener: socket.socket) -> None:
     """DESIGN.md: a FIN never overtakes data accepted by send(); it rides on
-    the last segment once the window lets that out."""
+    the last segment once the window lets that out. (A 1000-byte window also
+    halves the MSS to 500: Linux tcp_bound_to_half_wnd.)"""
     conn = peer.open_to(listener, opts=MSS_ONLY, win=1000)
     L = peer.lss + 1
     conn.send(b"m" * 1500)
     conn.shutdown(socket.SHUT_WR)
-    peer.expect("A", seq=L, length=1000, at=0)
+    peer.expect("A", seq=L, length=500, at=0)
+    peer.expect("A", seq=L + 500, length=500, at=0)
     peer.expect_nothing()
     peer.send("A", 1001, L + 1000, win=1000)
     peer.expect("FPA", seq=L + 1000, length=500, at=0)

@@ -52,6 +52,7 @@ from .listen import Listener
 from .output import initial_window, output, send_rst, send_syn, send_synack, transmit
 from .segment import Segment, parse_segment
 from .seq import unwrap, wire
+from .sizing import sndbuf_expand, sync_mss
 from .tcb import TCB
 
 _HDR = struct.Struct("!HHIIHHHH")
@@ -117,6 +118,7 @@ class TCP:
         listener could not take it)."""
         tcb.state = State.ESTABLISHED
         self.on_state(tcb)
+        sndbuf_expand(tcb)
         tcb.snd_nxt = max(tcb.snd_nxt, tcb.snd_una)
         tcb.rcv_tstamp = self.clock.now_ns()
         timers.arm_keepalive(tcb)
@@ -151,7 +153,9 @@ class TCP:
         lst = tcb.listener
         if lst is not None:
             lst.syn_queue.pop((tcb.remote_addr, tcb.remote_port, tcb.local_addr), None)
-        if tcb.bound and (tcb.orphan or tcb.owner is None):
+        # Linux tcp_set_state(CLOSE) -> inet_put_port: the port goes back
+        # unless the application bound it (SOCK_BINDPORT_LOCK).
+        if tcb.bound and (tcb.orphan or tcb.owner is None or tcb.autobound):
             self.ports.unbind(tcb)
             tcb.bound = False
         tcb.wake()
@@ -214,8 +218,10 @@ class TCP:
             mss = min(mss, tcb.mss_clamp)
         if tcb.ts_ok:
             mss -= 12
-        tcb.mss = max(mss, 48)
+        tcb.mss_base = max(mss, 48)
+        tcb.mss = tcb.mss_base
         tcb.rcv_mss = min(tcb.advmss, 536)
+        sync_mss(tcb)
 
     # -- output helper --------------------------------------------------------------
     def ip_output(self, rt: OutRoute, segment: bytes, ttl: int | None) -> None:
@@ -253,6 +259,18 @@ class TCP:
     def input(self, pkt: Inbound) -> None:
         mib = self.mib
         data = pkt.payload
+        # Linux tcp_v4_rcv(): counted even if it's bad; a runt or a header
+        # longer than the packet is discarded without an error counter; a
+        # data offset below 5 is InErrs; then the checksum.
+        mib["InSegs"] += 1
+        if len(data) < 20:
+            return
+        doff = data[12] >> 4
+        if doff < 5:
+            mib["InErrs"] += 1
+            return
+        if doff * 4 > len(data):
+            return
         if pkt.verify_checksums:
             if checksum(data, pseudo_sum(pkt.src, pkt.dst, PROTO_TCP, len(data))) != 0:
                 mib["InCsumErrors"] += 1
@@ -263,7 +281,6 @@ class TCP:
         except MalformedPacket:
             mib["InErrs"] += 1
             return
-        mib["InSegs"] += 1
         if pkt.broadcast or is_multicast(pkt.dst):
             return  # TCP is unicast only (RFC 9293 3.9.1.3 / Linux drops them)
         tcb = self.conns.get((pkt.dst, seg.dport, pkt.src, seg.sport))
@@ -322,7 +339,12 @@ class TCP:
         if flags & RST:
             return
         if flags & ACK:
-            if self.syncookies and not flags & SYN and self._cookie_ack(lst, pkt, seg):
+            # Linux checks a cookie only after a recent overflow
+            # (tcp_synq_no_recent_overflow: two minutes).
+            recent = lst.last_overflow_ns is not None and \
+                self.clock.now_ns() - lst.last_overflow_ns < 120 * NS_PER_SEC
+            if self.syncookies and recent and not flags & SYN and \
+                    self._cookie_ack(lst, pkt, seg):
                 return
             self.reset_reply(None, seg, seg.dport, seg.sport, src=pkt.dst, dst=pkt.src)
             return
@@ -407,6 +429,7 @@ class TCP:
             tsval = encode_ts_options(ts_now(tmp), seg.wscale if seg.wscale is not None else None,
                                       seg.sack_ok)
         self.ext["SyncookiesSent"] += 1
+        lst.last_overflow_ns = self.clock.now_ns()
         send_synack(tmp, tmp.ts_ok, tmp.sack_ok, tmp.wscale_ok, tsval=tsval)
 
     def _cookie_ack(self, lst: Listener, pkt: Inbound, seg: Segment) -> bool:
@@ -677,10 +700,16 @@ class TCP:
             lst = tcb.listen_state
             tcb.state = State.CLOSED
             tcb.listening = False
-            for child in list(lst.accept_queue) + list(lst.syn_queue.values()):
+            # Linux inet_csk_listen_stop(): connections nobody accepted are
+            # reset; embryos still in the SYN queue just go away.
+            for child in list(lst.accept_queue):
                 child.listener = None
                 child.orphan = True
-                self.abort(child)  # Linux resets connections nobody accepted
+                self.abort(child)
+            for child in list(lst.syn_queue.values()):
+                child.listener = None
+                child.orphan = True
+                self.destroy(child)
             lst.accept_queue.clear()
             lst.syn_queue.clear()
             self.destroy(tcb)

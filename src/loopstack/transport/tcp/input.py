@@ -20,6 +20,7 @@ from .constants import (
 from .output import output, retransmit_range, send_ack, send_synack, transmit
 from .segment import Segment
 from .seq import unwrap
+from .sizing import sndbuf_expand, sync_mss
 from .timers import (
     arm_delack,
     arm_finwait2,
@@ -116,6 +117,7 @@ def _syn_sent(tcb: TCB, seg: Segment) -> None:
         tcb.snd_base = ack
         tcb.snd_wnd = seg.window  # never scaled in a SYN (RFC 7323 2.2)
         tcb.max_window = tcb.snd_wnd
+        sync_mss(tcb)
         tcb.snd_wl1 = tcb.rcv_nxt - 1
         tcb.snd_wl2 = ack
         if tcb.retransmits == 0 and tcb.syn_timed:
@@ -239,7 +241,8 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
     if tcb.state == State.SYN_RECV:
         if tcb.snd_una < ack <= tcb.snd_max:
             tcb.snd_wnd = seg.window << tcb.snd_wscale
-            tcb.max_window = tcb.snd_wnd
+            tcb.max_window = max(tcb.max_window, tcb.snd_wnd)
+            sync_mss(tcb)
             tcb.snd_wl1 = seq
             tcb.snd_wl2 = ack
             tcb.snd_una = ack
@@ -343,6 +346,7 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
         tcb.snd_wl2 = ack
         if window > tcb.max_window:
             tcb.max_window = window
+            sync_mss(tcb)
         if window:
             if tcb.persist_timer is not None and tcb.persist_timer.active:
                 stop_persist(tcb)
@@ -398,10 +402,7 @@ def _new_ack(tcb: TCB, seg: Segment, ack: int) -> None:
     if tcb.in_recovery and tcb.sack_ok:
         _sack_recovery(tcb)
     # Linux grows the send buffer with the window (tcp_sndbuf_expand).
-    if not tcb.sndbuf_locked:
-        want = 2 * max(tcb.cc.cwnd, 10) * (mss + 120)
-        if want > tcb.sndbuf:
-            tcb.sndbuf = min(want, tcp.wmem_max)
+    sndbuf_expand(tcb)
     tcb.wake()
 
 

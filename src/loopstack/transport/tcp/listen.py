@@ -21,6 +21,7 @@ class Listener:
         # (remote addr, remote port, local addr) -> SYN-RECEIVED child
         self.syn_queue: dict[tuple[bytes, int, bytes], TCB] = {}
         self.accept_queue: deque[TCB] = deque()
+        self.last_overflow_ns: int | None = None  # when the SYN queue last overflowed
 
     @property
     def syn_queue_full(self) -> bool:

@@ -241,7 +241,9 @@ def output(tcb: TCB) -> int:
             n = 0
         fin = fin_pending and n == max(avail, 0) and wnd_room >= n + 1 and cwnd_room > n
         if n <= 0 and not fin:
-            if tcb.snd_wnd == 0 and seq == tcb.snd_una and avail > 0:
+            # Zero window with data or a FIN waiting and nothing in flight:
+            # probe it (Linux tcp_check_probe_timer), or nothing ever moves.
+            if tcb.snd_wnd == 0 and seq == tcb.snd_una and (avail > 0 or fin_pending):
                 arm_persist(tcb)
             break
         if 0 < n < mss and n == avail and not fin and seq >= tcb.snd_max:

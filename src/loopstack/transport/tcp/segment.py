@@ -8,11 +8,12 @@ import struct
 from dataclasses import dataclass
 
 from ...wire.errors import MalformedPacket
-from ...wire.tcp import TCPHeader
 
 _FIXED = struct.Struct("!HHIIHHHH")
 _TS_BLOCK = struct.Struct("!4sII")
 _NOP_NOP_TS = bytes((1, 1, 8, 10))
+_TS_VALUES = struct.Struct("!II")
+_SACK_BLOCK = struct.Struct("!II")
 
 
 @dataclass(slots=True)
@@ -33,7 +34,8 @@ class Segment:
 
 
 def parse_segment(data: memoryview) -> Segment:
-    """Raises MalformedPacket for a header that does not hold together."""
+    """Raises MalformedPacket for a header that does not hold together
+    (options never make it fail: see _parse_options)."""
     if len(data) < 20:
         raise MalformedPacket("truncated TCP header")
     sport, dport, seq, ack, off_flags, window, _, _ = _FIXED.unpack_from(data)
@@ -46,14 +48,37 @@ def parse_segment(data: memoryview) -> Segment:
     if hlen == 32 and data[20:24] == _NOP_NOP_TS:
         _, seg.tsval, seg.tsecr = _TS_BLOCK.unpack_from(data, 20)
         return seg
-    h = TCPHeader.parse(data[:hlen])
-    seg.mss = h.mss
-    seg.wscale = h.wscale
-    seg.sack_ok = h.sack_permitted
-    ts = h.timestamps
-    if ts is not None:
-        seg.tsval, seg.tsecr = ts
-    blocks = h.sack_blocks
-    if blocks:
-        seg.sack = blocks
+    _parse_options(seg, data[20:hlen])
     return seg
+
+
+def _parse_options(seg: Segment, opts: memoryview) -> None:
+    """Linux tcp_parse_options(): take what makes sense, skip an option of
+    the wrong size, stop at a length that cannot be; never reject the
+    segment for its options."""
+    i = 0
+    n = len(opts)
+    while i < n:
+        kind = opts[i]
+        if kind == 0:  # EOL
+            return
+        if kind == 1:  # NOP
+            i += 1
+            continue
+        if i + 1 >= n:
+            return
+        size = opts[i + 1]
+        if size < 2 or i + size > n:
+            return  # "silly options": stop here
+        body = opts[i + 2 : i + size]
+        if kind == 2 and size == 4:
+            seg.mss = (body[0] << 8) | body[1]
+        elif kind == 3 and size == 3:
+            seg.wscale = body[0]
+        elif kind == 4 and size == 2:
+            seg.sack_ok = True
+        elif kind == 8 and size == 10:
+            seg.tsval, seg.tsecr = _TS_VALUES.unpack_from(body)
+        elif kind == 5 and size >= 10 and (size - 2) % 8 == 0:
+            seg.sack = tuple(_SACK_BLOCK.iter_unpack(body))
+        i += size

@@ -81,6 +81,7 @@ class TCB:
         self.peer_mss = 536
         self.advmss = 536  # what we announce
         self.mss = 536  # send MSS: header options excluded (Linux mss_cache)
+        self.mss_base = 536  # before the half-window bound (see sync_mss)
         self.snd_wscale = 0  # shift the peer applies to its windows
         self.rcv_wscale = 0  # shift we apply to ours
         self.wscale_ok = False
