@@ -360,7 +360,13 @@ class StreamSocket(Socket):
         return self.send(data, flags)
 
     def _recv_bytes(self, n: int, flags: int) -> bytes:
-        """Linux tcp_recvmsg's order: a listener says ENOTCONN; then data;
+        got = self._recv_common(n, flags, None)
+        assert isinstance(got, bytes)
+        return got
+
+    def _recv_common(self, n: int, flags: int, into: memoryview | None) -> bytes | int:
+        """Bytes, or with ``into`` the count copied there (one copy, straight
+        from the receive queue). Linux tcp_recvmsg's order: a listener says ENOTCONN; then data;
         then a pending error; then end of stream (FIN, SHUT_RD, a connection
         that ended); then a socket never connected says ENOTCONN."""
         if flags & MSG_OOB:
@@ -385,17 +391,21 @@ class StreamSocket(Socket):
                     if not t.rcvq:
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
             if t.rcvq:
+                if into is not None:
+                    count = self._stack.tcp.recv_into(t, into[:n], peek)
+                    self._sync_fd()
+                    return count
                 data = self._stack.tcp.recv(t, n, peek)
                 self._sync_fd()
                 return data
             if t.fin_received:
-                return b""
+                return b"" if into is None else 0
             if t.so_error:
                 code, t.so_error = t.so_error, 0
                 self._sync_fd()
                 raise error(code)
             if t.shut_rd or self._conn != _UNCONNECTED:
-                return b""
+                return b"" if into is None else 0
             raise error(errno.ENOTCONN)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
@@ -416,9 +426,11 @@ class StreamSocket(Socket):
             if nbytes > len(view):
                 raise ValueError("buffer too small for requested bytes")
             nbytes = len(view)
-        data = self._recv_bytes(nbytes, flags)
-        view[: len(data)] = data
-        return len(data)
+        if nbytes == 0:
+            return 0
+        got = self._recv_common(nbytes, flags, view)
+        assert isinstance(got, int)
+        return got
 
     def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
         return self.recv_into(buffer, nbytes, flags), None

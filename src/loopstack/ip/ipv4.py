@@ -246,6 +246,24 @@ class IPv4:
             raise OSError(errno.EMSGSIZE, os.strerror(errno.EMSGSIZE))
         self._fragment(h, bytes(payload), iface)
 
+    def output_parts(self, rt: OutRoute, proto: int,
+                     parts: tuple[bytes | bytearray | memoryview, ...], ttl: int | None) -> bool:
+        """The fast path for a datagram given in pieces (header pieces and a
+        payload view): one join builds the whole packet. False when it does
+        not fit the MTU as it is (the caller then uses :meth:`output`)."""
+        total = FIXED_LEN + sum(len(p) for p in parts)
+        if total > rt.iface.mtu:
+            return False
+        mib = self.mib
+        mib["OutRequests"] += 1
+        head = _HDR.pack(0x45, 0, total, self.next_ident(), 0x4000,
+                         self.default_ttl if ttl is None else ttl, proto, 0, rt.src, rt.dst)
+        csum = ~ones_sum(head) & 0xFFFF
+        mib["OutTransmits"] += 1
+        self.mib_ext["OutOctets"] += total
+        rt.iface.transmit(b"".join((head[:10], csum.to_bytes(2, "big"), head[12:], *parts)))
+        return True
+
     def _fragment(self, h: IPv4Header, payload: bytes, iface: Interface) -> None:
         """RFC 791 3.2 fragmentation: 8-byte aligned pieces, MF on all but the
         last; only options with the copied flag go into later fragments."""

@@ -224,7 +224,13 @@ class TCP:
         sync_mss(tcb)
 
     # -- output helper --------------------------------------------------------------
-    def ip_output(self, rt: OutRoute, segment: bytes, ttl: int | None) -> None:
+    def ip_output(self, rt: OutRoute, segment: bytes | tuple[bytes | bytearray | memoryview, ...],
+                  ttl: int | None) -> None:
+        """Hand a segment (bytes, or parts IP joins with its header) to IP."""
+        if isinstance(segment, tuple):
+            if len(rt.dst) == 4 and self.ipv4.output_parts(rt, PROTO_TCP, segment, ttl):
+                return
+            segment = b"".join(segment)
         if len(rt.dst) == 4:
             self.ipv4.output(rt, PROTO_TCP, segment, ttl=ttl)
         else:
@@ -665,12 +671,25 @@ class TCP:
             if not peek:
                 del q[:n]
         if data and not peek:
-            if not tcb.rcvbuf_locked and len(data) >= tcb.rcvbuf // 2 and \
-                    tcb.rcvbuf < 6291456:
-                # A crude form of Linux's receive-buffer autotuning (DRS).
-                tcb.rcvbuf = min(tcb.rcvbuf * 2, 6291456)
-            window_update_after_read(tcb)
+            self._after_read(tcb, len(data))
         return data
+
+    def recv_into(self, tcb: TCB, view: memoryview, peek: bool) -> int:
+        """Copy up to len(view) queued bytes into ``view`` (one copy)."""
+        q = tcb.rcvq
+        n = min(len(view), len(q))
+        with memoryview(q) as src:
+            view[:n] = src[:n]
+        if not peek and n:
+            del q[:n]
+            self._after_read(tcb, n)
+        return n
+
+    def _after_read(self, tcb: TCB, n: int) -> None:
+        if not tcb.rcvbuf_locked and n >= tcb.rcvbuf // 2 and tcb.rcvbuf < 6291456:
+            # A crude form of Linux's receive-buffer autotuning (DRS).
+            tcb.rcvbuf = min(tcb.rcvbuf * 2, 6291456)
+        window_update_after_read(tcb)
 
     def shutdown_write(self, tcb: TCB) -> None:
         """Queue our FIN after the data (RFC 9293 3.10.4 CLOSE, half)."""

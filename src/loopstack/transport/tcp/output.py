@@ -126,10 +126,13 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     doff = (20 + len(options)) // 4
     head = _HDR.pack(tcb.local_port, tcb.remote_port, wire(seq), ack, (doff << 12) | flags,
                      win_field, 0, 0)
-    segment = head + options + payload if payload else head + options
     if rt.needs_checksums:
+        segment = b"".join((head, options, payload))
         csum = checksum(segment, pseudo_sum(rt.src, rt.dst, PROTO_TCP, len(segment)))
-        segment = segment[:16] + csum.to_bytes(2, "big") + segment[18:]
+        parts: tuple[bytes | bytearray | memoryview, ...] = (
+            segment[:16], csum.to_bytes(2, "big"), segment[18:])
+    else:
+        parts = (head, options, payload)  # joined once, with the IP header
     if flags & ACK:
         tcb.ack_pending = False
         tcb.unacked_segments = 0
@@ -139,7 +142,7 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     tcp.mib["OutSegs"] += 1
     if flags & RST:
         tcp.mib["OutRsts"] += 1
-    tcp.ip_output(rt, segment, tcb.ttl)
+    tcp.ip_output(rt, parts, tcb.ttl)
 
 
 def acceptable_seq(tcb: TCB) -> int:
@@ -203,6 +206,8 @@ def effective_mss(tcb: TCB) -> int:
 def output(tcb: TCB) -> int:
     """Send what the windows allow (RFC 9293 3.8.6, RFC 5681). Returns the
     number of segments sent."""
+    if tcb.snd_nxt >= tcb.snd_base + len(tcb.sndq) and not tcb.fin_queued:
+        return 0  # nothing queued beyond what is sent: the common case after an ACK
     state = tcb.state
     if state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
                      State.LAST_ACK):
@@ -252,7 +257,9 @@ def output(tcb: TCB) -> int:
             if not tcb.nodelay and tcb.snd_sml > tcb.snd_una:
                 break
         off = seq - tcb.snd_base
-        payload = tcb.sndq[off : off + n] if n else b""
+        # A view, not a copy: the segment is joined once, in IP output.
+        view = memoryview(tcb.sndq)
+        payload = view[off : off + n]
         flags = ACK
         if fin:
             flags |= FIN
@@ -266,6 +273,8 @@ def output(tcb: TCB) -> int:
             tcb.rtt_seq = seq + n
             tcb.rtt_start = tcp.clock.now_ns()
         transmit(tcb, seq, flags, payload)
+        payload.release()  # let the send queue be resized again
+        view.release()
         sent += 1
         if n < mss and n:
             tcb.snd_sml = seq + n
