@@ -7,6 +7,12 @@ it jumps to the next timer, whether asyncio's (a ``sleep``, a timeout) or the
 stack's (a netem delay, a TCP retransmission). A test with 200 ms delays and
 a 60 s timeout runs in milliseconds, and the same seed repeats it exactly.
 
+Work handed to threads (``run_in_executor``, ``asyncio.to_thread``) takes
+real time that the virtual clock cannot see: while such work is pending the
+loop waits for it in real time before jumping, so a thread reading a file
+does not see its caller's 60 s timeout expire at once. Threads the program
+starts itself are not counted: have them report through the loop.
+
 Time is integer nanoseconds inside (``Stack.clock``); ``loop.time()`` gives
 the float seconds asyncio's API wants, and every jump lands at or after the
 deadline asked for, never just short of it.
@@ -17,25 +23,28 @@ from __future__ import annotations
 import asyncio
 import selectors
 import socket as _socket
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Executor
+from typing import Any, TypeVar, TypeVarTuple
 
 from .clock import VirtualClock
 from .patch import patch
 from .stack import Stack
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 
 class VirtualTimeSelector(selectors.BaseSelector):
     """A real selector (it watches the sockets' descriptors) that, instead
     of sleeping, moves the stack's virtual clock."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Stack, busy: Callable[[], bool] = lambda: False) -> None:
         if not isinstance(stack.clock, VirtualClock):
             raise ValueError("virtual-time asyncio needs Stack(clock='virtual')")
         self._clock: VirtualClock = stack.clock
         self._real = selectors.DefaultSelector()
+        self._busy = busy  # True while threads work for the loop
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
@@ -60,6 +69,15 @@ class VirtualTimeSelector(selectors.BaseSelector):
         now = clock.now_ns()
         limit = None if timeout is None else now + _ceil_ns(timeout)
         nxt = clock.next_deadline()
+        if self._busy():
+            # Threads are working for the loop: give them real time, up to
+            # the jump we would make, before making it.
+            target = nxt if nxt is not None and (limit is None or nxt <= limit) else limit
+            events = self._real.select(None if target is None else (target - now) / 1e9)
+            if events:
+                return events
+            now = clock.now_ns()
+            nxt = clock.next_deadline()
         if nxt is not None and (limit is None or nxt <= limit):
             clock.advance(max(0, nxt - now))
         elif limit is not None:
@@ -80,9 +98,21 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
     """asyncio's selector loop on a stack's virtual clock."""
 
     def __init__(self, stack: Stack) -> None:
-        super().__init__(selector=VirtualTimeSelector(stack))
+        self._threads = 0  # executor jobs not finished yet
+        super().__init__(selector=VirtualTimeSelector(stack, lambda: self._threads > 0))
         self.stack = stack
         self._clock_resolution = 1e-9
+
+    def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T],
+                        *args: *Ts) -> asyncio.Future[T]:
+        fut = super().run_in_executor(executor, func, *args)
+        self._threads += 1
+
+        def done(_: asyncio.Future[T]) -> None:
+            self._threads -= 1
+
+        fut.add_done_callback(done)
+        return fut
 
     def time(self) -> float:
         return self.stack.clock.now_ns() / 1_000_000_000

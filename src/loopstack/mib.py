@@ -58,7 +58,8 @@ MIB_NAMES: dict[str, tuple[str, ...]] = {
         "TCPSackRecovery", "TCPRenoRecovery", "TCPChallengeACK", "TCPAbortOnData",
         "TCPAbortOnClose", "TCPAbortOnLinger", "TCPAbortOnTimeout", "TCPWinProbe",
         "TCPOFOQueue", "TCPOFODrop", "TCPRcvQDrop", "TCPACKSkippedSeq", "TCPACKSkippedPAWS",
-        "TCPACKSkippedChallenge", "OutOfWindowIcmps",
+        "TCPACKSkippedChallenge", "OutOfWindowIcmps", "TCPTimeWaitOverflow",
+        "TCPAbortOnMemory",
     ),
     "RtCache": ("in_martian_src", "in_martian_dst"),
 }

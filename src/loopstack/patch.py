@@ -9,13 +9,19 @@ AF_UNIX sockets, ``socket.socketpair`` and sockets made from descriptors stay
 real (asyncio's self-pipe needs them). Names the stack's hosts table does not
 know fail as unknown names and addresses outside its networks are
 unreachable, so a test cannot reach the real network — unless
-``passthrough=True``, which sends unknown names to the real resolver and
-creates real sockets for connections the stack cannot route.
+``passthrough=True``, which sends names the hosts table does not know to the
+real resolver (sockets are still the stack's: an address it cannot route
+stays unreachable).
 
 Patches nest (the innermost stack wins) and are undone on exit; entering
-and leaving are thread-safe. Sockets made inside C extensions (libcurl,
-gRPC core, libpq, uvloop) never pass through Python's socket module and
-cannot be reached.
+and leaving are thread-safe. A patch is process-wide: every thread's
+sockets go to the innermost active stack, whichever thread entered it.
+
+What cannot be reached: sockets made inside C extensions (libcurl, gRPC
+core, libpq, uvloop) never pass through Python's socket module; instances
+of a *subclass* of ``socket.socket`` stay real sockets (an object of the
+subclass cannot be a loopstack socket); functions bound before the patch
+(``from socket import getaddrinfo``) keep calling the real resolver.
 """
 
 from __future__ import annotations
@@ -38,17 +44,20 @@ _REAL_NEW = _socket.socket.__new__
 _REAL_WRAP = _ssl.SSLContext.wrap_socket
 
 _lock = threading.RLock()
-_active: list[tuple[Stack, bool]] = []  # (stack, passthrough), innermost last
+# (stack, passthrough), innermost last. A tuple, replaced whole under _lock,
+# so a reader in another thread sees one consistent value without locking.
+_active: tuple[tuple[Stack, bool], ...] = ()
 
 
 def current() -> tuple[Stack, bool] | None:
     """The innermost active patch, if any."""
-    return _active[-1] if _active else None
+    active = _active
+    return active[-1] if active else None
 
 
 def _new(cls: type, family: int = -1, type: int = -1, proto: int = -1,
          fileno: int | None = None) -> Any:
-    top = _active[-1] if _active else None
+    top = current()
     if top is not None and cls is _socket.socket and fileno is None:
         fam = _socket.AF_INET if family == -1 else family
         if fam in (_socket.AF_INET, _socket.AF_INET6):
@@ -62,7 +71,7 @@ def _resolver_fn(name: str) -> Any:
     real = _REAL[name]
 
     def patched(*args: Any, **kwargs: Any) -> Any:
-        top = _active[-1] if _active else None
+        top = current()
         if top is None:
             return real(*args, **kwargs)
         stack, passthrough = top
@@ -80,7 +89,7 @@ def _resolver_fn(name: str) -> Any:
 
 def _getfqdn(name: str = "") -> str:
     """socket.getfqdn from the stack's hosts table (never DNS)."""
-    top = _active[-1] if _active else None
+    top = current()
     if top is None:
         return str(_REAL["getfqdn"](name))
     stack, _ = top
@@ -126,21 +135,21 @@ def _uninstall() -> None:
 def patch(stack: Stack | None = None, *, passthrough: bool = False) -> Iterator[Stack]:
     """Route the standard library's sockets and name lookups to ``stack``
     (a fresh one, closed afterwards, when None). Yields the stack."""
+    global _active
     own = stack is None
     st = Stack() if stack is None else stack
     entry = (st, passthrough)
     with _lock:
         if not _active:
             _install()
-        _active.append(entry)
+        _active = (*_active, entry)
     try:
         yield st
     finally:
         with _lock:
-            for i in range(len(_active) - 1, -1, -1):
-                if _active[i] is entry:
-                    del _active[i]
-                    break
+            # Patches may end out of order (threads): remove this one only.
+            i = max(i for i, e in enumerate(_active) if e is entry)
+            _active = _active[:i] + _active[i + 1 :]
             if not _active:
                 _uninstall()
         if own:

@@ -1,27 +1,34 @@
 """The pytest plugin (entry point ``pytest11``): tests on a virtual loopback.
 
 Fixtures:
-- ``loopstack_stack``: a fresh :class:`~loopstack.Stack`, closed afterwards.
-- ``loopstack_patch``: the test runs with the standard library patched to a
-  fresh stack, which the fixture yields.
+- ``loopstack_stack``: the test's own fresh :class:`~loopstack.Stack`,
+  closed afterwards (not patched in, unless ``--loopstack`` is given).
+- ``loopstack_patch``: the test runs with the standard library patched to
+  its fresh stack, which the fixture yields.
 
 Options:
 - ``--loopstack``: every test runs patched, each on a fresh stack.
 - ``--loopstack-netem SPEC``: netem on lo for those stacks.
-- ``--loopstack-seed N``: seed them (printed with each failure so it can be replayed).
-- ``--loopstack-pcap DIR``: capture each test; keep the pcap and the socket
-  table of the tests that fail.
+- ``--loopstack-seed N``: seed them. Without it each stack gets a random
+  seed; either way a failing test's report prints the seed to replay it with.
+- ``--loopstack-pcap DIR``: capture each test's stack; keep the pcap and
+  the socket table (taken when the test failed) of the tests that fail.
+
+The options apply to every stack the plugin makes: ``--loopstack``'s and the
+fixtures'.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import re
 from collections.abc import Generator, Iterator
 from typing import Any
 
 import pytest
 
+from .link.netem import NetemSpec
 from .patch import patch
 from .stack import Stack
 
@@ -33,63 +40,67 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--loopstack-netem", metavar="SPEC", default=None,
                     help='netem spec for lo, e.g. "delay 10ms loss 1%%"')
     group.addoption("--loopstack-seed", metavar="N", type=int, default=None,
-                    help="seed for every stack (failures print it for replay)")
+                    help="seed for every stack (failures print the seed for replay)")
     group.addoption("--loopstack-pcap", metavar="DIR", default=None,
                     help="keep a pcap and the socket table of each failing test in DIR")
 
 
-def _make_stack(config: pytest.Config) -> Stack:
-    seed = config.getoption("--loopstack-seed")
-    stack = Stack(seed=seed)
-    spec = config.getoption("--loopstack-netem")
+def pytest_configure(config: pytest.Config) -> None:
+    spec = config.getoption("--loopstack-netem", None)
     if spec:
-        stack.lo.netem(spec)
-    return stack
+        try:
+            NetemSpec.parse(spec)
+        except ValueError as e:
+            raise pytest.UsageError(f"--loopstack-netem {spec!r}: {e}") from None
 
 
 class _Session:
     """One test's stack, with its capture when --loopstack-pcap is given."""
 
     def __init__(self, item: pytest.Item) -> None:
-        self.item = item
-        self.stack = _make_stack(item.config)
+        config = item.config
+        seed = config.getoption("--loopstack-seed")
+        if seed is None:  # still print one, so a failure can be replayed
+            seed = random.SystemRandom().randrange(1 << 32)
+        self.stack = Stack(seed=seed)
+        spec = config.getoption("--loopstack-netem")
+        if spec:
+            self.stack.lo.netem(spec)
         self.pcap_path: str | None = None
         self.capture: Any = None
         self.failed = False
-        pcap_dir = item.config.getoption("--loopstack-pcap")
+        pcap_dir = config.getoption("--loopstack-pcap")
         if pcap_dir:
             os.makedirs(pcap_dir, exist_ok=True)
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-150:]
             self.pcap_path = os.path.join(pcap_dir, name + ".pcap")
             self.capture = self.stack.capture(self.pcap_path)
 
-    def describe(self) -> list[str]:
-        """What a failing test's report should say."""
-        notes = []
+    def fail(self) -> tuple[str, str]:
+        """The test failed: keep its socket table; what its report should say."""
+        from .cli.report import socket_table
+
+        self.failed = True
+        table = "\n".join(socket_table(self.stack)) + "\n"
+        seed = self.stack.seed
+        notes = [f"seed: {seed} (replay with --loopstack-seed {seed})"]
         if self.pcap_path is not None:
-            notes.append(f"pcap: {self.pcap_path} (sockets: {self._table_path()})")
-        if self.stack.seed is not None:
-            notes.append(f"seed: {self.stack.seed} (replay with --loopstack-seed "
-                         f"{self.stack.seed})")
-        else:
-            notes.append("seed: none (pass --loopstack-seed N to repeat a run exactly)")
-        return notes
+            with open(self._table_path(), "w") as f:
+                f.write(table)
+            notes.append(f"pcap: {self.pcap_path}\nsockets: {self._table_path()}")
+        notes.append("sockets when the test failed:\n" + table)
+        return ("loopstack", "\n".join(notes))
 
     def _table_path(self) -> str:
         assert self.pcap_path is not None
         return self.pcap_path[:-5] + ".sockets.txt"
 
-    def finish(self, failed: bool) -> None:
+    def finish(self) -> None:
         """Keep the capture and socket table of a failure; drop the rest."""
         if self.capture is not None:
             self.capture.stop()
             assert self.pcap_path is not None
-            if failed:
-                from .cli.report import socket_table
-
-                with open(self._table_path(), "w") as f:
-                    f.write("\n".join(socket_table(self.stack)) + "\n")
-            else:
+            if not self.failed:
                 os.unlink(self.pcap_path)
         self.stack.close()
 
@@ -97,26 +108,28 @@ class _Session:
 _KEY = pytest.StashKey[_Session]()
 
 
+def _session(item: pytest.Item) -> _Session:
+    session = item.stash.get(_KEY, None)
+    if session is None:
+        session = item.stash[_KEY] = _Session(item)
+    return session
+
+
 @pytest.fixture
-def loopstack_stack() -> Iterator[Stack]:
-    """A fresh loopstack stack (not patched in)."""
-    with Stack() as stack:
-        yield stack
+def loopstack_stack(request: pytest.FixtureRequest) -> Stack:
+    """The test's fresh loopstack stack (closed after the test)."""
+    return _session(request.node).stack
 
 
 @pytest.fixture
 def loopstack_patch(request: pytest.FixtureRequest) -> Iterator[Stack]:
-    """Run the test with the standard library patched to a fresh stack."""
-    session = request.node.stash.get(_KEY, None)
-    if session is not None:  # --loopstack already patched this test
-        yield session.stack
+    """Run the test with the standard library patched to its fresh stack."""
+    stack = _session(request.node).stack
+    if request.config.getoption("--loopstack"):  # already patched for the whole test
+        yield stack
         return
-    stack = _make_stack(request.config)
-    try:
-        with patch(stack):
-            yield stack
-    finally:
-        stack.close()
+    with patch(stack):
+        yield stack
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -125,9 +138,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
     if not item.config.getoption("--loopstack"):
         yield
         return
-    session = _Session(item)
-    item.stash[_KEY] = session
-    with patch(session.stack):
+    with patch(_session(item).stack):
         yield
 
 
@@ -140,8 +151,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if session is None:
         return
     if report.failed and not session.failed:
-        session.failed = True
-        for note in session.describe():
-            report.sections.append(("loopstack", note))
+        report.sections.append(session.fail())
     if report.when == "teardown":
-        session.finish(session.failed)
+        session.finish()

@@ -8,10 +8,19 @@ space: a byte sent from the other end makes it readable; filling its own
 writable again. A socket that is connecting is thus neither readable nor
 writable, exactly as a kernel socket reports it. Nobody pays for this until
 ``fileno()`` is called.
+
+The descriptor carries no data. Code that hands it to the OS instead of
+calling the socket's methods (``os.sendfile``, which ``socket.sendfile`` and
+asyncio's ``loop.sendfile`` try first) must fail cleanly and fall back to
+``send()``, not have its data swallowed: the watched end is opened with
+O_APPEND, which makes Linux's sendfile and splice answer EINVAL
+(``do_splice_direct``) while leaving ``send`` and ``recv`` alone.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import socket as _socket
 
 
@@ -24,6 +33,8 @@ class Readiness:
         b.setblocking(False)
         a.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, 1)  # a few KB fill it
         b.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVBUF, 1)
+        flags = fcntl.fcntl(a.fileno(), fcntl.F_GETFL)
+        fcntl.fcntl(a.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
         self._watched = a
         self._peer = b
         self.readable = False

@@ -16,6 +16,7 @@ from typing import Any
 from .socket import Socket
 
 _CHUNK = 65536
+_TLS_HEADER = 5  # content type, version, length (RFC 8446 5.1)
 
 
 class TLSSocket:
@@ -35,6 +36,9 @@ class TLSSocket:
         self._obj: ssl.SSLObject | None = None
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
+        self._unsent = bytearray()  # ciphertext a non-blocking socket had no room for
+        self._header = bytearray()  # the part read so far of the next record's header
+        self._record_left = 0  # bytes of the current record not read yet
         self._closed = False
         self._io_refs = 0
         if self._connected():
@@ -56,13 +60,36 @@ class TLSSocket:
 
     # -- moving bytes ---------------------------------------------------------
     def _flush(self) -> None:
+        """Send the TLS engine's output. A blocking socket sends all of it; a
+        non-blocking one what fits, keeping the rest for the next call (the
+        engine has already counted those bytes as written: dropping them
+        would corrupt the stream)."""
         data = self._out.read()
         if data:
-            self._sock.sendall(data)
+            self._unsent += data
+        while self._unsent:
+            try:
+                n = self._sock.send(bytes(self._unsent[:_CHUNK]))
+            except BlockingIOError:
+                return
+            del self._unsent[:n]
 
     def _fill(self) -> bool:
-        """Read ciphertext from the socket into the TLS engine; False at EOF."""
-        data = self._sock.recv(_CHUNK)
+        """Read ciphertext from the socket into the TLS engine, one TLS
+        record at most (its 5-byte header, then the length the header gives),
+        as OpenSSL reads a kernel socket without read-ahead: what the engine
+        does not need yet stays in the socket, where select() sees it. A
+        greedy read would hide a request that came with the handshake's last
+        message from a server waiting for readability. False at EOF."""
+        if self._record_left:
+            data = self._sock.recv(min(self._record_left, _CHUNK))
+            self._record_left -= len(data)
+        else:
+            data = self._sock.recv(_TLS_HEADER - len(self._header))
+            self._header += data
+            if len(self._header) == _TLS_HEADER:
+                self._record_left = int.from_bytes(self._header[3:5], "big")
+                self._header.clear()
         if not data:
             self._in.write_eof()
             return False
@@ -78,17 +105,14 @@ class TLSSocket:
                 result = op(*args)
                 self._flush()
                 return result
-            except ssl.SSLWantReadError:
+            except ssl.SSLWantReadError as want:
                 self._flush()
-                if self._sock.gettimeout() == 0.0:
-                    try:
-                        if not self._fill():
-                            continue
-                    except BlockingIOError:
-                        raise ssl.SSLWantReadError("The operation did not complete (read)") \
-                            from None
-                elif not self._fill():
-                    continue
+                try:
+                    self._fill()
+                except BlockingIOError:
+                    # The engine's own error: args[0] is SSL_ERROR_WANT_READ,
+                    # which asyncore-style callers test.
+                    raise want from None
             except ssl.SSLWantWriteError:
                 self._flush()
 
@@ -119,22 +143,51 @@ class TLSSocket:
         return wrapped, addr
 
     def write(self, data: bytes) -> int:
-        assert self._obj is not None
+        if self._obj is None:
+            raise ValueError("Write on closed or unwrapped SSL socket.")
+        self._flush()
+        if self._unsent:  # still no room (non-blocking): as SSLSocket says it
+            raise ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
+                                        "The operation did not complete (write)")
         return int(self._run(self._obj.write, data))
 
     def send(self, data: Any, flags: int = 0) -> int:
+        if self._obj is None:
+            return self._sock.send(data, flags)
         if flags:
             raise ValueError("non-zero flags not allowed in calls to send() on TLSSocket")
         return self.write(bytes(memoryview(data)))
 
     def sendall(self, data: Any, flags: int = 0) -> None:
+        if self._obj is None:
+            self._sock.sendall(data, flags)
+            return
         view = memoryview(data).cast("B")
         sent = 0
         while sent < len(view):
             sent += self.send(view[sent : sent + 16384], flags)
 
+    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
+        """As SSLSocket.sendfile: TLS cannot hand the file to os.sendfile, so
+        it goes through send() in blocks; the file is left after the last
+        byte sent."""
+        if "b" not in getattr(file, "mode", "b"):
+            raise ValueError("file should be opened in binary mode")
+        if count is not None and count <= 0:
+            raise ValueError(f"count must be a positive integer (got {count!r})")
+        file.seek(offset)
+        total = 0
+        while count is None or total < count:
+            block = file.read(_CHUNK if count is None else min(_CHUNK, count - total))
+            if not block:
+                break
+            self.sendall(block)
+            total += len(block)
+        return total
+
     def read(self, len: int = 1024, buffer: Any = None) -> Any:
-        assert self._obj is not None
+        if self._obj is None:
+            raise ValueError("Read on closed or unwrapped SSL socket.")
         try:
             if buffer is not None:
                 return self._run(self._obj.read, len, buffer)
@@ -147,12 +200,16 @@ class TLSSocket:
             return 0 if buffer is not None else b""
 
     def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        if self._obj is None:
+            return self._sock.recv(buflen, flags)
         if flags:
             raise ValueError("non-zero flags not allowed in calls to recv() on TLSSocket")
         data: bytes = self.read(buflen)
         return data
 
     def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        if self._obj is None:
+            return self._sock.recv_into(buffer, nbytes, flags)
         if flags:
             raise ValueError("non-zero flags not allowed in calls to recv_into() on TLSSocket")
         view = memoryview(buffer).cast("B")
@@ -164,11 +221,13 @@ class TLSSocket:
         return self._obj.pending() if self._obj is not None else 0
 
     def unwrap(self) -> Socket:
-        if self._obj is not None:
-            try:
-                self._run(self._obj.unwrap)
-            except (ssl.SSLError, OSError):
-                pass
+        """Shut TLS down (close_notify both ways) and give back the plain socket."""
+        if self._obj is None:
+            raise ValueError("No SSL wrapper around " + str(self))
+        try:
+            self._run(self._obj.unwrap)
+        finally:
+            self._obj = None
         return self._sock
 
     def shutdown(self, how: int) -> None:
@@ -179,6 +238,11 @@ class TLSSocket:
             self._closed = True
             return
         self._closed = True
+        if self._unsent:
+            try:  # one last try for what a non-blocking socket could not send
+                self._flush()
+            except OSError:
+                pass
         self._sock.close()
 
     def _decref_socketios(self) -> None:

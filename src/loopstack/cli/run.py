@@ -1,5 +1,10 @@
 """`loopstack run`: run a Python program or module in this process with the
-standard library patched to a fresh loopstack stack."""
+standard library patched to a fresh loopstack stack.
+
+It ends as ``python PROGRAM.py`` would: an uncaught exception is printed
+through ``sys.excepthook`` (exit status 1), the threads the program left
+running (not daemon threads) are waited for before the stack goes away, and
+the exit status is the program's."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import argparse
 import os
 import runpy
 import sys
+import threading
+from types import TracebackType
 from typing import Any
 
 from ..patch import patch
@@ -27,7 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--stats", action="store_true",
                    help="print the socket table and the counters when the program ends")
     p.add_argument("--passthrough", action="store_true",
-                   help="let names and addresses the stack does not know reach the real network")
+                   help="send names the stack's hosts table does not know to the real "
+                   "resolver (sockets stay on the stack)")
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="PROGRAM.py ARGS",
                    help="the program and its arguments (after --, or after the options)")
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 if args.module is not None:
                     sys.argv = [args.module, *rest]
+                    sys.path.insert(0, os.getcwd())  # as `python -m` does
                     runpy.run_module(args.module, run_name="__main__", alter_sys=True)
                 else:
                     sys.argv = rest
@@ -67,6 +76,11 @@ def run(args: argparse.Namespace) -> int:
                     runpy.run_path(rest[0], run_name="__main__")
             except SystemExit as e:
                 code = _exit_code(e.code)
+            except BaseException as e:  # what the interpreter would print
+                e.__traceback__ = _program_frames(e.__traceback__)
+                sys.excepthook(type(e), e, e.__traceback__)
+                code = 130 if isinstance(e, KeyboardInterrupt) else 1
+            _join_threads()
     finally:
         sys.argv = saved_argv
         sys.path[:] = saved_path
@@ -76,6 +90,27 @@ def run(args: argparse.Namespace) -> int:
             print_stats(stack, sys.stderr)
         stack.close()
     return code
+
+
+def _program_frames(tb: TracebackType | None) -> TracebackType | None:
+    """The traceback from the program's first frame on (not runpy's, not ours)."""
+    while tb is not None and tb.tb_next is not None and \
+            tb.tb_frame.f_globals.get("__name__") in (__name__, "runpy"):
+        tb = tb.tb_next
+    return tb
+
+
+def _join_threads() -> None:
+    """Wait for the program's non-daemon threads, as interpreter shutdown
+    does: they may still be using the stack."""
+    me = threading.current_thread()
+    while True:
+        left = [t for t in threading.enumerate() if t is not me and not t.daemon
+                and t.is_alive()]
+        if not left:
+            return
+        for t in left:
+            t.join()
 
 
 def _exit_code(value: object) -> int:

@@ -92,6 +92,11 @@ class TCP:
         self.wmem_max = WMEM_MAX
         self.rto_min = RTO_MIN
         self.congestion = "cubic"
+        # Per-stack bounds (Linux tcp_max_tw_buckets, tcp_max_orphans).
+        self.max_tw_buckets = 262144
+        self.max_orphans = 65536
+        self.tw_count = 0  # connections in TIME_WAIT
+        self.orphans = 0  # closed by their application, still finishing
         ipv4.handlers[PROTO_TCP] = self.input
         ipv6.handlers[PROTO_TCP] = self.input
         icmp4.err_handlers[PROTO_TCP] = self.icmp_error
@@ -111,6 +116,14 @@ class TCP:
         if counted != tcb.counted_estab:
             self.mib["CurrEstab"] += 1 if counted else -1
             tcb.counted_estab = counted
+        tw = tcb.state == State.TIME_WAIT
+        if tw != tcb.counted_tw:
+            self.tw_count += 1 if tw else -1
+            tcb.counted_tw = tw
+        orphan = tcb.orphan and tcb.state not in (State.TIME_WAIT, State.CLOSED, State.LISTEN)
+        if orphan != tcb.counted_orphan:
+            self.orphans += 1 if orphan else -1
+            tcb.counted_orphan = orphan
         tcb.wake()
 
     def establish(self, tcb: TCB) -> bool:
@@ -714,7 +727,15 @@ class TCP:
     def close(self, tcb: TCB) -> None:
         """The application is done with the socket (Linux tcp_close())."""
         state = tcb.state
+        too_many = self.orphans >= self.max_orphans
         tcb.orphan = True
+        self.on_state(tcb)
+        if state not in (State.LISTEN, State.CLOSED, State.TIME_WAIT, State.SYN_SENT) \
+                and too_many:
+            # Linux tcp_check_oom(): too many orphans, reset this one.
+            self.ext["TCPAbortOnMemory"] += 1
+            self.abort(tcb)
+            return
         if state == State.LISTEN:
             lst = tcb.listen_state
             tcb.state = State.CLOSED

@@ -155,6 +155,8 @@ class TCB:
         self.ttl: int | None = None
         self.autobound = False
         self.counted_estab = False  # counted in Tcp CurrEstab
+        self.counted_tw = False  # counted in TCP.tw_count
+        self.counted_orphan = False  # counted in TCP.orphans
         self.soft_error = 0  # last ICMP soft error (RFC 1122 4.2.3.9)
         self._listen_state: Listener | None = None
 

@@ -259,6 +259,12 @@ def on_keepalive(tcb: TCB) -> None:
 
 # -- TIME_WAIT and orphaned FIN_WAIT_2 --------------------------------------------------------
 def enter_time_wait(tcb: TCB) -> None:
+    tcp = tcb.tcp
+    if tcp.tw_count >= tcp.max_tw_buckets:
+        # Linux tcp_time_wait(): no bucket left, the connection just closes.
+        tcp.ext["TCPTimeWaitOverflow"] += 1
+        tcp.destroy(tcb)
+        return
     tcb.state = State.TIME_WAIT
     tcb.tcp.on_state(tcb)
     for t in (tcb.rto_timer, tcb.delack_timer, tcb.persist_timer, tcb.keepalive_timer,
