@@ -61,9 +61,13 @@ def _new(cls: type, family: int = -1, type: int = -1, proto: int = -1,
     if top is not None and cls is _socket.socket and fileno is None:
         fam = _socket.AF_INET if family == -1 else family
         if fam in (_socket.AF_INET, _socket.AF_INET6):
-            stack, _ = top
-            return stack.socket(fam, _socket.SOCK_STREAM if type == -1 else type,
-                                 0 if proto == -1 else proto)
+            stack, passthrough = top
+            kind = _socket.SOCK_STREAM if type == -1 else type
+            if passthrough:
+                from .passthrough import PassthroughSocket
+
+                return PassthroughSocket(stack, fam, kind, 0 if proto == -1 else proto)
+            return stack.socket(fam, kind, 0 if proto == -1 else proto)
     return _REAL_NEW(cls, family, type, proto, fileno)  # type: ignore[call-arg]
 
 
