@@ -5,7 +5,9 @@
 - round trip: 1-byte ping-pong between two threads (TCP_NODELAY); and the
   same in one thread (send, then recv on the other socket) where the kernel
   and loopstack both deliver without a thread switch.
-- connections per second: connect, accept, close both, in one thread.
+- connections per second: connect, accept, close both, in one thread; and
+  with the server in a thread that accepts and sends one byte the client
+  waits for (so neither side outruns the other's backlog).
 
 Two-thread figures are bimodal on 2-vCPU machines (waking the other CPU costs
 ~25 us), so each runs unpinned and with the whole process pinned to CPU 0.
@@ -146,6 +148,7 @@ def conn_rate_threads(net: Net, n: int) -> float:
     def server() -> None:
         for _ in range(n):
             s, _ = lst.accept()
+            s.sendall(b"x")  # the client waits for it: no backlog overflow, no SYN retries
             s.close()
 
     t = threading.Thread(target=server)
@@ -154,6 +157,7 @@ def conn_rate_threads(net: Net, n: int) -> float:
     for _ in range(n):
         c = net.socket(socket.AF_INET, socket.SOCK_STREAM)
         c.connect(addr)
+        c.recv(1)
         c.close()
     t.join()
     dt = time.perf_counter() - t0
