@@ -37,6 +37,7 @@ class TLSSocket:
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
         self._unsent = bytearray()  # ciphertext a non-blocking socket had no room for
+        self._unsent_for = 0  # the bytes of the write() those records carry
         self._header = bytearray()  # the part read so far of the next record's header
         self._record_left = 0  # bytes of the current record not read yet
         self._closed = False
@@ -115,6 +116,15 @@ class TLSSocket:
                     raise want from None
             except ssl.SSLWantWriteError:
                 self._flush()
+            except ssl.SSLError:
+                # A failed handshake (a certificate refused, say) leaves an
+                # alert for the peer in the engine: send it, as OpenSSL does
+                # on a kernel socket, or the peer waits for it forever.
+                try:
+                    self._flush()
+                except OSError:
+                    pass
+                raise
 
     # -- the SSLSocket API -------------------------------------------------------
     def do_handshake(self, block: bool = False) -> None:
@@ -143,13 +153,24 @@ class TLSSocket:
         return wrapped, addr
 
     def write(self, data: bytes) -> int:
+        """As SSL_write on a non-blocking socket: when the socket cannot take
+        all the records, SSLWantWriteError, and the caller calls again with
+        the same data; that call sends the rest and reports the bytes
+        written. (Reporting success at once would leave the rest in this
+        object, where nothing sends it unless the caller calls again.)"""
         if self._obj is None:
             raise ValueError("Write on closed or unwrapped SSL socket.")
-        self._flush()
-        if self._unsent:  # still no room (non-blocking): as SSLSocket says it
-            raise ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
-                                        "The operation did not complete (write)")
-        return int(self._run(self._obj.write, data))
+        if self._unsent_for:  # the retry of a write that was half sent
+            self._flush()  # (a read may have sent the rest meanwhile)
+            if self._unsent:
+                raise _want_write()
+            n, self._unsent_for = self._unsent_for, 0
+            return n
+        n = int(self._run(self._obj.write, data))
+        if self._unsent:
+            self._unsent_for = n
+            raise _want_write()
+        return n
 
     def send(self, data: Any, flags: int = 0) -> int:
         if self._obj is None:
@@ -303,6 +324,13 @@ class TLSSocket:
         return bool(self._obj is not None and self._obj.session_reused)
 
     # -- the rest is the plain socket's --------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # what isinstance() consults
+        """``isinstance(tls, ssl.SSLSocket)`` (and ``socket.socket``) holds,
+        as code that checks for a TLS socket expects (the technique of
+        unittest.mock's spec); ``type(tls)`` still tells the truth."""
+        return ssl.SSLSocket
+
     def fileno(self) -> int:
         return self._sock.fileno()
 
@@ -318,6 +346,11 @@ class TLSSocket:
 
     def __repr__(self) -> str:
         return f"<loopstack.TLSSocket {self._sock!r}>"
+
+
+def _want_write() -> ssl.SSLWantWriteError:
+    return ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
+                                 "The operation did not complete (write)")
 
 
 def wrap(context: ssl.SSLContext, sock: Socket, server_side: bool = False,

@@ -1,0 +1,143 @@
+"""`loopstack run`: an unmodified program (or module) on a fresh stack."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import TCP
+from scapy.utils import rdpcap
+
+from loopstack.cli.main import main
+
+from .conftest import KernelLog
+
+ECHO = textwrap.dedent('''
+    """Echo over TCP: a server thread and a client; exits with argv[2]."""
+    import socket, sys, threading, time
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(1024):
+                conn.sendall(data)
+
+    threading.Thread(target=serve).start()
+    start = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(sys.argv[1].encode())
+        c.shutdown(socket.SHUT_WR)
+        reply = b""
+        while data := c.recv(1024):
+            reply += data
+    print(f"echo={reply.decode()} port={port} elapsed={time.monotonic() - start:.3f}")
+    print(f"socket={type(c).__module__}.{type(c).__name__}")
+    sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
+''')
+
+
+@pytest.fixture
+def prog(tmp_path: Path) -> Path:
+    path = tmp_path / "echo_prog.py"
+    path.write_text(ECHO)
+    return path
+
+
+def parse(out: str) -> dict[str, str]:
+    return dict(word.split("=", 1) for word in out.split() if "=" in word)
+
+
+def test_program_with_stats_and_exit_code(prog: Path, capsys: pytest.CaptureFixture[str],
+                                          kernel: KernelLog) -> None:
+    code = main(["run", "--stats", "--", str(prog), "hello", "3"])
+    out, err = capsys.readouterr()
+    assert code == 3
+    got = parse(out)
+    assert got["echo"] == "hello"
+    assert got["socket"] == "loopstack.stream.StreamSocket"
+    assert "-- sockets (ss -tuan) --" in err
+    assert "LISTEN" in err and f"127.0.0.1:{got['port']}" in err
+    assert "TcpActiveOpens                   1" in err
+    assert "TcpPassiveOpens                  1" in err
+
+
+def test_module_form_pcap_and_netem(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch, kernel: KernelLog) -> None:
+    (tmp_path / "echo_mod.py").write_text(ECHO)
+    monkeypatch.chdir(tmp_path)  # `-m` finds modules in the current directory, as python -m
+    pcap = tmp_path / "run.pcap"
+    code = main(["run", "--pcap", str(pcap), "--netem", "delay 20ms", "--seed", "4",
+                 "-m", "echo_mod", "via-module"])
+    out, _ = capsys.readouterr()
+    assert code == 0
+    got = parse(out)
+    assert got["echo"] == "via-module"
+    # SYN, SYN-ACK, then the data and its echo: four one-way trips of 20 ms at least.
+    assert float(got["elapsed"]) >= 0.08
+    packets = rdpcap(str(pcap))
+    port = int(got["port"])
+    syns = [p for p in packets if TCP in p and p[TCP].flags == "S" and p[TCP].dport == port]
+    assert len(syns) == 1
+    assert any(TCP in p and bytes(p[TCP].payload) == b"via-module" for p in packets)
+
+
+def test_uncaught_exception_is_printed_and_exits_1(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import socket\n"
+                   "def go():\n"
+                   "    raise ValueError('the program failed')\n"
+                   "go()\n")
+    assert main(["run", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last):" in err
+    assert 'bad.py", line 4' in err and "ValueError: the program failed" in err
+    assert "runpy" not in err and "loopstack" not in err
+
+
+def test_threads_left_running_are_waited_for(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The main thread ends at once; the echo happens in threads it started.
+    The stack must outlive them, as the interpreter waits for them."""
+    prog = tmp_path / "threads.py"
+    prog.write_text(textwrap.dedent('''
+        import socket, threading, time
+        server = socket.create_server(("127.0.0.1", 0))
+        def serve():
+            conn, _ = server.accept()
+            conn.sendall(conn.recv(100).upper())
+            conn.close()
+        def client():
+            time.sleep(0.1)
+            with socket.create_connection(server.getsockname()) as c:
+                c.sendall(b"late")
+                print("reply", c.recv(100).decode(), type(c).__module__)
+        threading.Thread(target=serve).start()
+        threading.Thread(target=client).start()
+    '''))
+    assert main(["run", str(prog)]) == 0
+    assert capsys.readouterr().out.split() == ["reply", "LATE", "loopstack.stream"]
+
+
+def test_missing_program_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--", "/nonexistent/prog.py"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loopstack run: /nonexistent/prog.py: no such file")
+    assert "Traceback" not in err
+
+
+def test_console_script(prog: Path) -> None:
+    script = Path(sys.executable).parent / "loopstack"
+    assert script.exists(), "the loopstack console script is not installed next to python"
+    done = subprocess.run([str(script), "run", "--stats", "--", str(prog), "sub", "5"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 5, done.stderr
+    got = parse(done.stdout)
+    assert got["echo"] == "sub" and got["socket"] == "loopstack.stream.StreamSocket"
+    assert "TcpActiveOpens" in done.stderr
