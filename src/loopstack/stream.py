@@ -166,6 +166,7 @@ class StreamSocket(Socket):
             if self._conn != _UNCONNECTED:
                 raise error(errno.EINVAL)
             self._stack.tcp.listen(t, int(backlog))
+            self._sync_fd()  # a closed socket polls as HUP (readable); a listener does not
 
     def accept(self) -> tuple[StreamSocket, Any]:
         with self._stack.locked:
@@ -609,6 +610,8 @@ class StreamSocket(Socket):
                 elif optname == _socket.SO_SNDBUF:
                     t.sndbuf = max(MIN_SNDBUF, min(max(ival, 0), CORE_WMEM_MAX) * 2)
                     t.sndbuf_locked = True
+                elif optname == _socket.SO_OOBINLINE:
+                    self._oobinline = bool(ival)  # kept; urgent data is not sent (MSG_OOB)
                 elif optname == _socket.SO_BROADCAST:
                     self._broadcast = bool(ival)
                 else:
@@ -704,6 +707,7 @@ class StreamSocket(Socket):
                 SO_DOMAIN: int(self._family), SO_PROTOCOL: _socket.IPPROTO_TCP,
                 _socket.SO_ACCEPTCONN: int(t.listening),
                 _socket.SO_BROADCAST: int(getattr(self, "_broadcast", False)),
+                _socket.SO_OOBINLINE: int(getattr(self, "_oobinline", False)),
             }
             if optname in table:
                 return table[optname]

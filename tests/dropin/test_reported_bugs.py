@@ -60,11 +60,6 @@ def test_a_thread_blocks_on_a_virtual_clock_until_another_thread_sends() -> None
     assert got == [b"hello"]
 
 
-@pytest.mark.xfail(strict=True, reason="stream.py: listen() does not resync the readiness "
-                   "descriptor, so a socket whose fileno() was taken before listen() (as "
-                   "asyncore's create_socket does) stays readable with an empty accept queue, "
-                   "and accept()'s EAGAIN path does not resync it either: asyncore servers "
-                   "(CPython's smtpd, test_smtplib) spin and give up before the client comes")
 def test_a_listener_is_not_readable_until_a_connection_waits() -> None:
     import select
 
@@ -78,10 +73,6 @@ def test_a_listener_is_not_readable_until_a_connection_waits() -> None:
         s.close()
 
 
-@pytest.mark.xfail(strict=True, reason="stream.py: setsockopt(SOL_SOCKET, SO_OOBINLINE) raises "
-                   "ENOPROTOOPT; Linux accepts it on TCP sockets (and send(MSG_OOB) raises "
-                   "EOPNOTSUPP where Linux sends urgent data). CPython's ftplib test server sets "
-                   "it in every handler, so all of test_ftplib fails")
 def test_so_oobinline() -> None:
     with loopstack.patch():
         with socket.socket() as s:
