@@ -755,8 +755,6 @@ class TCP:
             self.destroy(tcb)
             return
         if state in (State.CLOSED, State.SYN_SENT):
-            if state == State.SYN_SENT:
-                self.mib["AttemptFails"] += 0
             self.destroy(tcb)
             return
         if tcb.rcvq and state not in (State.TIME_WAIT,):

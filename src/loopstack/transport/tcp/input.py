@@ -317,7 +317,6 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
             send_ack(tcb)
         return False
     if ack < tcb.snd_una - tcb.max_window:
-        tcp.ext["TCPChallengeACK"] += 0
         challenge_ack(tcb)
         return False
     # An acceptable ACK shows the peer is alive: unanswered zero-window (and

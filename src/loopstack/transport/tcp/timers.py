@@ -107,7 +107,7 @@ def on_rto(tcb: TCB) -> None:
         return
     if state == State.SYN_SENT:
         # tcp_syn_retries is a time budget (retransmits_timed_out()).
-        budget = model_timeout(tcp.syn_retries, TIMEOUT_INIT) + tcp.syn_linear_timeouts * 0
+        budget = model_timeout(tcp.syn_retries, TIMEOUT_INIT)
         if now - tcb.syn_start >= budget:
             tcp.fail(tcb, errno.ETIMEDOUT)
             return
