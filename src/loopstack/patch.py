@@ -10,8 +10,8 @@ real (asyncio's self-pipe needs them). Names the stack's hosts table does not
 know fail as unknown names and addresses outside its networks are
 unreachable, so a test cannot reach the real network — unless
 ``passthrough=True``, which sends names the hosts table does not know to the
-real resolver (sockets are still the stack's: an address it cannot route
-stays unreachable).
+real resolver and turns a socket into a real one when it connects or sends
+to an address the stack cannot route (passthrough.py).
 
 Patches nest (the innermost stack wins) and are undone on exit; entering
 and leaving are thread-safe. A patch is process-wide: every thread's
@@ -21,7 +21,10 @@ What cannot be reached: sockets made inside C extensions (libcurl, gRPC
 core, libpq, uvloop) never pass through Python's socket module; instances
 of a *subclass* of ``socket.socket`` stay real sockets (an object of the
 subclass cannot be a loopstack socket); functions bound before the patch
-(``from socket import getaddrinfo``) keep calling the real resolver.
+(``from socket import getaddrinfo``) keep calling the real resolver; and
+after ``os.fork()`` the child has its own copy of the stack, so a forking
+server's children (``socketserver.ForkingMixIn``) cannot reach the parent's
+clients.
 """
 
 from __future__ import annotations

@@ -241,15 +241,21 @@ class TLSSocket:
     def pending(self) -> int:
         return self._obj.pending() if self._obj is not None else 0
 
-    def unwrap(self) -> Socket:
-        """Shut TLS down (close_notify both ways) and give back the plain socket."""
+    def unwrap(self) -> TLSSocket:
+        """Shut TLS down (close_notify both ways), as SSLSocket.unwrap: the
+        same object comes back, now sending and receiving in the clear. A
+        non-blocking socket may raise SSLWantReadError: call again."""
         if self._obj is None:
             raise ValueError("No SSL wrapper around " + str(self))
-        try:
-            self._run(self._obj.unwrap)
-        finally:
-            self._obj = None
-        return self._sock
+        self._run(self._obj.unwrap)
+        self._obj = None
+        return self
+
+    @property
+    def _sslobj(self) -> ssl.SSLObject | None:
+        """SSLSocket's name for the TLS engine (None once unwrapped), which
+        some callers test."""
+        return self._obj
 
     def shutdown(self, how: int) -> None:
         self._sock.shutdown(how)

@@ -84,13 +84,16 @@ def test_unwrap_back_to_plain_text(tls_pair: tuple[Any, Any, socket.socket]) -> 
     done: list[Any] = []
     t = threading.Thread(target=lambda: done.append(server.unwrap()))
     t.start()
-    plain_client = client.unwrap()
+    assert client.unwrap() is client  # as SSLSocket.unwrap: the same object, in the clear
     t.join(10)
-    plain_server = done[0]
-    plain_client.sendall(b"in the clear")
-    assert plain_server.recv(100) == b"in the clear"
+    assert done == [server]
+    client.sendall(b"in the clear")
+    assert server.recv(100) == b"in the clear"
+    assert client._sslobj is None
     with pytest.raises(ValueError):
         client.read(10)
+    with pytest.raises(ValueError):
+        client.unwrap()
 
 
 def test_non_blocking_tls_loses_nothing_when_buffers_fill(

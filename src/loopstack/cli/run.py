@@ -34,8 +34,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--stats", action="store_true",
                    help="print the socket table and the counters when the program ends")
     p.add_argument("--passthrough", action="store_true",
-                   help="send names the stack's hosts table does not know to the real "
-                   "resolver (sockets stay on the stack)")
+                   help="let names and addresses the stack does not know reach the real "
+                   "network (the real resolver; real sockets for unroutable destinations)")
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="PROGRAM.py ARGS",
                    help="the program and its arguments (after --, or after the options)")
