@@ -487,7 +487,17 @@ class Socket:
 
     def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
                      ) -> tuple[int, list[Any], int, Any]:
-        views = [memoryview(b).cast("B") for b in buffers]
+        # Check every argument before a datagram is taken, or a bad one loses it.
+        try:
+            views = [memoryview(b).cast("B") for b in buffers]
+        except TypeError:
+            raise TypeError("recvmsg_into() argument 1 must be an iterable of "
+                            "read-write bytes-like objects") from None
+        if any(v.readonly for v in views):
+            raise TypeError("recvmsg_into() argument 1 must be an iterable of "
+                            "read-write bytes-like objects")
+        if ancbufsize < 0:
+            raise ValueError("negative buffer size in recvmsg_into()")
         data, src, sport, anc, msg_flags = self._recv_msg(flags, ancbufsize)
         pos = 0
         for v in views:

@@ -80,10 +80,6 @@ def test_so_oobinline() -> None:
             assert s.getsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="socket.py: recvmsg_into() checks its buffers only after "
-                   "taking a datagram: a read-only buffer raises TypeError with the datagram "
-                   "lost (CPython checks first, then receives). CPython's test_socket "
-                   "RecvmsgInto*Test.testRecvmsgIntoBadArgs then blocks for ever")
 def test_recvmsg_into_rejects_a_read_only_buffer_before_receiving() -> None:
     with loopstack.patch():
         rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
