@@ -50,6 +50,17 @@ def pseudo_sum(src: bytes, dst: bytes, proto: int, length: int) -> int:
     return pseudo_sum_v6(src, dst, proto, length)
 
 
+def checked_pseudo_sum(src: bytes, dst: bytes, proto: int, length: int, what: str) -> int:
+    """:func:`pseudo_sum` for builders: a clear error when the addresses
+    needed for ``what``'s checksum are missing or of mixed families."""
+    if len(src) != len(dst) or len(src) not in (4, 16):
+        raise ValueError(
+            f"the {what} checksum needs 4-byte (IPv4) or 16-byte (IPv6) src and dst addresses;"
+            " pass them, or build with with_checksum=False"
+        )
+    return pseudo_sum(src, dst, proto, length)
+
+
 def verify(data: bytes | bytearray | memoryview, initial: int = 0) -> bool:
     """True when ``data`` (checksum field included) sums to 0xFFFF."""
     return ones_sum(data, initial) == 0xFFFF

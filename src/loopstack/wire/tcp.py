@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import TypeAlias, TypeVar
 
-from .checksum import checksum, ones_sum, pseudo_sum, verify
+from .checksum import checked_pseudo_sum, checksum, ones_sum, verify
 from .errors import MalformedPacket
 
 _FIXED = struct.Struct("!HHIIHHHH")
@@ -206,12 +206,7 @@ def _encode_options(options: list[TCPOption]) -> bytes:
 
 
 def _pseudo(src: bytes, dst: bytes, length: int) -> int:
-    if len(src) != len(dst) or len(src) not in (4, 16):
-        raise ValueError(
-            "the TCP checksum needs 4-byte (IPv4) or 16-byte (IPv6) src and dst addresses;"
-            " pass them, or build with with_checksum=False"
-        )
-    return pseudo_sum(src, dst, PROTO_TCP, length)
+    return checked_pseudo_sum(src, dst, PROTO_TCP, length, "TCP")
 
 
 @dataclass(slots=True)

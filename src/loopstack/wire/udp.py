@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .checksum import checksum, ones_sum, pseudo_sum, verify
+from .checksum import checked_pseudo_sum, checksum, ones_sum, verify
 from .errors import MalformedPacket
 
 _HDR = struct.Struct("!HHHH")
@@ -20,12 +20,7 @@ MAX_LENGTH = 0xFFFF
 
 
 def _pseudo(src: bytes, dst: bytes, length: int) -> int:
-    if len(src) != len(dst) or len(src) not in (4, 16):
-        raise ValueError(
-            "the UDP checksum needs 4-byte (IPv4) or 16-byte (IPv6) src and dst addresses;"
-            " pass them, or build with with_checksum=False"
-        )
-    return pseudo_sum(src, dst, PROTO_UDP, length)
+    return checked_pseudo_sum(src, dst, PROTO_UDP, length, "UDP")
 
 
 @dataclass(slots=True)
