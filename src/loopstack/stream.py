@@ -256,15 +256,6 @@ class StreamSocket(Socket):
         self._sync_fd()
         raise error(code or default)
 
-    def connect_ex(self, address: Any) -> int:
-        try:
-            self.connect(address)
-        except OSError as e:
-            if e.errno is None:
-                raise
-            return e.errno
-        return 0
-
     # -- data ----------------------------------------------------------------------
     def _send_error(self, t: TCB) -> OSError | None:
         """Linux tcp_sendmsg_locked's checks: a pending error first, then
