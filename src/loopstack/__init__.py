@@ -9,12 +9,15 @@ and name lookups to a stack (the function; its module is
 ``sys.modules["loopstack.patch"]``).
 """
 
+from .host import attach as _attach
 from .patch import patch
 from .ping import PingReply, PingResult
 from .stack import InterfaceInfo, Stack
 from .wire.errors import MalformedPacket
 
 __version__ = "0.1.0"
+
+_attach.install()  # forked children share their parent's stacks
 
 __all__ = ["InterfaceInfo", "MalformedPacket", "PingReply", "PingResult", "Stack", "__version__",
            "patch"]

@@ -1,10 +1,13 @@
 """`make demo`: what happens on a loopback, end to end, on a fresh loopstack stack.
 
 An unmodified stdlib HTTP server listens on the virtual 127.0.0.1:8080; an
-unmodified urllib client fetches a page from it; ping crosses 127.0.0.1 and
-::1. Then the packets of that exchange in order (handshake, request,
-response, teardown) as tcpdump prints them, the socket table, the counters
-and the capture file, which Wireshark opens.
+unmodified urllib client fetches a page from it. Then the same virtual
+server is exposed on the host's real loopback and a real client in another
+process (curl, or a fresh Python without loopstack) fetches it across the
+boundary; ping crosses 127.0.0.1 and ::1. Then the packets of the urllib
+exchange in order (handshake, request, response, teardown) as tcpdump prints
+them, the socket table, the counters and the capture file, which Wireshark
+opens.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
+import shutil
+import subprocess
 import sys
 import threading
 import urllib.request
@@ -19,6 +24,7 @@ import urllib.request
 from .cli.flow import FlowPrinter
 from .cli.ping import ping_and_print
 from .cli.report import counter_lines, socket_table
+from .host.bridge import endpoint
 from .patch import patch
 from .stack import Stack
 
@@ -37,6 +43,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         print(f"  server: {self.address_string()} \"{self.requestline}\" {args[1]}")
 
 
+# The real client when curl is missing: a fresh interpreter, no loopstack in it.
+_URLLIB_FETCH = (
+    "import sys, urllib.request\n"
+    "opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))\n"
+    "with opener.open(sys.argv[1], timeout=10) as r:\n"
+    "    sys.stdout.write(r.read().decode() + '\\n' + str(r.status))\n"
+)
+
+
 def section(title: str) -> None:
     print(f"\n== {title} " + "=" * max(0, 70 - len(title)))
 
@@ -51,6 +66,37 @@ def _phase(line: str, seen_data: dict[str, bool]) -> str:
         return "request" if ".8080:" in line else "response"
     return "teardown" if seen_data.get("fin") else ("handshake" if not seen_data.get("any")
                                                     else "ack")
+
+
+def across_the_boundary(stack: Stack) -> None:
+    """Expose the virtual server on the host's loopback (a free port) and
+    let a real client in another process fetch the page through it."""
+    with stack.expose(8080, host_port=0) as exposure:
+        url = exposure.url + "index.html"
+        print(f"  bridge: real {endpoint(*exposure.host_address)} (the host's kernel) -> "
+              "virtual 127.0.0.1:8080 (loopstack, in this process)")
+        curl = shutil.which("curl")
+        if curl:
+            who = "curl (not Python, outside loopstack)"
+            argv = [curl, "-s", "--noproxy", "*", "-w", "\n%{http_code}", url]
+        else:
+            who = "python -I with urllib (a fresh interpreter, outside loopstack)"
+            argv = [sys.executable, "-I", "-c", _URLLIB_FETCH, url]
+        env = {"PATH": os.environ.get("PATH", os.defpath)}  # no proxies, no loopstack
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, env=env) as child:
+            print(f"  real client: {who}, pid {child.pid}: GET {url}")
+            print("  (the server line below is the virtual server answering through the bridge)")
+            try:
+                out, _ = child.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, _ = child.communicate()
+        body, _, status = out.decode(errors="replace").rpartition("\n")
+        if child.returncode == 0 and status == "200":
+            print(f"  real client got: HTTP {status}, {len(body)} bytes: "
+                  f"{body.strip()[:60]}...")
+        else:
+            print(f"  real client failed (exit status {child.returncode}): {out[:200]!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                 body = response.read()
                 print(f"  client: HTTP {response.status}, {len(body)} bytes: "
                       f"{body.decode().strip()[:60]}...")
-            server.shutdown()
             tap.remove()
             table = socket_table(stack)
+            section("across the boundary: the same virtual server, a real client outside")
+            across_the_boundary(stack)
+            server.shutdown()
             server.server_close()
             for host in ("127.0.0.1", "::1"):
                 section(f"ping -c 3 {host}")

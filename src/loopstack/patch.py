@@ -13,6 +13,11 @@ unreachable, so a test cannot reach the real network — unless
 real resolver and turns a socket into a real one when it connects or sends
 to an address the stack cannot route (passthrough.py).
 
+Processes share the stack (host/attach.py): after ``os.fork()`` the child's
+sockets, inherited and new, live on this process's stack, and with
+``children=True`` Python processes started with exec (``subprocess``,
+``multiprocessing`` "spawn" and "forkserver") attach to it too.
+
 Patches nest (the innermost stack wins) and are undone on exit; entering
 and leaving are thread-safe. A patch is process-wide: every thread's
 sockets go to the innermost active stack, whichever thread entered it.
@@ -21,10 +26,7 @@ What cannot be reached: sockets made inside C extensions (libcurl, gRPC
 core, libpq, uvloop) never pass through Python's socket module; instances
 of a *subclass* of ``socket.socket`` stay real sockets (an object of the
 subclass cannot be a loopstack socket); functions bound before the patch
-(``from socket import getaddrinfo``) keep calling the real resolver; and
-after ``os.fork()`` the child has its own copy of the stack, so a forking
-server's children (``socketserver.ForkingMixIn``) cannot reach the parent's
-clients.
+(``from socket import getaddrinfo``) keep calling the real resolver.
 """
 
 from __future__ import annotations
@@ -139,9 +141,12 @@ def _uninstall() -> None:
 
 
 @contextmanager
-def patch(stack: Stack | None = None, *, passthrough: bool = False) -> Iterator[Stack]:
+def patch(stack: Stack | None = None, *, passthrough: bool = False,
+          children: bool = False) -> Iterator[Stack]:
     """Route the standard library's sockets and name lookups to ``stack``
-    (a fresh one, closed afterwards, when None). Yields the stack."""
+    (a fresh one, closed afterwards, when None). Yields the stack.
+    ``children=True``: Python processes started while the patch is active
+    attach to the stack (forked ones always do)."""
     global _active
     own = stack is None
     st = Stack() if stack is None else stack
@@ -151,7 +156,13 @@ def patch(stack: Stack | None = None, *, passthrough: bool = False) -> Iterator[
             _install()
         _active = (*_active, entry)
     try:
-        yield st
+        if children:
+            from .host.attach import children_environment
+
+            with children_environment(st, passthrough):
+                yield st
+        else:
+            yield st
     finally:
         with _lock:
             # Patches may end out of order (threads): remove this one only.

@@ -13,6 +13,12 @@ Options:
   seed; either way a failing test's report prints the seed to replay it with.
 - ``--loopstack-pcap DIR``: capture each test's stack; keep the pcap and
   the socket table (taken when the test failed) of the tests that fail.
+- ``--loopstack-forward VPORT:HOST:PORT`` (repeatable): each stack gets a
+  virtual listener on 127.0.0.1:VPORT relayed to a real service on the host
+  (``Stack.forward``), so a patched suite still reaches, say, a database on
+  the host's 127.0.0.1:5432. The target is not tried when a stack is made
+  (a session fixture may start it later): a connection it refuses resets
+  the virtual client.
 
 The options apply to every stack the plugin makes: ``--loopstack``'s and the
 fixtures'.
@@ -43,6 +49,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seed for every stack (failures print the seed for replay)")
     group.addoption("--loopstack-pcap", metavar="DIR", default=None,
                     help="keep a pcap and the socket table of each failing test in DIR")
+    group.addoption("--loopstack-forward", metavar="VPORT:HOST:PORT", action="append",
+                    default=[], help="relay virtual 127.0.0.1:VPORT of every stack to a real "
+                    "service at HOST:PORT on the host (repeatable)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -52,6 +61,27 @@ def pytest_configure(config: pytest.Config) -> None:
             NetemSpec.parse(spec)
         except ValueError as e:
             raise pytest.UsageError(f"--loopstack-netem {spec!r}: {e}") from None
+    _forwards(config)
+
+
+def _forwards(config: pytest.Config) -> list[tuple[int, str, int]]:
+    """--loopstack-forward's specs as (virtual port, host, port)."""
+    specs = config.getoption("--loopstack-forward", None) or []
+    if not specs:
+        return []
+    from .host.bridge import parse_forward
+
+    out: list[tuple[int, str, int]] = []
+    for spec in specs:
+        try:
+            forward = parse_forward(spec)
+        except ValueError as e:
+            raise pytest.UsageError(f"--loopstack-forward {spec!r}: {e}") from None
+        if any(f[0] == forward[0] for f in out):
+            raise pytest.UsageError(f"--loopstack-forward {spec!r}: virtual port {forward[0]} "
+                                    "is forwarded twice: give each forward its own port")
+        out.append(forward)
+    return out
 
 
 class _Session:
@@ -66,6 +96,8 @@ class _Session:
         spec = config.getoption("--loopstack-netem")
         if spec:
             self.stack.lo.netem(spec)
+        for vport, host, port in _forwards(config):  # closed with the stack
+            self.stack.forward(vport, to=(host, port), check=False)
         self.pcap_path: str | None = None
         self.capture: Any = None
         self.failed = False

@@ -85,6 +85,31 @@ def _optval(value: Any, optlen: int | None) -> tuple[bytes | None, int]:
     return raw, len(raw)
 
 
+def recvmsg_into_views(buffers: Iterable[Any], ancbufsize: int) -> list[memoryview]:
+    """recvmsg_into's arguments checked as CPython checks them."""
+    try:
+        views = [memoryview(b).cast("B") for b in buffers]
+    except TypeError:
+        raise TypeError("recvmsg_into() argument 1 must be an iterable of "
+                        "read-write bytes-like objects") from None
+    if any(v.readonly for v in views):
+        raise TypeError("recvmsg_into() argument 1 must be an iterable of "
+                        "read-write bytes-like objects")
+    if ancbufsize < 0:
+        raise ValueError("negative buffer size in recvmsg_into()")
+    return views
+
+
+def scatter(data: bytes, views: list[memoryview]) -> int:
+    """Copy ``data`` across ``views`` in order; the count copied."""
+    pos = 0
+    for v in views:
+        chunk = data[pos : pos + len(v)]
+        v[: len(chunk)] = chunk
+        pos += len(chunk)
+    return pos
+
+
 def _timeout() -> TimeoutError:
     return TimeoutError("timed out")
 
@@ -94,6 +119,8 @@ class Socket:
     ``socket.socket`` does on Linux's loopback."""
 
     _timeout: float | None
+    # Set by host/owner.py while other processes hold this socket too.
+    _shared: Any = None
 
     def __init__(self, stack: Stack, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
@@ -488,22 +515,9 @@ class Socket:
     def recvmsg_into(self, buffers: Iterable[Any], ancbufsize: int = 0, flags: int = 0
                      ) -> tuple[int, list[Any], int, Any]:
         # Check every argument before a datagram is taken, or a bad one loses it.
-        try:
-            views = [memoryview(b).cast("B") for b in buffers]
-        except TypeError:
-            raise TypeError("recvmsg_into() argument 1 must be an iterable of "
-                            "read-write bytes-like objects") from None
-        if any(v.readonly for v in views):
-            raise TypeError("recvmsg_into() argument 1 must be an iterable of "
-                            "read-write bytes-like objects")
-        if ancbufsize < 0:
-            raise ValueError("negative buffer size in recvmsg_into()")
+        views = recvmsg_into_views(buffers, ancbufsize)
         data, src, sport, anc, msg_flags = self._recv_msg(flags, ancbufsize)
-        pos = 0
-        for v in views:
-            chunk = data[pos : pos + len(v)]
-            v[: len(chunk)] = chunk
-            pos += len(chunk)
+        pos = scatter(data, views)
         if len(data) > sum(len(v) for v in views):
             msg_flags |= MSG_TRUNC
         return pos, anc, msg_flags, (self._text(src, sport) if src else None)
@@ -568,6 +582,9 @@ class Socket:
         with self._stack.locked:
             if self._closed:
                 return
+            if self._shared is not None and self._shared.refs and not self._stack._closed:
+                self._hand_over()
+                return
             self._closed = True
             if self._udp is not None:
                 self._udp.close()
@@ -576,6 +593,29 @@ class Socket:
             efd, self._efd = self._efd, None
         if efd is not None:
             efd.close()
+
+    # -- held by several processes (host/owner.py) ---------------------------------
+    def _hand_over(self) -> None:
+        """close() here while attached processes still hold the socket: as a
+        kernel file stays open until its last descriptor closes, the socket's
+        state moves to a new object that the owner keeps for them, and only
+        this object is closed. Lock held."""
+        inner = object.__new__(type(self))
+        inner.__dict__.update(self.__dict__)
+        inner._rebind()
+        self._shared.sock = inner
+        self._shared.local = False
+        self._stack._unregister(self)
+        self._stack._register(inner)
+        self._closed = True
+        self._efd = None  # the inner socket's now
+        self._shared = None
+        self._cond.notify_all()
+
+    def _rebind(self) -> None:
+        """Point the protocol's callbacks at this object."""
+        if self._udp is not None:
+            self._udp.wake = self._wake
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """As socket.sendfile, through send(): the descriptor carries no data."""

@@ -10,11 +10,13 @@ while draining join the backlog: a loop, never recursion.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import socket
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,7 +50,12 @@ from .transport.udp import UDP
 from .wire.icmp import PROTO_ICMP, PROTO_ICMPV6
 
 if TYPE_CHECKING:
+    from .host.bridge import Bridge, Exposure, Forward
+    from .host.owner import AttachServer
     from .ping import PingReply, PingResult
+
+# Every stack not yet closed: a fork hands them to the child (host/attach.py).
+live_stacks: weakref.WeakSet[Stack] = weakref.WeakSet()
 
 _DEFAULT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -171,6 +178,13 @@ class Stack:
         g["Tcp"].update(RtoAlgorithm=1, RtoMin=200, RtoMax=120000, MaxConn=-1)
         self.resolver = Resolver(self.hosts)
         self._sockets: dict[int, Socket] = {}
+        # Serving attached processes (host/owner.py): made at the first fork
+        # or patch(children=True). Threads running calls for an attached
+        # process are "abortable": when the process dies, their waits end.
+        self.attach_server: AttachServer | None = None
+        self._abortable: set[int] = set()
+        self._aborted: set[int] = set()
+        live_stacks.add(self)
         self._attach(self.lo)
         self.add_address("lo", "127.0.0.1/8")
         self.add_address("lo", "::1/128")
@@ -391,9 +405,37 @@ class Stack:
         # at depth 0 and drain what they send, so keep ours aside meanwhile.
         depth, self._depth = self._depth, 0
         try:
+            if self._abortable:
+                me = threading.get_ident()
+                if me in self._abortable:
+                    return self._wait_abortable(me, cond, predicate, timeout)
             return cond.wait_for(predicate, timeout)
         finally:
             self._depth = depth
+
+    def _wait_abortable(self, me: int, cond: threading.Condition,
+                        predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """A wait on behalf of an attached process, which ends early with
+        ECONNABORTED when that process dies (host/owner.py)."""
+        aborted = self._aborted
+        ok = cond.wait_for(lambda: me in aborted or predicate(), timeout)
+        if me in aborted:
+            raise ConnectionAbortedError(errno.ECONNABORTED,
+                                         "the process this call was made for has gone")
+        return ok
+
+    # -- other processes ----------------------------------------------------------
+    def serve_children(self) -> AttachServer:
+        """Start serving this stack to processes this one starts (made on
+        demand: at the first fork, or by ``patch(children=True)``)."""
+        with self.lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "the stack is closed")
+            if self.attach_server is None:
+                from .host.owner import AttachServer
+
+                self.attach_server = AttachServer(self)
+            return self.attach_server
 
     # -- sockets ---------------------------------------------------------------
     def socket(self, family: int = AF_INET, type: int = socket.SOCK_STREAM,
@@ -517,10 +559,16 @@ class Stack:
     # -- lifetime --------------------------------------------------------------
     def close(self) -> None:
         """Stop the timers and drop every queue. Idempotent."""
+        for bridge in self._bridges:  # expose() and forward(): their threads need the lock
+            bridge.close()
+        server = self.attach_server
+        if server is not None:
+            server.close()  # attached processes learn the owner is gone
         with self.lock:
             if self._closed:
                 return
             self._closed = True
+            live_stacks.discard(self)
             for sock in list(self._sockets.values()):
                 sock.close()
             self._backlog.clear()
@@ -540,6 +588,35 @@ class Stack:
     def __repr__(self) -> str:
         names = ", ".join(self._interfaces)
         return f"<loopstack.Stack interfaces=[{names}] clock={type(self.clock).__name__}>"
+
+    # -- bridges to the host's real loopback (host/bridge.py) --------------------
+    _bridges: tuple[Bridge, ...] = ()  # open ones, closed by close()
+
+    def expose(self, port: int, *, host: str = "127.0.0.1", host_port: int | None = None,
+               address: str | None = None) -> Exposure:
+        """Make the virtual service on ``port`` reachable from the host: a
+        real listening socket on ``host``:``host_port`` (the same number when
+        None; 0 picks a free one, see ``.host_address``) whose connections
+        are relayed to virtual ``address``:``port`` (127.0.0.1, or ::1 when
+        ``host`` is IPv6). Bytes, FIN and RST cross both ways. A host
+        address that is not loopback prints a warning. Close it, or use it
+        as a context manager; the stack's close() closes it too."""
+        from .host.bridge import Exposure
+
+        return Exposure(self, port, host=host, host_port=host_port, address=address)
+
+    def forward(self, port: int, to: tuple[str, int], *, address: str = "127.0.0.1",
+                check: bool = True) -> Forward:
+        """Make a real service on the host reachable from the stack: a
+        virtual listener on ``address``:``port`` whose connections are
+        relayed to ``to`` (host, port) on the host's network. With ``check``
+        the target is tried once now: OSError (e.g. ECONNREFUSED) if it does
+        not answer; later, a connection the target refuses resets the
+        virtual client. Close it, or use it as a context manager; the
+        stack's close() closes it too."""
+        from .host.bridge import Forward
+
+        return Forward(self, port, to, address=address, check=check)
 
 
 __all__ = ["Stack", "InterfaceInfo", "AF_INET", "AF_INET6"]

@@ -23,6 +23,8 @@ from .socket import (
     SO_PROTOCOL,
     Socket,
     error,
+    recvmsg_into_views,
+    scatter,
 )
 from .transport.ports import mapped, v4_of
 from .transport.tcp import TCB, State
@@ -163,6 +165,8 @@ class StreamSocket(Socket):
     def listen(self, backlog: int = min(_socket.SOMAXCONN, 128)) -> None:
         with self._stack.locked:
             t = self._check_tcb()
+            # inet_listen: SS_UNCONNECTED only; a refused connect() is back
+            # there (see _fail_connect), one still "connecting" is not.
             if self._conn != _UNCONNECTED:
                 raise error(errno.EINVAL)
             self._stack.tcp.listen(t, int(backlog))
@@ -243,9 +247,12 @@ class StreamSocket(Socket):
         self._conn = _CONNECTED
 
     def _fail_connect(self, t: TCB, default: int) -> None:
-        """inet_stream_connect's sock_error path: report the error and
-        disconnect (tcp_disconnect): the socket is unconnected again, its
-        source address forgotten and a port it was given released."""
+        """__inet_stream_connect's sock_error path: report the error and
+        disconnect (tcp_disconnect, which has nothing to undo in CLOSE and
+        returns 0): the socket is SS_UNCONNECTED again, its source address
+        forgotten and a port it was given released, so bind(), listen() and
+        connect() work again (one host kernel refuses listen():
+        docs/differences.md)."""
         code, t.so_error = t.so_error, 0
         self._conn = _UNCONNECTED
         t.local_addr = t.bind_addr
@@ -433,14 +440,8 @@ class StreamSocket(Socket):
 
     def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0
                      ) -> tuple[int, list[Any], int, Any]:
-        views = [memoryview(b).cast("B") for b in buffers]
-        data = self.recv(sum(len(v) for v in views), flags)
-        pos = 0
-        for v in views:
-            chunk = data[pos : pos + len(v)]
-            v[: len(chunk)] = chunk
-            pos += len(chunk)
-        return pos, [], 0, None
+        views = recvmsg_into_views(buffers, ancbufsize)
+        return scatter(self.recv(sum(len(v) for v in views), flags), views), [], 0, None
 
     # -- shutdown and close -----------------------------------------------------------
     def shutdown(self, how: int) -> None:
@@ -502,6 +503,9 @@ class StreamSocket(Socket):
         with self._stack.locked:
             if self._closed:
                 return
+            if self._shared is not None and self._shared.refs and not self._stack._closed:
+                self._hand_over()  # other processes still hold it
+                return
             t = self._tcb
             self._stack.tcp.close(t)
             linger_on, linger_secs = t.linger
@@ -520,6 +524,12 @@ class StreamSocket(Socket):
             efd, self._efd = self._efd, None
         if efd is not None:
             efd.close()
+
+    def _rebind(self) -> None:
+        self._io_refs = 0  # makefile() objects stay with the closed object
+        self._closing = False
+        self._tcb.owner = self
+        self._tcb.wake = self._wake
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:

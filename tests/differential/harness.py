@@ -15,6 +15,17 @@ those labels must show exactly the given value on each side (and the two must
 differ: a difference that disappeared is reported), every other record must
 still match. docs/differences.md lists each one.
 
+Where kernels differ among themselves (a version changed the behaviour, or a
+host's configuration does) the scenario is registered with ``varies="why"``
+and ``variants={label: [modelled, other, ...]}``: each list gives, position
+by position, the outcomes one kind of kernel shows. The kernel must show one
+whole row (the i-th value of every list, for one i: one kernel's outcomes go
+together), loopstack must show row 0, the behaviour it models, and every
+other record must still match. docs/differences.md lists each one too.
+A configuration value that is simply a number is better read live instead:
+:meth:`Net.sysctl` gives the host's on the kernel side, loopstack's own on
+the other.
+
 Rules the scenarios follow on the host:
 - only loopback addresses are ever sent to (127.x.x.x, ::1); binding the
   wildcard happens only where a scenario is about the wildcard, and only on a
@@ -24,11 +35,18 @@ Rules the scenarios follow on the host:
 - every receive is preceded by :meth:`Net.wait` (the kernel delivers loopback
   datagrams from softirq context, possibly after send() returned) and uses
   MSG_DONTWAIT or a timeout, so a missing datagram fails instead of hanging.
+
+What the host decides is read from the host, not assumed: the ephemeral port
+range that normalizes ports (net.ipv4.ip_local_port_range), and whether it
+has an IPv6 loopback at all (a scenario that uses IPv6 is skipped, with the
+reason, on a host without ::1, e.g. a container with IPv6 disabled).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import ipaddress
 import re
 import select
@@ -38,11 +56,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import loopstack
-from loopstack.socket import Socket as LoopSocket
-from loopstack.transport import udp
+import pytest
 
-EPHEMERAL_LOW, EPHEMERAL_HIGH = 32768, 60999
+import loopstack
+from loopstack.ip import ipv4 as lo_ipv4
+from loopstack.ip import ipv6 as lo_ipv6
+from loopstack.socket import Socket as LoopSocket
+from loopstack.transport import ports, udp
+from loopstack.transport.tcp import constants as tcpc
+
+EPHEMERAL_LOW, EPHEMERAL_HIGH = ports.EPHEMERAL_LOW, ports.EPHEMERAL_HIGH  # loopstack's
 WAIT_FOR_DATA = 1.0  # kernel: how long to wait for something that should arrive
 WAIT_FOR_NOTHING = 0.05  # kernel: how long to wait to be sure nothing arrives
 
@@ -61,7 +84,9 @@ class Net(Protocol):
     def gethostbyaddr(self, address: str) -> tuple[str, list[str], list[str]]: ...
     def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]: ...
     def port(self) -> int: ...
-    def sysctl(self, name: str) -> int: ...
+    def sysctl(self, name: str, field: int = 0) -> int: ...
+    def ephemeral_range(self) -> tuple[int, int]: ...
+    def has_ipv6(self) -> bool: ...
     def wait(self, sock: Any, expect: bool = True) -> None: ...
     def settle(self) -> None: ...
     def close(self) -> None: ...
@@ -73,6 +98,17 @@ class _BaseNet:
     def __init__(self) -> None:
         self.chosen: list[int] = []  # ports the scenario chose, in order
         self._open: list[Any] = []
+
+    def sysctl(self, name: str, field: int = 0) -> int:
+        raise NotImplementedError
+
+    def ephemeral_range(self) -> tuple[int, int]:
+        """net.ipv4.ip_local_port_range as this network has it."""
+        return (self.sysctl("net/ipv4/ip_local_port_range", 0),
+                self.sysctl("net/ipv4/ip_local_port_range", 1))
+
+    def has_ipv6(self) -> bool:
+        return True
 
     def _make(self, family: int, type: int, proto: int) -> Any:
         raise NotImplementedError
@@ -90,25 +126,72 @@ class _BaseNet:
         nothing else on the host."""
         for _ in range(20):
             s4 = self._make(socket.AF_INET, socket.SOCK_DGRAM, 0)
-            s6 = self._make(socket.AF_INET6, socket.SOCK_DGRAM, 0)
+            s6 = self._make(socket.AF_INET6, socket.SOCK_DGRAM, 0) if self.has_ipv6() else None
             try:
                 s4.bind(("127.0.0.1", 0))
                 p = s4.getsockname()[1]
                 try:
-                    s6.bind(("::1", p))
+                    if s6 is not None:
+                        s6.bind(("::1", p))
                 except OSError:
                     continue
                 self.chosen.append(p)
                 return int(p)
             finally:
                 s4.close()
-                s6.close()
+                if s6 is not None:
+                    s6.close()
         raise RuntimeError("no free UDP port found on the loopback")
 
     def close(self) -> None:
         for s in self._open:
             s.close()
         self._open.clear()
+
+
+# What loopstack models, by sysctl name: Linux's stock values.
+LOOPSTACK_SYSCTLS: dict[str, tuple[int, ...]] = {
+    "net/core/rmem_max": (udp.RMEM_MAX,), "net/core/wmem_max": (udp.WMEM_MAX,),
+    "net/core/rmem_default": (udp.RMEM_DEFAULT,), "net/core/wmem_default": (udp.WMEM_DEFAULT,),
+    "net/core/somaxconn": (tcpc.SOMAXCONN,),
+    "net/ipv4/ip_local_port_range": (ports.EPHEMERAL_LOW, ports.EPHEMERAL_HIGH),
+    "net/ipv4/tcp_rmem": (4096, tcpc.RMEM_DEFAULT, tcpc.RMEM_MAX),
+    "net/ipv4/tcp_wmem": (4096, tcpc.WMEM_DEFAULT, tcpc.WMEM_MAX),
+    "net/ipv4/ip_default_ttl": (lo_ipv4.DEFAULT_TTL,),
+    "net/ipv6/conf/all/hop_limit": (lo_ipv6.DEFAULT_HOP_LIMIT,),
+    "net/ipv4/tcp_keepalive_time": (tcpc.KEEPALIVE_TIME // 10**9,),
+    "net/ipv4/tcp_keepalive_intvl": (tcpc.KEEPALIVE_INTVL // 10**9,),
+    "net/ipv4/tcp_keepalive_probes": (tcpc.KEEPALIVE_PROBES,),
+    "net/ipv4/tcp_timestamps": (1,), "net/ipv4/tcp_sack": (1,),
+    "net/ipv4/tcp_window_scaling": (1,),
+    "net/ipv4/tcp_ecn": (2,),  # loopstack does not negotiate ECN: as stock 2, never asks
+    "net/ipv4/ping_group_range": (1, 0),  # nobody may open ping sockets
+}
+
+
+@functools.cache
+def _host_sysctl(name: str) -> tuple[int, ...]:
+    with open(f"/proc/sys/{name}") as f:
+        return tuple(int(v) for v in f.read().split())
+
+
+@functools.cache
+def host_has_ipv6() -> bool:
+    """Whether the host has an IPv6 loopback (::1 can be bound)."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+_USES_IPV6 = re.compile(r"\bV6\b|AF_INET6|[\"']::")
+
+
+def uses_ipv6(fn: Callable[..., Any]) -> bool:
+    """Whether a scenario's source touches IPv6 (V6, AF_INET6 or a "::" literal)."""
+    return bool(_USES_IPV6.search(inspect.getsource(fn)))
 
 
 class KernelNet(_BaseNet):
@@ -135,10 +218,13 @@ class KernelNet(_BaseNet):
     def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
         return socket.getnameinfo(sockaddr, flags)
 
-    def sysctl(self, name: str) -> int:
-        """A sysctl of the host, e.g. "net/core/rmem_max" (read, never written)."""
-        with open(f"/proc/sys/{name}") as f:
-            return int(f.read().split()[0])
+    def sysctl(self, name: str, field: int = 0) -> int:
+        """A sysctl of the host, e.g. "net/core/rmem_max" (read, never
+        written); ``field`` picks one of several numbers ("tcp_rmem")."""
+        return _host_sysctl(name)[field]
+
+    def has_ipv6(self) -> bool:
+        return host_has_ipv6()
 
     def wait(self, sock: Any, expect: bool = True) -> None:
         """Give softirq delivery time: until ``sock`` is readable (an error
@@ -181,11 +267,9 @@ class LoopNet(_BaseNet):
     def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
         return self.stack.getnameinfo(sockaddr, flags)
 
-    def sysctl(self, name: str) -> int:
+    def sysctl(self, name: str, field: int = 0) -> int:
         """The value loopstack models for a sysctl (Linux's stock defaults)."""
-        return {"net/core/rmem_max": udp.RMEM_MAX, "net/core/wmem_max": udp.WMEM_MAX,
-                "net/core/rmem_default": udp.RMEM_DEFAULT,
-                "net/core/wmem_default": udp.WMEM_DEFAULT}[name]
+        return LOOPSTACK_SYSCTLS[name][field]
 
     def wait(self, sock: Any, expect: bool = True) -> None:
         return None
@@ -196,6 +280,12 @@ class LoopNet(_BaseNet):
     def close(self) -> None:
         super().close()
         self.stack.close()
+
+
+def as_default(net: Net, value: Any, sysctl: str) -> Any:
+    """``"default"`` where ``value`` is the network's own ``sysctl`` value (a
+    reset TTL is ip_default_ttl, which a host may tune), else ``value``."""
+    return "default" if value == net.sysctl(sysctl) else value
 
 
 # -- normalization ---------------------------------------------------------------
@@ -219,11 +309,12 @@ _REPR_PORT = re.compile(r"(\('[^']*', )(\d+)")
 @dataclass
 class Normalizer:
     chosen: list[int]
+    ephemeral: tuple[int, int] = (EPHEMERAL_LOW, EPHEMERAL_HIGH)
 
     def port(self, p: int) -> Any:
         if p in self.chosen:
             return f"P{self.chosen.index(p)}"
-        if EPHEMERAL_LOW <= p <= EPHEMERAL_HIGH:
+        if self.ephemeral[0] <= p <= self.ephemeral[1]:
             return "EPHEMERAL"
         return p
 
@@ -265,8 +356,11 @@ class Recorder:
         self.net = net
         self.records: list[tuple[str, Any]] = []
 
+    def _normalizer(self) -> Normalizer:
+        return Normalizer(self.net.chosen, self.net.ephemeral_range())
+
     def _norm(self, value: Any) -> Any:
-        return Normalizer(self.net.chosen)(value)
+        return self._normalizer()(value)
 
     def __call__(self, label: str, value: Any) -> None:
         self.records.append((label, self._norm(value)))
@@ -285,7 +379,7 @@ class Recorder:
 
     def port(self, label: str, p: int) -> None:
         """Record a bare port number (normalized like a port in an address)."""
-        self.records.append((label, Normalizer(self.net.chosen).port(p)))
+        self.records.append((label, self._normalizer().port(p)))
 
 
 # -- scenarios -------------------------------------------------------------------
@@ -299,6 +393,8 @@ class Entry:
     fn: Scenario
     differs: str | None = None
     expect: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    varies: str | None = None
+    variants: dict[str, list[Any]] = field(default_factory=dict)
 
 
 class Scenarios:
@@ -308,13 +404,23 @@ class Scenarios:
         self.entries: dict[str, Entry] = {}
 
     def add(self, fn: Scenario | None = None, *, differs: str | None = None,
-            expect: dict[str, tuple[Any, Any]] | None = None) -> Any:
+            expect: dict[str, tuple[Any, Any]] | None = None, varies: str | None = None,
+            variants: dict[str, list[Any]] | None = None) -> Any:
         def register(f: Scenario) -> Scenario:
             name = f.__name__
             assert name not in self.entries, f"scenario {name} defined twice"
             assert (differs is None) == (not expect), \
                 f"{name}: differs= needs expect= (and expect= needs differs=)"
-            self.entries[name] = Entry(name, f, differs, dict(expect or {}))
+            assert (varies is None) == (not variants), \
+                f"{name}: varies= needs variants= (and variants= needs varies=)"
+            if variants:
+                rows = {len(v) for v in variants.values()}
+                assert len(rows) == 1 and rows.pop() >= 2, \
+                    f"{name}: every variants list needs the same number (2 or more) of outcomes"
+                assert not set(variants) & set(expect or {}), \
+                    f"{name}: a label is either a difference or a variant, not both"
+            self.entries[name] = Entry(name, f, differs, dict(expect or {}), varies,
+                                       {k: list(v) for k, v in (variants or {}).items()})
             return f
         return register(fn) if fn is not None else register
 
@@ -346,28 +452,54 @@ def _table(kernel: list[tuple[str, Any]], loop: list[tuple[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _once(entry: Entry, records: list[tuple[str, Any]], label: str, side: str) -> Any:
+    labels = [r[0] for r in records]
+    assert labels.count(label) == 1, \
+        f"{entry.name}: label {label!r} must occur once on the {side} side"
+    return records[labels.index(label)][1]
+
+
+def _check_variants(entry: Entry, kernel: list[tuple[str, Any]],
+                    loop: list[tuple[str, Any]]) -> None:
+    """The kernel shows one whole row of ``entry.variants``; loopstack row 0."""
+    got_k = {label: _once(entry, kernel, label, "kernel") for label in entry.variants}
+    got_l = {label: _once(entry, loop, label, "loopstack") for label in entry.variants}
+    nrows = len(next(iter(entry.variants.values())))
+    rows = [{label: values[i] for label, values in entry.variants.items()} for i in range(nrows)]
+    assert got_k in rows, (f"{entry.name}: the kernel shows {got_k!r}, none of the documented "
+                           f"kernel variants ({entry.varies}): {rows!r}\n{_table(kernel, loop)}")
+    assert got_l == rows[0], (f"{entry.name}: loopstack shows {got_l!r}, the variant it models "
+                              f"is {rows[0]!r}\n{_table(kernel, loop)}")
+
+
 def run(entry: Entry) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]]]:
     """Run ``entry`` on the kernel and on loopstack and compare the records."""
+    if not host_has_ipv6() and uses_ipv6(entry.fn):
+        pytest.skip("this host has no IPv6 loopback (::1): the kernel side cannot run it")
     kernel = record(entry.fn, KernelNet())
     loop = record(entry.fn, LoopNet())
-    if not entry.differs:
+    if not entry.differs and not entry.variants:
         assert kernel == loop, f"{entry.name}: kernel and loopstack differ\n{_table(kernel, loop)}"
         return kernel, loop
     k_labels = [r[0] for r in kernel]
     l_labels = [r[0] for r in loop]
     assert k_labels == l_labels, f"{entry.name}: different steps\n{_table(kernel, loop)}"
     for label, (want_k, want_l) in entry.expect.items():
-        assert k_labels.count(label) == 1, f"{entry.name}: label {label!r} must occur once"
-        i = k_labels.index(label)
-        got_k, got_l = kernel[i][1], loop[i][1]
+        got_k = _once(entry, kernel, label, "kernel")
+        got_l = _once(entry, loop, label, "loopstack")
         assert got_k == want_k, (f"{entry.name}: kernel shows {got_k!r} for {label!r}, "
                                  f"the documented difference says {want_k!r}")
         assert got_l == want_l, (f"{entry.name}: loopstack shows {got_l!r} for {label!r}, "
                                  f"the documented difference says {want_l!r}")
-    assert any(entry.expect[label][0] != entry.expect[label][1] for label in entry.expect), \
-        f"{entry.name}: marked differs= but every expected value agrees"
-    same_k = [r for r in kernel if r[0] not in entry.expect]
-    same_l = [r for r in loop if r[0] not in entry.expect]
-    assert same_k == same_l, (f"{entry.name}: differs beyond the documented difference\n"
+    if entry.expect:
+        assert any(entry.expect[label][0] != entry.expect[label][1] for label in entry.expect), \
+            f"{entry.name}: marked differs= but every expected value agrees"
+    if entry.variants:
+        _check_variants(entry, kernel, loop)
+    apart = set(entry.expect) | set(entry.variants)
+    same_k = [r for r in kernel if r[0] not in apart]
+    same_l = [r for r in loop if r[0] not in apart]
+    assert same_k == same_l, (f"{entry.name}: differs beyond the documented "
+                              f"{'difference' if entry.differs else 'variants'}\n"
                               f"{_table(kernel, loop)}")
     return kernel, loop

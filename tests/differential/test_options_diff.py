@@ -6,7 +6,7 @@ import socket as S
 
 import pytest
 
-from .harness import Entry, Net, Recorder, Scenarios, run
+from .harness import Entry, Net, Recorder, Scenarios, as_default, run
 
 V4, V6, DGRAM = S.AF_INET, S.AF_INET6, S.SOCK_DGRAM
 SOL = S.SOL_SOCKET
@@ -18,9 +18,14 @@ scenario = scenarios.add
 
 @scenario
 def buffer_sizes_double(net: Net, rec: Recorder) -> None:
+    # The defaults are net.core.rmem_default / wmem_default (212992 stock; a
+    # host may tune them): each side is compared with its own.
     s = net.socket(V4, DGRAM)
-    rec("rcvbuf default", s.getsockopt(SOL, S.SO_RCVBUF))
-    rec("sndbuf default", s.getsockopt(SOL, S.SO_SNDBUF))
+    rec("rcvbuf default", s.getsockopt(SOL, S.SO_RCVBUF) == net.sysctl("net/core/rmem_default"))
+    rec("sndbuf default", s.getsockopt(SOL, S.SO_SNDBUF) == net.sysctl("net/core/wmem_default"))
+    # 1 and 0 give SOCK_MIN_RCVBUF/SNDBUF (2304/4608: 2048 + sizeof(struct
+    # sk_buff) rounded to a cache line, the same for every x86-64 build of a
+    # recent kernel; a debug build with a larger sk_buff would differ).
     for size in (4096, 65536, 1, 0):
         s.setsockopt(SOL, S.SO_RCVBUF, size)
         s.setsockopt(SOL, S.SO_SNDBUF, size)
@@ -82,16 +87,20 @@ def so_error_default_and_icmp(net: Net, rec: Recorder) -> None:
 @scenario
 def ip_ttl(net: Net, rec: Recorder) -> None:
     s = net.socket(V4, DGRAM)
-    rec("default", s.getsockopt(S.IPPROTO_IP, S.IP_TTL))
+    rec("default is ip_default_ttl",
+        s.getsockopt(S.IPPROTO_IP, S.IP_TTL) == net.sysctl("net/ipv4/ip_default_ttl"))
     for ttl in (10, 255, 1, 0, 256, -1, -2):
         rec.call(s.setsockopt, S.IPPROTO_IP, S.IP_TTL, ttl, label=f"set {ttl}")
-        rec(f"get after {ttl}", s.getsockopt(S.IPPROTO_IP, S.IP_TTL))
+        got = s.getsockopt(S.IPPROTO_IP, S.IP_TTL)  # -1 resets to the default
+        rec(f"get after {ttl}", as_default(net, got, "net/ipv4/ip_default_ttl")
+            if ttl < 0 else got)
 
 
 @scenario
 def ip_ttl_on_ipv6_socket(net: Net, rec: Recorder) -> None:
     s = net.socket(V6, DGRAM)
-    rec.call(s.getsockopt, S.IPPROTO_IP, S.IP_TTL, label="get")
+    rec.call(lambda: as_default(net, s.getsockopt(S.IPPROTO_IP, S.IP_TTL),
+                                "net/ipv4/ip_default_ttl"), label="get")
     rec.call(s.setsockopt, S.IPPROTO_IP, S.IP_TTL, 7, label="set")
     rec.call(s.getsockopt, S.IPPROTO_IP, S.IP_TTL, label="get after")
 
@@ -99,10 +108,14 @@ def ip_ttl_on_ipv6_socket(net: Net, rec: Recorder) -> None:
 @scenario
 def ipv6_unicast_hops(net: Net, rec: Recorder) -> None:
     s = net.socket(V6, DGRAM)
-    rec("default", s.getsockopt(S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS))
+    # Unconnected: do_ipv6_getsockopt falls back to conf/all/hop_limit (64 stock).
+    rec("default is hop_limit", s.getsockopt(S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS)
+        == net.sysctl("net/ipv6/conf/all/hop_limit"))
     for hops in (10, 0, 255, 256, -1, -2):
         rec.call(s.setsockopt, S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS, hops, label=f"set {hops}")
-        rec(f"get after {hops}", s.getsockopt(S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS))
+        got = s.getsockopt(S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS)  # -1 resets to the default
+        rec(f"get after {hops}", as_default(net, got, "net/ipv6/conf/all/hop_limit")
+            if hops < 0 else got)
     t = net.socket(V4, DGRAM)
     rec.call(t.getsockopt, S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS, label="on v4 socket")
     rec.call(t.setsockopt, S.IPPROTO_IPV6, S.IPV6_UNICAST_HOPS, 5, label="set on v4 socket")
@@ -147,6 +160,7 @@ def unknown_options(net: Net, rec: Recorder) -> None:
 @scenario
 def getsockopt_with_buflen(net: Net, rec: Recorder) -> None:
     s = net.socket(V4, DGRAM)
+    s.setsockopt(S.IPPROTO_IP, S.IP_TTL, 64)  # not the host's ip_default_ttl, which may be tuned
     for buflen in (4, 8, 2, 1):
         rec.call(s.getsockopt, SOL, S.SO_TYPE, buflen, label=f"so_type {buflen}")
         rec.call(s.getsockopt, S.IPPROTO_IP, S.IP_TTL, buflen, label=f"ip_ttl {buflen}")

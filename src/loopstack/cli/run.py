@@ -16,6 +16,7 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from ..host.bridge import Bridge, endpoint, parse_expose, parse_forward
 from ..patch import patch
 from ..stack import Stack
 from .errors import CliError
@@ -36,6 +37,13 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--passthrough", action="store_true",
                    help="let names and addresses the stack does not know reach the real "
                    "network (the real resolver; real sockets for unroutable destinations)")
+    p.add_argument("--expose", action="append", default=[], metavar="VPORT[:HOSTPORT]",
+                   help="make virtual 127.0.0.1:VPORT reachable at the host's 127.0.0.1:HOSTPORT "
+                   "(default: the same port; 0: a free one; VPORT:HOST:HOSTPORT names the "
+                   "host address too, e.g. 8080:[::1]:8080); repeatable")
+    p.add_argument("--forward", action="append", default=[], metavar="VPORT:HOST:PORT",
+                   help="relay virtual 127.0.0.1:VPORT to a real service at HOST:PORT on the "
+                   "host, e.g. a database; repeatable")
     p.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
     p.add_argument("args", nargs=argparse.REMAINDER, metavar="PROGRAM.py ARGS",
                    help="the program and its arguments (after --, or after the options)")
@@ -53,18 +61,21 @@ def run(args: argparse.Namespace) -> int:
         program = rest[0]
         if not os.path.exists(program):
             raise CliError(f"{program}: no such file: give the path of a Python program")
+    exposes, forwards = _bridge_specs(args)
     stack = Stack(seed=args.seed)
     if args.netem:
         try:
             stack.lo.netem(args.netem)
         except ValueError as e:
+            stack.close()
             raise CliError(f"--netem: {e}") from None
+    bridges = _open_bridges(stack, exposes, forwards)
     capture = stack.capture(args.pcap) if args.pcap else None
     saved_argv = sys.argv[:]
     saved_path = sys.path[:]
     code = 0
     try:
-        with patch(stack, passthrough=args.passthrough):
+        with patch(stack, passthrough=args.passthrough, children=True):
             try:
                 if args.module is not None:
                     sys.argv = [args.module, *rest]
@@ -88,8 +99,53 @@ def run(args: argparse.Namespace) -> int:
             capture.stop()
         if args.stats:
             print_stats(stack, sys.stderr)
+        for bridge in bridges:
+            bridge.close()
         stack.close()
     return code
+
+
+def _bridge_specs(args: argparse.Namespace
+                  ) -> tuple[list[tuple[str, int, str, int]], list[tuple[str, int, str, int]]]:
+    """--expose and --forward as (spec, virtual port, host, port), checked
+    before anything is made."""
+    out: tuple[list[tuple[str, int, str, int]], list[tuple[str, int, str, int]]] = ([], [])
+    for option, specs, parse, found in (("--expose", args.expose, parse_expose, out[0]),
+                                        ("--forward", args.forward, parse_forward, out[1])):
+        for spec in specs:
+            try:
+                found.append((spec, *parse(spec)))
+            except ValueError as e:
+                raise CliError(f"{option} {spec}: {e}") from None
+    return out
+
+
+def _open_bridges(stack: Stack, exposes: list[tuple[str, int, str, int]],
+                  forwards: list[tuple[str, int, str, int]]) -> list[Bridge]:
+    """Make the bridges, one line on stderr each; on a failure close what
+    was made (the stack too) and say why."""
+    bridges: list[Bridge] = []
+    doing = ""
+    try:
+        for spec, vport, host, host_port in exposes:
+            doing = f"--expose {spec}"
+            exposure = stack.expose(vport, host=host, host_port=host_port)
+            bridges.append(exposure)
+            print(f"loopstack: exposed virtual {endpoint(exposure.address, vport)} at "
+                  f"{exposure.url}", file=sys.stderr, flush=True)
+        for spec, vport, host, port in forwards:
+            doing = f"--forward {spec}"
+            forward = stack.forward(vport, to=(host, port))
+            bridges.append(forward)
+            print(f"loopstack: forwarding virtual {endpoint(forward.address, vport)} to "
+                  f"{endpoint(*forward.target[:2])}", file=sys.stderr, flush=True)
+    except (OSError, ValueError) as e:
+        for bridge in bridges:
+            bridge.close()
+        stack.close()
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise CliError(f"{doing}: {reason}") from None
+    return bridges
 
 
 def _program_frames(tb: TracebackType | None) -> TracebackType | None:

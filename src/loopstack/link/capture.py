@@ -9,6 +9,7 @@ netem corrupted keep their damage.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import BinaryIO
@@ -16,6 +17,16 @@ from typing import BinaryIO
 from ..wire.checksums import fill_checksums
 from ..wire.pcap import LINKTYPE_ETHERNET, PcapngWriter, PcapWriter, ethernet_frame
 from .interface import Interface, TapHandle
+
+_open: weakref.WeakSet[Capture] = weakref.WeakSet()
+
+
+def flush_all() -> None:
+    """Write out every open capture's buffer (before a fork: a child's copy
+    of an unwritten buffer would reach the file a second time)."""
+    for cap in list(_open):
+        if not cap._file.closed:
+            cap._file.flush()
 
 
 class Capture:
@@ -40,6 +51,7 @@ class Capture:
         self._pcap: PcapWriter | None = None
         self._pcapng: PcapngWriter | None = None
         self._handles: list[TapHandle] = []
+        _open.add(self)
         ifaces = list(interfaces)
         if fmt == "pcap":
             self._pcap = PcapWriter(self._file, LINKTYPE_ETHERNET)

@@ -1,0 +1,538 @@
+"""An attached process's side of a shared stack: ``RemoteStack`` and
+``RemoteSocket``, the objects a process started by a stack's owner uses.
+
+A ``RemoteSocket`` keeps only what the stdlib keeps in the socket object
+(family, type, proto, timeout) and sends every call to the owner, which runs
+it on the real socket with this object's timeout. ``fileno()`` is the owner's
+readiness descriptor itself, received once over SCM_RIGHTS: ``select``,
+``poll``, ``epoll`` and asyncio in this process watch it directly, with no
+traffic on the channel. Each thread has its own call connection, so a thread
+blocked in ``recv`` does not stop another thread's ``send``.
+
+When the owner is gone, a call fails with ``OSError(ENETDOWN)`` saying so,
+instead of hanging.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket as _socket
+import threading
+import weakref
+from typing import Any
+
+from ..socket import Socket, error, recvmsg_into_views, scatter
+from ..stack import Stack
+from .channel import (
+    HELLO,
+    KEY_LEN,
+    MAGIC,
+    Channel,
+    ChannelClosed,
+    ChannelError,
+    owner_gone,
+    unpack_error,
+)
+
+SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0o4000)
+SOCK_CLOEXEC = getattr(_socket, "SOCK_CLOEXEC", 0o2000000)
+_SENDALL_CHUNK = 8 << 20  # a frame's worth of sendall
+
+
+class Link:
+    """This process's attachment to one owner: who it is (holder id and
+    key), its liveness connection, and a call connection per thread."""
+
+    def __init__(self, path: str, token: bytes, owner_pid: int, hid: int, key: bytes,
+                 liveness: _socket.socket | None) -> None:
+        self.path = path
+        self.token = token
+        self.owner_pid = owner_pid
+        self.hid = hid
+        self.key = key
+        self.liveness = liveness
+        self.dead = liveness is None
+        self._local = threading.local()
+        self._channels: weakref.WeakSet[_CallChannel] = weakref.WeakSet()
+
+    @classmethod
+    def join(cls, address: str) -> Link:
+        """Attach as a new holder, from an address "PATH|TOKEN|PID"
+        (LOOPSTACK_ATTACH, given to processes started by the owner)."""
+        try:
+            path, token_hex, pid = address.split("|")
+            token, owner_pid = bytes.fromhex(token_hex), int(pid)
+        except ValueError:
+            raise ValueError(f"LOOPSTACK_ATTACH={address!r} is not PATH|TOKEN|PID") from None
+        sock = _connect(path)
+        try:
+            sock.sendall(HELLO.pack(MAGIC, token, b"H", 0, bytes(KEY_LEN)))
+            ch = Channel(sock)
+            (hid, key), _fds = ch.recv()
+        except (ChannelClosed, ChannelError, ValueError, TypeError):
+            sock.close()
+            raise OSError(errno.ECONNREFUSED,
+                          f"the stack's owner (pid {owner_pid}) refused this process") from None
+        return cls(path, token, owner_pid, hid, key, sock)
+
+    # -- calls ------------------------------------------------------------------------
+    def _channel(self) -> _CallChannel:
+        local = self._local
+        ch: _CallChannel | None = getattr(local, "ch", None)
+        if ch is not None and ch.pid == os.getpid() and not ch.broken:
+            return ch
+        if self.dead:
+            raise owner_gone(self.owner_pid)
+        try:
+            sock = _connect(self.path)
+        except OSError:
+            self.dead = True
+            raise owner_gone(self.owner_pid) from None
+        ch = _CallChannel(sock)
+        try:
+            sock.sendall(HELLO.pack(MAGIC, self.token, b"C", self.hid, self.key))
+            ch.recv()
+        except (OSError, ChannelClosed, ChannelError):
+            ch.close()
+            raise owner_gone(self.owner_pid) from None
+        local.ch = ch
+        self._channels.add(ch)
+        return ch
+
+    def call(self, op: str, handle: int, timeout: float | None, args: tuple[Any, ...]
+             ) -> tuple[Any, list[int]]:
+        """Run ``op`` in the owner; its value and any descriptors it sent."""
+        ch = self._channel()
+        for a in args:
+            if type(a) not in _PLAIN:
+                args = tuple(_plain(a) for a in args)
+                break
+        try:
+            ch.send((op, handle, timeout, args))
+            reply, fds = ch.recv()
+        except (ChannelClosed, ChannelError):
+            ch.broken = True
+            ch.close()
+            raise owner_gone(self.owner_pid) from None
+        except BaseException:
+            # Interrupted (KeyboardInterrupt) between request and reply: the
+            # reply would answer the next call, so this connection is done.
+            ch.broken = True
+            ch.close()
+            raise
+        if type(reply) is tuple and reply and reply[0] == 0:
+            return reply[1], fds
+        for fd in fds:
+            os.close(fd)
+        if type(reply) is tuple and len(reply) == 3:
+            raise unpack_error(reply[1], reply[2])
+        raise owner_gone(self.owner_pid)
+
+    # -- fork ---------------------------------------------------------------------------
+    def prepare_fork(self) -> tuple[int, bytes, int] | None:
+        """Before a fork: a holder for the child, holding what this process
+        holds, and the child's liveness descriptor."""
+        try:
+            (hid, key), fds = self.call("fork", 0, None, ())
+        except OSError:
+            return None
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            return None
+        return int(hid), bytes(key), fds[0]
+
+    def after_fork_child(self, prepared: tuple[int, bytes, int] | None) -> None:
+        """In the child: drop the parent's connections (copies that would
+        keep a dead parent looking alive) and become the new holder."""
+        self.close_inherited()
+        self._local = threading.local()
+        if prepared is None:
+            self.dead = True
+            self.liveness = None
+            return
+        self.hid, self.key, fd = prepared
+        self.liveness = _socket.socket(fileno=fd)
+        self.dead = False
+
+    def close_inherited(self) -> None:
+        for ch in list(self._channels):
+            ch.close()
+        self._channels = weakref.WeakSet()
+        if self.liveness is not None:
+            self.liveness.close()
+
+    def close(self) -> None:
+        """Detach: the owner releases what this process held."""
+        self.close_inherited()
+        self.liveness = None
+        self.dead = True
+
+
+class _CallChannel(Channel):
+    __slots__ = ("pid", "broken", "__weakref__")
+
+    def __init__(self, sock: _socket.socket) -> None:
+        super().__init__(sock)
+        self.pid = os.getpid()
+        self.broken = False
+
+
+_PLAIN = frozenset({int, bytes, str, float, bool, type(None)})
+
+
+def _plain(value: Any) -> Any:
+    """What pickles without naming a class: enums and flags (socket.MSG_PEEK
+    is one) as ints, buffers as bytes, containers element by element."""
+    if type(value) in _PLAIN:
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value) if type(value) in (tuple, list) \
+            else tuple(_plain(v) for v in value)
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _connect(path: str) -> _socket.socket:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _family(value: Any) -> Any:
+    try:
+        return _socket.AddressFamily(value)
+    except ValueError:
+        return value
+
+
+def _kind(value: Any) -> Any:
+    try:
+        return _socket.SocketKind(value)
+    except ValueError:
+        return value
+
+
+class RemoteSocket(Socket):
+    """A socket of the owner's stack, used from an attached process."""
+
+    def __init__(self, stack: RemoteStack, handle: int | None, family: int, type: int,
+                 proto: int, timeout: float | None, fd: int = -1) -> None:
+        self._setup(stack, handle, family, type, proto, timeout, fd)
+
+    def _setup(self, stack: RemoteStack, handle: int | None, family: int, type: int,
+               proto: int, timeout: float | None, fd: int) -> None:
+        self._stack = stack
+        self._link = stack._link
+        self._handle = handle
+        self._family = _socket.AddressFamily(family)
+        self._kind = type
+        self._proto = proto
+        self._timeout = timeout
+        self._closed = handle is None
+        self._fd = fd
+        self._io_refs = 0
+        self._closing = False
+
+    def __repr__(self) -> str:
+        parts = [f"fd={self._fd if not self._closed else -1}", f"family={self._family.value}",
+                 f"type={self._kind}", f"proto={self._proto}"]
+        if not self._closed:
+            try:
+                parts.append(f"laddr={self.getsockname()}")
+                parts.append(f"raddr={self.getpeername()}")
+            except OSError:
+                pass
+        state = " [closed]" if self._closed else ""
+        return f"<loopstack.socket{state} {', '.join(parts)} (attached)>"
+
+    def _call(self, op: str, *args: Any) -> Any:
+        if self._closed or self._handle is None or self._link is None:
+            raise error(errno.EBADF)
+        return self._link.call(op, self._handle, self._timeout, args)[0]
+
+    # -- readiness --------------------------------------------------------------------
+    def fileno(self) -> int:
+        if self._closed or self._link is None or self._handle is None:
+            return -1
+        if self._fd < 0:
+            value, fds = self._link.call("fileno", self._handle, self._timeout, ())
+            if value != 0 or len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                return -1
+            self._fd = fds[0]
+        return self._fd
+
+    # -- addresses and connections ------------------------------------------------------
+    def getsockname(self) -> tuple[Any, ...]:
+        return tuple(self._call("getsockname"))
+
+    def getpeername(self) -> tuple[Any, ...]:
+        return tuple(self._call("getpeername"))
+
+    def bind(self, address: Any) -> None:
+        self._call("bind", address)
+
+    def connect(self, address: Any) -> None:
+        self._call("connect", address)
+
+    def connect_ex(self, address: Any) -> int:
+        return int(self._call("connect_ex", address))
+
+    def listen(self, *backlog: int) -> None:
+        self._call("listen", *backlog)
+
+    def accept(self) -> tuple[RemoteSocket, Any]:
+        handle, addr = self._call("accept")
+        stack = self._stack
+        assert isinstance(stack, RemoteStack)
+        sock = RemoteSocket(stack, handle, self._family, self._kind, self._proto,
+                            _socket.getdefaulttimeout())
+        return sock, tuple(addr) if addr is not None else None
+
+    # -- data -------------------------------------------------------------------------------
+    def send(self, data: Any, flags: int = 0) -> int:
+        return int(self._call("send", bytes(memoryview(data)), flags))
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        view = memoryview(data).cast("B")
+        if len(view) <= _SENDALL_CHUNK:
+            self._call("sendall", bytes(view), flags)
+            return
+        for start in range(0, len(view), _SENDALL_CHUNK):
+            self._call("sendall", bytes(view[start : start + _SENDALL_CHUNK]), flags)
+
+    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        payload = bytes(memoryview(data))
+        if address is None:
+            return int(self._call("sendto", payload, flags_or_address))
+        return int(self._call("sendto", payload, flags_or_address, address))
+
+    def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
+                address: Any = None) -> int:
+        bufs = [bytes(memoryview(b)) for b in buffers]
+        anc = [(int(level), int(kind), bytes(memoryview(value)))
+               for level, kind, value in ancdata]
+        return int(self._call("sendmsg", bufs, anc, flags, address))
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        return bytes(self._call("recv", bufsize, flags))
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
+        data, addr = self._call("recvfrom", bufsize, flags)
+        return data, tuple(addr) if addr is not None else None
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("recv_into() argument 'buffer' must be read-write bytes-like object")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recv_into")
+        if nbytes > len(view):
+            raise ValueError("buffer too small for requested bytes")
+        want = nbytes or len(view)
+        if want == 0:
+            return 0
+        n, data = self._call("recv_into", want, flags)
+        view[: len(data)] = data
+        return int(n)
+
+    def recvfrom_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> tuple[int, Any]:
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise TypeError("recvfrom_into() argument 'buffer' must be read-write "
+                            "bytes-like object")
+        if nbytes < 0:
+            raise ValueError("negative buffersize in recvfrom_into")
+        if nbytes > len(view):
+            raise ValueError("nbytes is greater than the length of the buffer")
+        n, data, addr = self._call("recvfrom_into", nbytes or len(view), flags)
+        view[: len(data)] = data
+        return int(n), tuple(addr) if addr is not None else None
+
+    def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0
+                ) -> tuple[bytes, list[Any], int, Any]:
+        data, anc, msg_flags, addr = self._call("recvmsg", bufsize, ancbufsize, flags)
+        return (data, [tuple(a) for a in anc], msg_flags,
+                tuple(addr) if addr is not None else None)
+
+    def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0
+                     ) -> tuple[int, list[Any], int, Any]:
+        views = recvmsg_into_views(buffers, ancbufsize)
+        n, data, anc, msg_flags, addr = self._call(
+            "recvmsg_into", [len(v) for v in views], ancbufsize, flags)
+        scatter(data, views)
+        return (int(n), [tuple(a) for a in anc], msg_flags,
+                tuple(addr) if addr is not None else None)
+
+    # -- options ---------------------------------------------------------------------------
+    def setsockopt(self, level: int, optname: int, value: Any, optlen: int | None = None
+                   ) -> None:
+        if value is not None and not isinstance(value, int):
+            value = bytes(memoryview(value))
+        if optlen is None:
+            self._call("setsockopt", level, optname, value)
+        else:
+            self._call("setsockopt", level, optname, value, optlen)
+
+    def getsockopt(self, level: int, optname: int, buflen: int | None = None) -> Any:
+        if buflen is None:
+            return self._call("getsockopt", level, optname)
+        return self._call("getsockopt", level, optname, buflen)
+
+    def tcp_info(self) -> dict[str, Any]:
+        return dict(self._call("tcp_info"))
+
+    # -- shutdown and close ---------------------------------------------------------------
+    def shutdown(self, how: int) -> None:
+        self._call("shutdown", how)
+
+    def close(self) -> None:
+        if self._io_refs > 0:
+            self._closing = True
+            return
+        if self._closed:
+            return
+        self._closed = True
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        link, handle = self._link, self._handle
+        if link is not None and handle is not None and not link.dead:
+            try:
+                link.call("close", handle, None, ())
+            except OSError:
+                pass  # the owner is gone: nothing left to release
+
+    def _decref_socketios(self) -> None:
+        from ..stream import StreamSocket
+
+        StreamSocket._decref_socketios(self)  # type: ignore[arg-type]
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        from ..stream import StreamSocket
+
+        return StreamSocket.makefile(self, mode, buffering,  # type: ignore[arg-type]
+                                     encoding=encoding, errors=errors, newline=newline)
+
+    def _row(self) -> dict[str, Any]:
+        return {}
+
+
+class _RemoteRoutes:
+    """What PassthroughSocket asks the route table: is there a route?"""
+
+    def __init__(self, stack: RemoteStack) -> None:
+        self._stack = stack
+
+    def lookup(self, packed: bytes) -> bool:
+        return bool(self._stack._call("routable", bytes(packed)))
+
+
+class RemoteStack(Stack):
+    """The owner's stack, seen from an attached process: sockets and name
+    lookups go to the owner; the rest of ``Stack`` (interfaces, netem,
+    captures, the clock) lives only in the owner's process."""
+
+    def __init__(self, link: Link | None, owner_pid: int,
+                 hosts: dict[str, list[str]] | None = None) -> None:
+        self._setup(link, owner_pid, hosts)
+
+    def _setup(self, link: Link | None, owner_pid: int,
+               hosts: dict[str, list[str]] | None) -> None:
+        self._link = link
+        self.owner_pid = owner_pid
+        self.lock = threading.RLock()
+        self.locked = self.lock  # type: ignore[assignment]
+        self._closed = False
+        self._sockets = {}
+        self.hosts = dict(hosts or {})
+        self.route_table = _RemoteRoutes(self)  # type: ignore[assignment]
+        self.attach_server = None
+        self._abortable = set()
+        self._aborted = set()
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"Stack.{name} is only in the process that owns the stack (pid "
+            f"{self.__dict__.get('owner_pid', '?')}); this process is attached to it and "
+            "has its sockets and name lookups")
+
+    def __repr__(self) -> str:
+        return f"<loopstack.Stack attached to pid {self.owner_pid}>"
+
+    def _call(self, op: str, *args: Any) -> Any:
+        if self._link is None:
+            raise owner_gone(self.owner_pid)
+        return self._link.call(op, 0, None, args)[0]
+
+    def socket(self, family: int = _socket.AF_INET, type: int = _socket.SOCK_STREAM,
+               proto: int = 0) -> RemoteSocket:
+        handle = self._call("socket", family, type, proto)
+        kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)
+        timeout = 0.0 if type & SOCK_NONBLOCK else _socket.getdefaulttimeout()
+        return RemoteSocket(self, int(handle), family, kind, proto, timeout)
+
+    def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
+                    proto: int = 0, flags: int = 0) -> list[Any]:
+        infos = self._call("getaddrinfo", host, port, family, type, proto, flags)
+        return [(_family(f), _kind(k), p, canon, tuple(addr))
+                for f, k, p, canon, addr in infos]
+
+    def gethostbyname(self, name: str) -> str:
+        return str(self._call("gethostbyname", name))
+
+    def gethostbyname_ex(self, name: str) -> tuple[str, list[str], list[str]]:
+        host, aliases, addrs = self._call("gethostbyname_ex", name)
+        return host, list(aliases), list(addrs)
+
+    def gethostbyaddr(self, address: str) -> tuple[str, list[str], list[str]]:
+        host, aliases, addrs = self._call("gethostbyaddr", address)
+        return host, list(aliases), list(addrs)
+
+    def getnameinfo(self, sockaddr: tuple[Any, ...], flags: int) -> tuple[str, str]:
+        host, port = self._call("getnameinfo", sockaddr, flags)
+        return host, port
+
+    def sockets(self) -> list[dict[str, Any]]:
+        return list(self._call("sockets"))
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        return dict(self._call("stats"))
+
+    def routes(self) -> list[str]:
+        return list(self._call("routes"))
+
+    def serve_children(self) -> Any:
+        raise OSError(errno.EOPNOTSUPP,
+                      "only the process that owns the stack serves it; processes this one "
+                      "starts attach to the owner through LOOPSTACK_ATTACH")
+
+    def close(self) -> None:
+        """Detach this process (its sockets are released by the owner)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._link is not None:
+            self._link.close()
+
+    def __enter__(self) -> RemoteStack:
+        return self
+
+
+__all__ = ["Link", "RemoteSocket", "RemoteStack"]
