@@ -21,7 +21,8 @@ Options:
   the virtual client.
 
 The options apply to every stack the plugin makes: ``--loopstack``'s and the
-fixtures'.
+fixtures'. A patched test's stack is shared with the processes the test
+starts: forks, ``multiprocessing`` and Python subprocesses attach to it.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def loopstack_patch(request: pytest.FixtureRequest) -> Iterator[Stack]:
     if request.config.getoption("--loopstack"):  # already patched for the whole test
         yield stack
         return
-    with patch(stack):
+    with patch(stack, children=True):
         yield stack
 
 
@@ -170,7 +171,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None
     if not item.config.getoption("--loopstack"):
         yield
         return
-    with patch(_session(item).stack):
+    with patch(_session(item).stack, children=True):  # subprocesses share the test's stack
         yield
 
 

@@ -121,6 +121,8 @@ class Socket:
     _timeout: float | None
     # Set by host/owner.py while other processes hold this socket too.
     _shared: Any = None
+    # A socket of loopstack's own machinery (a bridge's): not handed to a fork.
+    _private = False
 
     def __init__(self, stack: Stack, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytester"]
+
 
 def pick_port() -> int:
     """A port the kernel says is free on 127.0.0.1 now (and the next few)."""
@@ -535,3 +537,29 @@ def test_user_sitecustomize_still_runs(tmp_path: Path) -> None:
         print("child", out.stdout.strip(), out.stderr.strip())
     ''')
     assert lines(proc, "child") == ["ran RemoteSocket"]
+
+
+def test_pytest_plugin_shares_the_test_stack_with_subprocesses(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_inner='''
+        import socket, subprocess, sys
+
+        def test_server_in_a_subprocess():
+            listener = socket.create_server(("127.0.0.1", 0))
+            port = listener.getsockname()[1]
+            child = subprocess.Popen([sys.executable, "-c",
+                "import socket; c = socket.create_connection(('127.0.0.1', %d), timeout=10);"
+                "c.sendall(b'from a subprocess'); c.close()" % port])
+            conn, _ = listener.accept()
+            assert conn.recv(100) == b"from a subprocess"
+            assert child.wait(30) == 0
+
+        def test_fixture_too(loopstack_patch):
+            listener = socket.create_server(("127.0.0.1", 0))
+            child = subprocess.run([sys.executable, "-c",
+                "import socket, sys; print(type(socket.socket()).__name__)"],
+                capture_output=True, text=True, timeout=30)
+            assert child.stdout.strip() == "RemoteSocket"
+    ''')
+    result = pytester.runpytest("--loopstack", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

@@ -324,6 +324,19 @@ def prog(tmp_path: Path) -> str:
     return str(path)
 
 
+def test_expose_on_an_ipv6_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("the host has no ::1")
+    quick = tmp_path / "quick.py"
+    quick.write_text("pass\n")
+    assert main(["run", "--expose", "8080:[::1]:0", "--", str(quick)]) == 0
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"loopstack: exposed virtual \[::1\]:8080 at http://\[::1\]:\d+/\n",
+                        err), err
+
+
 @pytest.mark.parametrize("option,spec,says", [
     ("--expose", "web", "virtual port 'web' is not a port"),
     ("--expose", "8080:99999", "host port '99999' is not a port"),

@@ -261,14 +261,13 @@ def test_a_slow_real_reader_stops_the_virtual_sender(stack: loopstack.Stack) -> 
     sent = threading.Event()
     sndbuf: list[int] = []
 
-    def flood(conn: Any) -> Any:
+    def flood(conn: Any) -> None:
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         sndbuf.append(conn.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
         conn.settimeout(None)  # blocks for as long as the client does not read
         conn.sendall(payload)
         sent.set()
         conn.close()
-        return conn
 
     VirtualServer(stack, flood)
     with stack.expose(8080, host_port=0) as exposure:
@@ -372,10 +371,10 @@ def test_a_wildcard_host_warns_every_time(stack: loopstack.Stack,
 def test_expose_under_patch_still_listens_on_the_host(stack: loopstack.Stack) -> None:
     """Inside a patched program the bridge's sockets are still the kernel's."""
     VirtualServer(stack, echo)
-    c = real_client_unconnected = socket.socket()  # made before the patch: a kernel socket
+    c = socket.socket()  # made before the patch: a kernel socket
+    c.settimeout(WAIT)
     with c, loopstack.patch(stack), stack.expose(8080, host_port=0) as exposure:
         assert not any(r["local"] == exposure.host_address for r in stack.sockets())
-        real_client_unconnected.settimeout(WAIT)
         c.connect(exposure.host_address)
         c.sendall(b"real")
         assert c.recv(100) == b"real"
@@ -412,7 +411,8 @@ def test_forward_under_patch_with_unmodified_stdlib(stack: loopstack.Stack) -> N
             pass
 
     real = ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    serving = threading.Thread(target=real.serve_forever, daemon=True)
+    serving = threading.Thread(target=real.serve_forever, kwargs={"poll_interval": 0.05},
+                               daemon=True)
     serving.start()
     try:
         with loopstack.patch(stack):

@@ -439,6 +439,7 @@ class Exposure(Bridge):
             backoff = None
             try:
                 virtual = self.stack.socket(self._vfamily, socket.SOCK_STREAM)
+                virtual._private = True  # a fork does not hand the bridge's sockets over
                 _bound_buffers(virtual)
             except (OSError, ValueError):  # the stack is closing
                 real.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
@@ -475,6 +476,7 @@ class Forward(Bridge):
         candidates = _resolve(host, target_port)
         self._family, self.target = self._probe(candidates) if check else candidates[0]
         listener = stack.socket(_family(address), socket.SOCK_STREAM)
+        listener._private = True
         try:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             _bound_buffers(listener)  # accepted sockets inherit them
@@ -518,6 +520,7 @@ class Forward(Bridge):
         while True:
             try:
                 virtual, _ = self._listener.accept()
+                virtual._private = True
             except OSError:
                 if self._closed:
                     return

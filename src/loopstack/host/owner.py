@@ -195,7 +195,7 @@ class AttachServer:
         out: dict[int, int] = {}
         for sock in list(self.stack._sockets.values()):
             rec = sock._shared
-            if sock._closed or getattr(sock, "_private", False) or (
+            if sock._closed or sock._private or (
                     rec is not None and not rec.local):
                 continue  # closed, a bridge's own, or held only by other processes
             rec = self._record(sock, True)
