@@ -4,14 +4,14 @@ Each module of the interpreter's installed ``test`` package runs twice,
 in a fresh interpreter each time:
 
     kernel:     python -m test -u network -v MODULE
-    loopstack:  python -m loopstack.cli.main run -m test -- -u network -v MODULE
+    loopstack:  python -m loopstack.cli.main run -m test -u network -v MODULE
 
 and the counts unittest reports (passed, failed = failures + errors,
 skipped) are printed side by side, with the tests that fail under loopstack
 only and the last line of their tracebacks. A run that outlives its timeout
 is killed and reported as a hang. Full outputs go to --out.
 
-    .venv/bin/python benchmarks/cpython_tests.py [-j 2] [--timeout 300] [MODULE ...]
+    .venv/bin/python benchmarks/cpython_tests.py [-j 2] [--timeout 300] [--heavy] [MODULE ...]
 
 Not part of `make test`: it takes minutes, and the kernel's results depend
 on the host.
@@ -30,12 +30,26 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+# Every module of the stdlib's test suite whose tests talk over loopback
+# sockets (threaded servers on 127.0.0.1/::1, asyncio transports, TLS). Left
+# out: modules that reach the Internet only (test_urllib2net, test_urllibnet,
+# test_smtpnet, test_xmlrpc_net, test_nntplib's servers), that use AF_UNIX or
+# socketpair only (test_asyncio.test_unix_events), mocks only
+# (test_asyncio.test_selector_events, test_urllib2), other platforms
+# (test_asyncio.test_proactor_events, test_kqueue), and the test_multiprocessing_*
+# modules (many minutes each, their sockets are AF_UNIX).
 MODULES = [
     "test_socketserver", "test_httpservers", "test_urllib2_localnet", "test_xmlrpc",
     "test_docxmlrpc", "test_ftplib", "test_smtplib", "test_poplib", "test_imaplib",
     "test_selectors", "test_asyncio.test_streams", "test_asyncio.test_sock_lowlevel",
-    "test_socket",
+    "test_socket", "test_telnetlib", "test_wsgiref", "test_robotparser", "test_httplib",
+    "test_asyncore", "test_asynchat", "test_timeout", "test_epoll",
+    "test_asyncio.test_server", "test_asyncio.test_sendfile", "test_asyncio.test_base_events",
+    "test_asyncio.test_sslproto", "test_asyncio.test_ssl",
 ]
+# Minutes rather than seconds each (TLS handshakes by the hundred, every
+# logging handler, every event-loop API): run with --heavy.
+HEAVY = ["test_ssl", "test_logging", "test_asyncio.test_events"]
 
 # Tests that hang on some hosts for reasons unrelated to loopback (a VM's
 # vsock transport), left out on both sides.
@@ -129,7 +143,7 @@ def command(module: str, side: str) -> list[str]:
         test += ["-i", pattern]
     if side == "kernel":
         return [sys.executable, *test]
-    return [sys.executable, "-m", "loopstack.cli.main", "run", "-m", "test", "--", *test[2:]]
+    return [sys.executable, "-m", "loopstack.cli.main", "run", "-m", "test", *test[2:]]
 
 
 def run_one(module: str, side: str, timeout: float, out_dir: str) -> Result:
@@ -157,11 +171,15 @@ def run_one(module: str, side: str, timeout: float, out_dir: str) -> Result:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", default=MODULES)
+    ap.add_argument("--heavy", action="store_true",
+                    help="also run the slow modules: " + ", ".join(HEAVY))
     ap.add_argument("-j", "--jobs", type=int, default=2, help="runs at once (default 2)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per run (300)")
     ap.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "cpython-tests"),
                     help="directory for the full outputs")
     args = ap.parse_args(argv)
+    if args.heavy:
+        args.modules = [*args.modules, *(m for m in HEAVY if m not in args.modules)]
     os.makedirs(args.out, exist_ok=True)
     jobs = [(m, side) for m in args.modules for side in ("kernel", "loopstack")]
     with ThreadPoolExecutor(args.jobs) as pool:

@@ -10,8 +10,13 @@ a 60 s timeout runs in milliseconds, and the same seed repeats it exactly.
 Work handed to threads (``run_in_executor``, ``asyncio.to_thread``) takes
 real time that the virtual clock cannot see: while such work is pending the
 loop waits for it in real time before jumping, so a thread reading a file
-does not see its caller's 60 s timeout expire at once. Threads the program
-starts itself are not counted: have them report through the loop.
+does not see its caller's 60 s timeout expire at once.
+
+Other threads on the same stack (a ThreadingHTTPServer the test started,
+threads blocked in socket calls) follow the rule of ``Stack.wait_for``:
+while it runs, the loop is the one that moves the stack's time, and it
+jumps only when every other thread is blocked; a thread blocked in a socket
+call with a timeout has its deadline respected and is woken at it.
 
 Time is integer nanoseconds inside (``Stack.clock``); ``loop.time()`` gives
 the float seconds asyncio's API wants, and every jump lands at or after the
@@ -29,7 +34,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from .clock import VirtualClock
 from .patch import patch
-from .stack import Stack
+from .stack import _MOVED, _NOTHING, Stack
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -42,9 +47,11 @@ class VirtualTimeSelector(selectors.BaseSelector):
     def __init__(self, stack: Stack, busy: Callable[[], bool] = lambda: False) -> None:
         if not isinstance(stack.clock, VirtualClock):
             raise ValueError("virtual-time asyncio needs Stack(clock='virtual')")
+        self._stack = stack
         self._clock: VirtualClock = stack.clock
         self._real = selectors.DefaultSelector()
         self._busy = busy  # True while threads work for the loop
+        self.wake: Callable[[], None] = lambda: None  # the loop's, from any thread
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         return self._real.register(fileobj, events, data)
@@ -59,6 +66,7 @@ class VirtualTimeSelector(selectors.BaseSelector):
         return self._real.get_map()
 
     def close(self) -> None:
+        self._stack._loop_done()
         self._real.close()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
@@ -76,17 +84,28 @@ class VirtualTimeSelector(selectors.BaseSelector):
             events = self._real.select(None if target is None else (target - now) / 1e9)
             if events:
                 return events
-            now = clock.now_ns()
-            nxt = clock.next_deadline()
-        if nxt is not None and (limit is None or nxt <= limit):
-            clock.advance(max(0, nxt - now))
-        elif limit is not None:
-            clock.advance(limit - now)
-        else:
-            # Nothing is scheduled anywhere: only another thread or a real
-            # descriptor can wake us, so wait for them in real time.
-            return self._real.select(None)
-        return self._real.select(0)
+        stack = self._stack
+        while True:
+            step = stack._drive_loop(limit, self.wake)
+            if step == _MOVED:
+                return self._real.select(0)
+            if step == _NOTHING:
+                # Nothing is scheduled anywhere: only another thread or a real
+                # descriptor can wake us (a timer armed meanwhile does).
+                try:
+                    return self._real.select(None)
+                finally:
+                    stack._loop_woke(self.wake)
+            # Other threads of the program are running: give them real time.
+            quiet = stack._quiet()
+            events = self._real.select(quiet.window)
+            if events:
+                return events
+            quiet.waited()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _ceil_ns(seconds: float) -> int:
@@ -99,7 +118,12 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     def __init__(self, stack: Stack) -> None:
         self._threads = 0  # executor jobs not finished yet
-        super().__init__(selector=VirtualTimeSelector(stack, lambda: self._threads > 0))
+        selector = VirtualTimeSelector(stack, lambda: self._threads > 0)
+        super().__init__(selector=selector)
+        def wake() -> None:  # from any thread: select() returns
+            self.call_soon_threadsafe(_nothing)
+
+        selector.wake = wake
         self.stack = stack
         self._clock_resolution = 1e-9
 

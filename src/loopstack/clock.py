@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -232,6 +233,12 @@ class VirtualClock(Clock):
     def __init__(self, start_ns: int = 0) -> None:
         super().__init__()
         self._now = start_ns
+        self.on_armed: Callback | None = None  # told when a timer is armed (Stack.wait_for)
+
+    def _armed(self, deadline_ns: int) -> None:
+        listener = self.on_armed
+        if listener is not None:
+            listener()
 
     def now_ns(self) -> int:
         return self._now
@@ -277,3 +284,117 @@ class VirtualClock(Clock):
                 self._now = max(self._now, timer._deadline)
                 callback = timer._callback
             self._runner(callback)
+
+
+# -- is the rest of the process idle? (virtual time with threads) ----------------------
+_TASKS = "/proc/self/task"
+
+
+def _thread_cpu_clock(tid: int) -> int:
+    """Linux's CPU-time clock of thread ``tid`` (glibc's pthread_getcpuclockid
+    makes the same id; unlike it, this is safe for a thread that has gone:
+    clock_gettime then fails with EINVAL)."""
+    return ((~tid) << 3) | 6  # MAKE_THREAD_CPUCLOCK(tid, CPUCLOCK_SCHED)
+
+
+class Quiescence:
+    """Tells whether every thread of this process but some is blocked, so
+    that virtual time may move (Stack.wait_for on a virtual clock).
+
+    A thread counts as blocked when it has used no CPU across a window in
+    which the asking thread itself blocked (a thread waiting for the GIL got
+    it then, and ran) and is not waiting for a CPU now. On Linux both come
+    from the kernel: each thread's CPU clock, and its state in
+    /proc/self/task/TID/stat (R: running or runnable, D: in uninterruptible
+    I/O). Elsewhere only the CPU time of the process's other threads can be
+    seen, over a longer window: a thread woken and not yet scheduled by then
+    is missed.
+
+    Usage: ``look(exclude)`` until it says True; between two looks that
+    said False, block for ``window`` seconds (releasing every lock the
+    other threads may need) and, if nothing interrupted that wait, call
+    ``waited()``.
+    """
+
+    WINDOW_MIN = 100e-6
+    WINDOW_MAX = 5e-3
+
+    def __init__(self) -> None:
+        self._linux = os.path.isdir(_TASKS) and hasattr(time, "clock_gettime_ns")
+        self._min = self.WINDOW_MIN if self._linux else 20 * self.WINDOW_MIN
+        self.window = self._min  # grows while the process stays busy
+        self._last: dict[int, int] | None = None
+        self._waited = False
+
+    def others(self, exclude: set[int]) -> bool:
+        """Whether any thread besides those in ``exclude`` (native ids) exists."""
+        if not self._linux:
+            return threading.active_count() > len(exclude)
+        return any(int(t) not in exclude for t in os.listdir(_TASKS))
+
+    def look(self, exclude: set[int]) -> bool:
+        """True when every thread not in ``exclude`` (native thread ids; the
+        caller's own is always left out) has been blocked since the last look
+        and a window was waited between the two."""
+        sample = self._sample(exclude)
+        if not self._same(sample) or not self._waited:
+            self._last, self._waited = sample, False
+            return False
+        if self._linux:
+            # A thread waiting for a CPU has not run yet. One that was so at
+            # the sample and has run since shows a new CPU time: sample again
+            # after reading the states.
+            if any(self._running(tid) for tid in sample) or self._sample(exclude) != sample:
+                self._waited = False
+                return False
+        return True
+
+    def _same(self, sample: dict[int, int]) -> bool:
+        last = self._last
+        if self._linux or last is None:
+            return sample == last
+        # Elsewhere the others' time is the process's less this thread's, read
+        # one after the other: a few microseconds of this thread's own work
+        # fall between the two reads.
+        return sample.keys() == last.keys() and abs(sample[0] - last[0]) < 50_000
+
+    def waited(self) -> None:
+        """The caller blocked for a whole window since its last look."""
+        self._waited = True
+        self.window = min(self.window * 2, self.WINDOW_MAX)
+
+    def moved(self) -> None:
+        """Time moved: start again with the shortest window. Where a thread
+        the move woke cannot be seen waiting for a CPU, give it a window."""
+        self.window = self._min
+        if not self._linux:
+            self._waited = False
+
+    def _sample(self, exclude: set[int]) -> dict[int, int]:
+        me = threading.get_native_id()
+        if not self._linux:
+            return {0: time.process_time_ns() - time.thread_time_ns(), me: 0}
+        out = {}
+        for name in os.listdir(_TASKS):
+            tid = int(name)
+            if tid == me or tid in exclude:
+                continue
+            try:
+                out[tid] = time.clock_gettime_ns(_thread_cpu_clock(tid))
+            except OSError:  # it has just exited
+                pass
+        return out
+
+    @staticmethod
+    def _running(tid: int) -> bool:
+        try:
+            fd = os.open(f"{_TASKS}/{tid}/stat", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            stat = os.read(fd, 512)
+        finally:
+            os.close(fd)
+        # "TID (comm) S ...": the state follows the last ")" (comm may hold one).
+        state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+        return state in (b"R", b"D")

@@ -87,34 +87,57 @@ def _aton_exact(text: str) -> bytes | None:
     return value.to_bytes(4, "big")
 
 
-def numeric_host(host: str) -> bytes | None:
+def numeric_host(host: str, interfaces: dict[str, int] | None = None) -> bytes | None:
     """An address literal as packed bytes: IPv6 text, or any IPv4 form
     glibc's getaddrinfo takes ('127.1', '0x7f.1', '2130706433'). An IPv6
-    literal may carry a numeric scope ('::1%1'); see :func:`numeric_scope`."""
+    literal may carry a scope ('::1%1', 'fe80::1%lo'); see :func:`scope_id`."""
     if ":" in host:
         addr, _, scope = host.partition("%")
-        if "%" in host and numeric_scope(scope) is None:
-            return None
         try:
-            return socket.inet_pton(AF_INET6, addr)
+            packed = socket.inet_pton(AF_INET6, addr)
         except OSError:
             return None
+        if "%" in host and scope_id(packed, scope, interfaces) is None:
+            return None
+        return packed
     return _aton_exact(host)
 
 
-def numeric_scope(scope: str) -> int | None:
-    """glibc __inet6_scopeid_pton for the numeric form (an interface name
-    would need link-local scope, and loopstack has no link-local addresses)."""
-    if not scope.isdigit() or not scope.isascii():
+OWN_NAME_ADDRESS = b"\x7f\x00\x01\x01"  # 127.0.1.1
+
+
+def _own_name() -> str:
+    """The machine's name (gethostname, a local call)."""
+    try:
+        return socket.gethostname()
+    except OSError:
+        return ""
+
+
+# The interfaces a scope may name: every stack has lo, index 1.
+LOOPBACK_INTERFACES = {"lo": 1}
+
+
+def needs_scope(addr: bytes) -> bool:
+    """glibc's and Linux's test for an IPv6 address that means nothing
+    without an interface: link-local unicast (fe80::/10), interface- and
+    link-local multicast (ff01::/16, ff02::/16)."""
+    return (addr[0] == 0xFE and addr[1] & 0xC0 == 0x80) or (
+        addr[0] == 0xFF and addr[1] & 0x0F in (1, 2))
+
+
+def scope_id(addr: bytes, scope: str, interfaces: dict[str, int] | None = None) -> int | None:
+    """glibc __inet6_scopeid_pton: an interface name, for an address that
+    needs a scope (``interfaces``: name -> index, lo's by default); else a
+    decimal number up to 2**32 - 1. None: not a scope (EAI_NONAME)."""
+    if needs_scope(addr):
+        index = (LOOPBACK_INTERFACES if interfaces is None else interfaces).get(scope)
+        if index:
+            return index
+    if not scope[:1].isdigit() or not scope.isascii() or not scope.isdigit():
         return None
     value = int(scope)
     return value if value <= 0xFFFFFFFF else None
-
-
-def _scope_of(host: str) -> int:
-    if "%" not in host:
-        return 0
-    return numeric_scope(host.partition("%")[2]) or 0
 
 
 def _precedence(addr: bytes) -> int:
@@ -171,12 +194,26 @@ def _service_number(service: str, flags: int) -> int | None:
 class Resolver:
     def __init__(self, hosts: dict[str, list[str]]) -> None:
         self.hosts = hosts
+        # The interfaces scope ids name ('fe80::1%lo'): name -> index.
+        self.interfaces: dict[str, int] = dict(LOOPBACK_INTERFACES)
+
+    def _scope(self, host: str) -> int:
+        """The scope id of a numeric IPv6 host ('::1%1' -> 1), 0 without one."""
+        if "%" not in host:
+            return 0
+        addr, _, scope = host.partition("%")
+        return scope_id(socket.inet_pton(AF_INET6, addr), scope, self.interfaces) or 0
 
     def _entry(self, name: str) -> tuple[str, list[bytes]]:
-        """The hosts-table entry for ``name``: its canonical name and addresses."""
+        """The hosts-table entry for ``name``: its canonical name and addresses.
+        The machine's own name, unless the table says otherwise, is
+        127.0.1.1, as Debian's /etc/hosts has it."""
         key = name.lower().rstrip(".") if name not in self.hosts else name
         entries = self.hosts.get(key)
         if not entries:
+            own = _own_name()
+            if own and key == own.lower():
+                return own, [OWN_NAME_ADDRESS]
             raise noname()
         out = []
         for e in entries:
@@ -255,11 +292,11 @@ class Resolver:
             else:
                 addrs = [V6_LOOPBACK, V4_LOOPBACK]
         else:
-            literal = numeric_host(host)
+            literal = numeric_host(host, self.interfaces)
             if literal is not None:
                 addrs = [literal]
                 canon = host  # glibc names a literal by itself
-                scope = _scope_of(host)
+                scope = self._scope(host)
             elif flags & socket.AI_NUMERICHOST or host == "":
                 raise noname()
             else:
@@ -275,7 +312,7 @@ class Resolver:
         if family:
             addrs = [a for a in addrs if family_of(a) == family]
             if not addrs:
-                if host is not None and numeric_host(host) is None:
+                if host is not None and numeric_host(host, self.interfaces) is None:
                     raise noname()
                 raise _gai(socket.EAI_ADDRFAMILY, "Address family for hostname not supported")
         out: list[AddrInfo] = []
@@ -336,6 +373,9 @@ class Resolver:
         literal = self._setipaddr(address, 0)
         names = [n for n, addrs in self.hosts.items() if any(
             numeric_host(a) == literal for a in addrs)]
+        own = _own_name()
+        if literal == OWN_NAME_ADDRESS and own and own.lower() not in self.hosts:
+            names.append(own)
         if not names:
             raise _unknown_host()
         return names[0], names[1:], [to_text(literal)]
@@ -364,7 +404,10 @@ class Resolver:
         port = resolved[1]
         name = to_text(literal)
         if family == AF_INET6 and scope:
-            name += f"%{scope}"
+            # glibc getnameinfo: an interface's name where the address needs
+            # a scope and the index is an interface's, else the number.
+            names = [n for n, i in self.interfaces.items() if i == scope]
+            name += f"%{names[0]}" if names and needs_scope(literal) else f"%{scope}"
         if not flags & socket.NI_NUMERICHOST:
             try:
                 name = self.gethostbyaddr(to_text(literal))[0]

@@ -12,7 +12,13 @@ from .stack import Stack
 
 
 class PassthroughSocket:
-    """A loopstack socket that turns real for destinations outside the stack."""
+    """A loopstack socket that turns real for destinations outside the stack.
+    ``isinstance(s, socket.socket)`` holds, as for every socket the patch
+    makes; ``type(s)`` tells the truth."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # what isinstance() consults
+        return _socket.socket
 
     def __init__(self, stack: Stack, family: int, type: int, proto: int) -> None:
         self._stack = stack
@@ -39,11 +45,11 @@ class PassthroughSocket:
         return False
 
     def _go_real(self) -> None:
-        from .patch import _REAL_NEW
+        from .patch import _REAL_NEW, _SOCKET
 
         family, type, proto = self._args
-        real = _REAL_NEW(_socket.socket, family, type, proto)  # type: ignore[call-arg]
-        _socket.socket.__init__(real, family, type, proto)
+        real = _REAL_NEW(_SOCKET, family, type, proto)  # type: ignore[call-arg]
+        _SOCKET.__init__(real, family, type, proto)
         real.settimeout(self._inner.gettimeout())
         for level, name, value in self._options:
             real.setsockopt(level, name, value)
@@ -74,6 +80,9 @@ class PassthroughSocket:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+    def __getstate__(self) -> Any:
+        raise TypeError("cannot pickle 'socket' object")
 
     def __enter__(self) -> PassthroughSocket:
         return self

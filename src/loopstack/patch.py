@@ -4,9 +4,13 @@
 AF_INET6), ``socket.create_connection``, ``socket.create_server``,
 ``socket.getaddrinfo``, ``gethostbyname`` and friends and ``socket.getfqdn``
 work on a loopstack stack. The class itself is intercepted (its ``__new__``),
-so code that did ``from socket import socket`` before the patch is caught too.
-AF_UNIX sockets, ``socket.socketpair`` and sockets made from descriptors stay
-real (asyncio's self-pipe needs them). Names the stack's hosts table does not
+so code that did ``from socket import socket`` before the patch is caught too;
+the sockets it returns are instances of ``socket.socket`` (a subclass whose C
+part has no descriptor, socket.py). A descriptor a loopstack socket gave
+(``fileno()``, ``detach()``, a dup of either) makes a loopstack socket again
+(``socket.socket(fileno=fd)``, ``socket.fromfd``). AF_UNIX sockets,
+``socket.socketpair`` and sockets made from other descriptors stay real
+(asyncio's self-pipe needs them). Names the stack's hosts table does not
 know fail as unknown names and addresses outside its networks are
 unreachable, so a test cannot reach the real network — unless
 ``passthrough=True``, which sends names the hosts table does not know to the
@@ -38,6 +42,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from .clock import RealClock
+from .socket import find_descriptor
 from .stack import Stack
 
 _REAL = {
@@ -45,7 +51,10 @@ _REAL = {
     for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
                  "getnameinfo", "getfqdn", "create_connection", "create_server")
 }
-_REAL_NEW = _socket.socket.__new__
+# The class itself, as imported: a program may put another in the module
+# (test_socket's MockSocket does), whose instances must stay its own.
+_SOCKET = _socket.socket
+_REAL_NEW = _SOCKET.__new__
 _REAL_WRAP = _ssl.SSLContext.wrap_socket
 
 _lock = threading.RLock()
@@ -63,17 +72,48 @@ def current() -> tuple[Stack, bool] | None:
 def _new(cls: type, family: int = -1, type: int = -1, proto: int = -1,
          fileno: int | None = None) -> Any:
     top = current()
-    if top is not None and cls is _socket.socket and fileno is None:
-        fam = _socket.AF_INET if family == -1 else family
-        if fam in (_socket.AF_INET, _socket.AF_INET6):
-            stack, passthrough = top
-            kind = _socket.SOCK_STREAM if type == -1 else type
-            if passthrough:
-                from .passthrough import PassthroughSocket
+    if top is not None and cls is _SOCKET:
+        if fileno is None:
+            fam = _socket.AF_INET if family == -1 else family
+            if fam in (_socket.AF_INET, _socket.AF_INET6):
+                stack, passthrough = top
+                kind = _socket.SOCK_STREAM if type == -1 else type
+                if passthrough:
+                    from .passthrough import PassthroughSocket
 
-                return PassthroughSocket(stack, fam, kind, 0 if proto == -1 else proto)
-            return stack.socket(fam, kind, 0 if proto == -1 else proto)
+                    return PassthroughSocket(stack, fam, kind, 0 if proto == -1 else proto)
+                return _init_skipped(stack.socket(fam, kind, 0 if proto == -1 else proto))
+        elif isinstance(fileno, int) and fileno >= 0:
+            sock = find_descriptor(fileno)
+            if sock is not None:
+                return _init_skipped(sock._adopt(fileno, family, type, proto))
     return _REAL_NEW(cls, family, type, proto, fileno)  # type: ignore[call-arg]
+
+
+# Python calls __init__ on what __new__ returns when it is an instance of the
+# class called: a loopstack socket is a socket.socket, already made, whose own
+# __init__ takes other arguments. It goes back as an instance of a subclass
+# whose __init__ only restores the real class (same layout: no slots added).
+_SKIP_INIT: dict[type, type] = {}
+
+
+def _restore_class(self: Any, *args: Any, **kwargs: Any) -> None:
+    object.__setattr__(self, "__class__", type(self).__bases__[0])
+
+
+def _init_skipped(sock: Any) -> Any:
+    cls = type(sock)
+    shim = _SKIP_INIT.get(cls)
+    if shim is None:
+        shim = _SKIP_INIT[cls] = type(cls.__name__, (cls,), {
+            "__slots__": (), "__init__": _restore_class, "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__})
+    sock.__class__ = shim
+    return sock
+
+
+def _nothing() -> None:
+    pass
 
 
 def _resolver_fn(name: str) -> Any:
@@ -90,6 +130,11 @@ def _resolver_fn(name: str) -> Any:
             if passthrough:
                 return real(*args, **kwargs)
             raise
+        except TypeError as e:
+            # As the C function's: the error holds no frame, so no reference
+            # to the arguments (test_socket counts them).
+            del args, kwargs
+            raise e.with_traceback(None) from None
 
     patched.__name__ = name
     patched.__doc__ = real.__doc__
@@ -125,7 +170,7 @@ def _wrap_socket(self: _ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) ->
 
 
 def _install() -> None:
-    _socket.socket.__new__ = _new  # type: ignore[method-assign]
+    _SOCKET.__new__ = _new  # type: ignore[method-assign]
     for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
                  "getnameinfo"):
         setattr(_socket, name, _resolver_fn(name))
@@ -134,7 +179,7 @@ def _install() -> None:
 
 
 def _uninstall() -> None:
-    del _socket.socket.__new__
+    del _SOCKET.__new__
     for name, fn in _REAL.items():
         setattr(_socket, name, fn)
     _ssl.SSLContext.wrap_socket = _REAL_WRAP  # type: ignore[method-assign]
@@ -155,6 +200,12 @@ def patch(stack: Stack | None = None, *, passthrough: bool = False,
         if not _active:
             _install()
         _active = (*_active, entry)
+    clock = getattr(st, "clock", None)
+    if isinstance(clock, RealClock):
+        # Its timer thread, which would start with the first timer, starts
+        # now: the program's threads do not change under it (test_socket's
+        # threading_helper counts them around each test).
+        clock.call_later(0, _nothing)
     try:
         if children:
             from .host.attach import children_environment

@@ -15,6 +15,13 @@ asyncio's ``loop.sendfile`` try first) must fail cleanly and fall back to
 ``send()``, not have its data swallowed: the watched end is opened with
 O_APPEND, which makes Linux's sendfile and splice answer EINVAL
 (``do_splice_direct``) while leaving ``send`` and ``recv`` alone.
+
+The descriptor's file status flags are the socket's to show: O_NONBLOCK is
+set exactly when the socket object is non-blocking or has a timeout, as
+CPython sets it on a kernel socket (``fcntl(fd, F_GETFL)`` tells), so this
+module reads and writes the pair with MSG_DONTWAIT, whatever the flag.
+Descriptors dup'ed from the watched end (``socket.dup``, ``socket.fromfd``)
+are the same open file: ``identity`` (its device and inode) recognises them.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ import fcntl
 import os
 import socket as _socket
 
+_DONTWAIT = _socket.MSG_DONTWAIT
+
 
 class Readiness:
-    __slots__ = ("_watched", "_peer", "readable", "writable")
+    __slots__ = ("_watched", "_peer", "readable", "writable", "identity")
 
     def __init__(self) -> None:
         a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -39,6 +48,8 @@ class Readiness:
         self._peer = b
         self.readable = False
         self.writable = True
+        st = os.fstat(a.fileno())
+        self.identity = (st.st_dev, st.st_ino)
 
     def fileno(self) -> int:
         return self._watched.fileno()
@@ -47,7 +58,7 @@ class Readiness:
         """Make the descriptor report these states (a syscall only on change)."""
         if readable != self.readable:
             if readable:
-                self._peer.send(b"r")
+                self._peer.send(b"r", _DONTWAIT)
             else:
                 _drain(self._watched)
             self.readable = readable
@@ -57,7 +68,7 @@ class Readiness:
             else:
                 try:
                     while True:
-                        self._watched.send(bytes(4096))
+                        self._watched.send(bytes(4096), _DONTWAIT)
                 except BlockingIOError:
                     pass
             self.writable = writable
@@ -67,9 +78,19 @@ class Readiness:
         self._peer.close()
 
 
+def set_nonblocking(fd: int, nonblocking: bool) -> None:
+    """O_NONBLOCK on ``fd`` (one of this module's descriptors) as a socket
+    object's mode says: set for a timeout or non-blocking, clear when
+    blocking (CPython's internal_setblocking)."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    wanted = flags | os.O_NONBLOCK if nonblocking else flags & ~os.O_NONBLOCK
+    if wanted != flags:
+        fcntl.fcntl(fd, fcntl.F_SETFL, wanted)
+
+
 def _drain(sock: _socket.socket) -> None:
     try:
-        while sock.recv(65536):
+        while sock.recv(65536, _DONTWAIT):
             pass
     except BlockingIOError:
         pass

@@ -11,22 +11,33 @@ ready while the socket has something to read, and is always writable.
 
 from __future__ import annotations
 
-import builtins
 import errno
+import math
+import operator
 import os
 import socket as _socket
+import stat
 import struct
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from .ip.addr import AF_INET, AF_INET6, V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, to_text
 from .ip.route import BROADCAST, LOCAL
-from .names import numeric_host
-from .readiness import Readiness
-from .transport.ports import mapped, v4_of
-from .transport.udp import RMEM_MAX, SOCK_MIN_RCVBUF, SOCK_MIN_SNDBUF, WMEM_MAX, UdpSock
+from .names import needs_scope, numeric_host
+from .readiness import Readiness, set_nonblocking
+from .transport.ports import PortTable, mapped, v4_of
+from .transport.udp import (
+    PROTO_UDPLITE,
+    RMEM_MAX,
+    SOCK_MIN_RCVBUF,
+    SOCK_MIN_SNDBUF,
+    UDP,
+    WMEM_MAX,
+    UdpSock,
+)
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -48,6 +59,7 @@ SO_PROTOCOL = getattr(_socket, "SO_PROTOCOL", 38)
 IP_TTL = _socket.IP_TTL
 IP_PKTINFO = getattr(_socket, "IP_PKTINFO", 8)
 IP_RECVTTL = getattr(_socket, "IP_RECVTTL", 12)
+IP_TOS = _socket.IP_TOS
 IPV6_PKTINFO = getattr(_socket, "IPV6_PKTINFO", 50)
 IPV6_RECVPKTINFO = getattr(_socket, "IPV6_RECVPKTINFO", 49)
 IPV6_HOPLIMIT = getattr(_socket, "IPV6_HOPLIMIT", 52)
@@ -57,6 +69,19 @@ IPV6_V6ONLY = _socket.IPV6_V6ONLY
 IPV6_UNICAST_HOPS = _socket.IPV6_UNICAST_HOPS
 _SOCK_TYPE_MASK = 0xF  # include/linux/net.h
 _SOCK_MAX = 11  # SOCK_PACKET + 1
+IPV6_TCLASS = getattr(_socket, "IPV6_TCLASS", 67)
+IPV6_RECVTCLASS = getattr(_socket, "IPV6_RECVTCLASS", 66)
+IPPROTO_UDPLITE = PROTO_UDPLITE
+UDPLITE_SEND_CSCOV = getattr(_socket, "UDPLITE_SEND_CSCOV", 10)
+UDPLITE_RECV_CSCOV = getattr(_socket, "UDPLITE_RECV_CSCOV", 11)
+_TIMEVAL = struct.Struct("qq")  # struct timeval (__kernel_old_timeval on 64 bits)
+# The kernel's tick: SO_RCVTIMEO and SO_SNDTIMEO are kept in jiffies, so a
+# time reads back rounded up to a multiple of 1/HZ s (CONFIG_HZ=250, as the
+# host kernel the differential tests run on).
+HZ = 250
+_MAX_JIFFIES = (1 << 63) - 1  # MAX_SCHEDULE_TIMEOUT (LONG_MAX)
+# UDP_CORK, UDP_ENCAP, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO
+_UDP_ZERO_OPTIONS = frozenset({1, 100, 101, 102, 103, 104})
 
 
 def error(code: int) -> OSError:
@@ -114,15 +139,209 @@ def _timeout() -> TimeoutError:
     return TimeoutError("timed out")
 
 
-class Socket:
+# -- CPython's argument conversions, with its messages ------------------------------
+_INT_MIN, _INT_MAX = -(1 << 31), (1 << 31) - 1
+_LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
+_NS = 1_000_000_000
+
+
+def c_index(value: Any) -> int:
+    """An integer argument as CPython's converters read it (``__index__``)."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an "
+                        "integer") from None
+
+
+def c_long(value: Any) -> int:
+    """PyLong_AsLong."""
+    n = c_index(value)
+    if not _LONG_MIN <= n <= _LONG_MAX:
+        raise OverflowError("Python int too large to convert to C long")
+    return n
+
+
+def c_int(value: Any) -> int:
+    """PyArg_Parse's "i"."""
+    n = c_long(value)
+    if n > _INT_MAX:
+        raise OverflowError("signed integer is greater than maximum")
+    if n < _INT_MIN:
+        raise OverflowError("signed integer is less than minimum")
+    return n
+
+
+def c_int_strict(value: Any) -> int:
+    """_PyLong_AsInt."""
+    n = c_index(value)
+    if not _INT_MIN <= n <= _INT_MAX:
+        raise OverflowError("Python int too large to convert to C int")
+    return n
+
+
+DEFAULT_BACKLOG = min(_socket.SOMAXCONN, 128)  # CPython's listen() default
+
+
+def listen_backlog(backlog: Any) -> int:
+    """listen()'s argument as CPython reads it: a C int, negative as 0."""
+    return max(0, c_int(backlog))
+
+
+def parse_timeout(value: Any) -> float | None:
+    """settimeout()'s argument as CPython reads it (socket_parse_timeout):
+    whole nanoseconds, rounded away from zero; None means blocking."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ValueError("Invalid value NaN (not a number)")
+        d = value * 1e9
+        if not -9.223372036854775808e18 <= d < 9.223372036854775808e18:
+            raise OverflowError("timestamp out of range for platform time_t")
+        ns = math.ceil(d) if d >= 0 else math.floor(d)
+    else:
+        try:
+            sec = operator.index(value)
+        except TypeError:
+            raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an "
+                            "integer") from None
+        ns = sec * _NS
+        if not _LONG_MIN <= ns <= _LONG_MAX:
+            raise OverflowError("timestamp too large to convert to C _PyTime_t")
+    if ns < 0:
+        raise ValueError("Timeout value out of range")
+    return float(ns // _NS) if ns % _NS == 0 else ns / 1e9
+
+
+def _enum(kind: Any, value: int) -> Any:
+    """socket.py's _intenum_converter: the enum member, or the plain int."""
+    try:
+        return kind(value)
+    except ValueError:
+        return value
+
+
+def c_buffer(data: Any) -> memoryview:
+    """A bytes-like argument ("y*"), with CPython's message for anything else."""
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise TypeError("a bytes-like object is required, not "
+                        f"'{type(data).__name__}'") from None
+
+
+# -- the socket objects of one stack -------------------------------------------------
+# Descriptors fileno() made, by the identity of the open file (readiness.py):
+# socket.socket(fileno=fd) and socket.fromfd (through patch.py) find the
+# socket of a descriptor, or of a dup of one, here.
+_BY_FILE: dict[tuple[int, int], weakref.ref[Socket]] = {}
+# Descriptors detach() left open, each with the hidden object that holds the
+# socket for it until socket.socket(fileno=fd) takes it back.
+_DETACHED: dict[int, Socket] = {}
+
+
+def udplite(stack: Stack) -> UDP:
+    """The stack's UDP-Lite (RFC 3828): UDP's code with protocol 136, its
+    own port table and counters (UdpLite, UdpLite6), made with the first
+    UDP-Lite socket (stack lock held)."""
+    lite: UDP | None = stack.__dict__.get("udplite")
+    if lite is None:
+        groups = stack.mib.groups
+        for name, like in (("UdpLite", "Udp"), ("UdpLite6", "Udp6")):
+            group = stack.mib.group(name)
+            for counter in groups.get(like, {}):
+                group.setdefault(counter, 0)
+        lite = UDP(stack.ipv4, stack.ipv6, stack.icmp4, stack.icmp6, groups["UdpLite"],
+                   groups["UdpLite6"], PortTable(stack.rng, tcp=False), proto=PROTO_UDPLITE)
+        stack.__dict__["udplite"] = lite
+    return lite
+
+
+def _register(stack: Stack, sock: Socket) -> None:
+    """Put ``sock`` in the stack's table of socket objects. The table must
+    not keep an object alive (an unclosed socket is closed when it is
+    collected, as a kernel socket is): a weak table replaces the plain one
+    the stack starts with."""
+    table: Any = stack._sockets
+    if type(table) is dict:
+        table = weakref.WeakValueDictionary(table)
+        stack._sockets = table
+    table[id(sock)] = sock
+
+
+def find_descriptor(fd: int) -> Socket | None:
+    """The socket ``fd`` is a descriptor of (fileno() gave it, detach()
+    returned it, or it is a dup of one of those), or None."""
+    if not _BY_FILE:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(st.st_mode):
+        return None
+    ref = _BY_FILE.get((st.st_dev, st.st_ino))
+    return ref() if ref is not None else None
+
+
+def _unshare_after_fork() -> None:
+    """In the child of a fork, before host/attach.py turns every socket
+    object into a proxy: objects of one socket share their state (one
+    __dict__); each proxy needs its own."""
+    from .stack import live_stacks  # (stack.py imports this module)
+
+    for stack in list(live_stacks):
+        table = stack.__dict__.get("_sockets")
+        for sock in list(table.values()) if table is not None else ():
+            sock.__dict__ = dict(sock.__dict__)
+    _BY_FILE.clear()  # the copied stack is not this process's to use
+    _DETACHED.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    # Registered on import, so before attach.py's hook, and run before it.
+    os.register_at_fork(after_in_child=_unshare_after_fork)
+
+
+class Socket(_socket.socket):
     """A socket on a loopstack :class:`~loopstack.Stack`; behaves as
-    ``socket.socket`` does on Linux's loopback."""
+    ``socket.socket`` does on Linux's loopback, and is one: a subclass whose
+    C part never has a descriptor (every method is below, in Python).
+
+    A kernel socket is one open file that several descriptors may refer to
+    (dup, fromfd, fork); here a socket is one ``__dict__`` that several
+    objects share (:meth:`_twin`), each with what CPython keeps per object:
+    its timeout, its descriptor number, whether it is closed and makefile()'s
+    count. The socket closes when its last object does. The protocol's
+    callbacks go to a hidden object of the socket (the core), so the stack
+    never keeps a program's object alive: one dropped unclosed is closed, with
+    the ResourceWarning CPython gives."""
+
+    __slots__ = ("_timeout", "_fd", "_closing", "_shared", "_made_as", "__dict__")
 
     _timeout: float | None
-    # Set by host/owner.py while other processes hold this socket too.
-    _shared: Any = None
+    _io_refs: int  # socket.socket's slot: makefile() objects open on this object
+    _fd: int  # this object's descriptor number, -1 until fileno() makes one
+    _closing: bool  # close() called while makefile() objects use it
+    # (family, type, proto) this object was made with from a descriptor
+    # (socket.socket(..., fileno=fd)), which CPython shows as given; else None.
+    _made_as: tuple[int, int, int] | None
+    # Set by host/owner.py while other processes hold this object's socket too.
+    _shared: Any
     # A socket of loopstack's own machinery (a bridge's): not handed to a fork.
     _private = False
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        self = _socket.SocketType.__new__(cls)  # descriptor -1, C __init__ never run
+        self._closed = True  # until a socket is behind it (__init__)
+        self._io_refs = 0
+        self._timeout = None
+        self._fd = -1
+        self._closing = False
+        self._shared = None
+        self._made_as = None
+        return self
 
     def __init__(self, stack: Stack, family: int = -1, type: int = -1, proto: int = -1,
                  fileno: int | None = None) -> None:
@@ -133,10 +352,11 @@ class Socket:
             if proto in (_socket.IPPROTO_ICMP, _socket.IPPROTO_ICMPV6):
                 # Linux's ping sockets need net.ipv4.ping_group_range, "1 0" by default.
                 raise error(errno.EACCES)
-            if proto not in (0, _socket.IPPROTO_UDP):
+            if proto not in (0, _socket.IPPROTO_UDP, IPPROTO_UDPLITE):
                 raise error(errno.EPROTONOSUPPORT)
             with stack.locked:
-                self._udp = stack.udp.socket(family == AF_INET6)
+                udp = stack.udp if proto != IPPROTO_UDPLITE else udplite(stack)
+                self._udp = udp.socket(family == AF_INET6)
         elif kind == _socket.SOCK_STREAM:
             raise error(errno.EPROTONOSUPPORT)  # stream sockets are StreamSocket (stream.py)
         elif kind == _socket.SOCK_RAW:
@@ -145,14 +365,13 @@ class Socket:
             raise error(errno.ESOCKTNOSUPPORT)
         if nonblock:
             self._timeout = 0.0
-        self._udp.wake = self._wake
-        stack._register(self)
+        self._udp.wake = self._open()._wake
 
     def _init_common(self, stack: Stack, family: int, type: int, proto: int,
                      fileno: int | None = None) -> bool:
         """Checks and state every socket kind shares; True for SOCK_NONBLOCK."""
         if fileno is not None:
-            raise error(errno.EBADF)  # loopstack sockets are not made from descriptors
+            raise error(errno.EBADF)  # descriptors are patch.py's to look up
         if family == -1:
             family = AF_INET
         if type == -1:
@@ -171,27 +390,56 @@ class Socket:
         self._proto = proto  # as given, like socket.socket().proto; SO_PROTOCOL tells the truth
         self._timeout = _socket.getdefaulttimeout()
         self._cond = threading.Condition(stack.lock)
-        self._closed = False
         self._efd: Readiness | None = None
+        self._fd_owners: dict[int, int] = {}  # descriptor number -> objects that own it
+        self._refs = 0  # objects of this socket not closed, and detached descriptors
         self._keepalive = 0
         self._linger = (0, 0)
         self._rcvlowat = 1
+        self._rcvtimeo: int | None = None  # SO_RCVTIMEO in jiffies; None: wait for ever
+        self._sndtimeo: int | None = None
         self._last_address: Any = None  # sendto's last numeric address, parsed
         self._last_sockaddr: tuple[bytes, int] = (b"", 0)
         return nonblock
 
+    def _open(self) -> Socket:
+        """This object is the socket's first: count it, show it to the stack,
+        and make the core, the hidden object the protocol's callbacks reach."""
+        core = Socket.__new__(type(self))  # closed: nothing is ever done through it
+        core.__dict__ = self.__dict__
+        self._core = core
+        self._refs = 1
+        self._closed = False
+        _register(self._stack, self)
+        return core
+
+    def _twin(self) -> Self:
+        """Another object of this socket, as dup(2) makes another descriptor
+        of an open file (stack lock held). It has this object's timeout."""
+        twin = Socket.__new__(type(self))
+        twin.__dict__ = self.__dict__
+        twin._timeout = self._timeout
+        twin._closed = False
+        self._refs += 1
+        _register(self._stack, twin)
+        return twin
+
     # -- identity ------------------------------------------------------------
     @property
     def family(self) -> _socket.AddressFamily:
-        return self._family
+        shown = self._made_as
+        return self._family if shown is None else _enum(_socket.AddressFamily, shown[0])
 
     @property
     def type(self) -> _socket.SocketKind:
-        return _socket.SocketKind(self._kind)
+        shown = self._made_as
+        return _socket.SocketKind(self._kind) if shown is None \
+            else _enum(_socket.SocketKind, shown[1])
 
     @property
     def proto(self) -> int:
-        return self._proto
+        shown = self._made_as
+        return self._proto if shown is None else shown[2]
 
     @property
     def timeout(self) -> float | None:
@@ -202,16 +450,23 @@ class Socket:
         return self._stack
 
     def __repr__(self) -> str:
-        parts = [f"fd={self._efd.fileno() if self._efd is not None else -1 if self._closed else 0}",
-                 f"family={self._family.value}", f"type={self._kind}", f"proto={self._proto}"]
-        if not self._closed:
+        """socket.socket's, naming loopstack's socket."""
+        closed = self._closed
+        text = (f"<loopstack.socket{' [closed]' if closed else ''} fd={self.fileno()}, "
+                f"family={self.family}, type={self.type}, proto={self.proto}")
+        if not closed:
             try:
-                parts.append(f"laddr={self.getsockname()}")
-                parts.append(f"raddr={self.getpeername()}")
+                text += f", laddr={self.getsockname()}"
             except OSError:
                 pass
-        state = " [closed]" if self._closed else ""
-        return f"<loopstack.socket{state} {', '.join(parts)}>"
+            try:
+                text += f", raddr={self.getpeername()}"
+            except OSError:
+                pass
+        return text + ">"
+
+    def __getstate__(self) -> Any:
+        raise TypeError("cannot pickle 'socket' object")
 
     # -- readiness -----------------------------------------------------------
     def _wake(self) -> None:
@@ -230,45 +485,81 @@ class Socket:
     def _sync_fd(self) -> None:
         fd = self._efd
         if fd is not None:
-            closed = self._closed
-            fd.update(closed or self._readable(), closed or self._writable())
+            fd.update(self._readable(), self._writable())
 
     def fileno(self) -> int:
         """A descriptor for select/poll/epoll/selectors/asyncio: readable and
         writable exactly when this socket is (see readiness.py). It carries no
-        data: read and write through the socket's methods."""
+        data: read and write through the socket's methods. Each object of a
+        socket has its own number (a dup of the first object's)."""
         if self._closed:
             return -1
+        fd = self._fd
+        if fd >= 0:
+            return fd
         with self._stack.locked:
-            if self._efd is None:
-                self._efd = Readiness()
-                self._sync_fd()
-            return self._efd.fileno()
+            if self._closed:
+                return -1
+            if self._fd < 0:
+                efd = self._efd
+                if efd is None:
+                    efd = self._efd = Readiness()
+                    self._sync_fd()
+                    _BY_FILE[efd.identity] = weakref.ref(self._core)
+                watched = efd.fileno()
+                owners = self._fd_owners
+                fd = os.dup(watched) if watched in owners else watched
+                owners[fd] = owners.get(fd, 0) + 1
+                set_nonblocking(fd, self._timeout is not None)
+                self._fd = fd
+            return self._fd
 
     # -- blocking --------------------------------------------------------------
+    # CPython keeps the timeout in the object, and sets O_NONBLOCK on the
+    # descriptor for a timeout or non-blocking mode; a closed object says EBADF
+    # (after taking the new value, as internal_setblocking fails last).
     def setblocking(self, flag: bool) -> None:
-        self._timeout = None if flag else 0.0
+        self._set_timeout(None if c_long(flag) else 0.0)
 
     def getblocking(self) -> bool:
         return self._timeout != 0.0
 
     def settimeout(self, value: float | None) -> None:
-        if value is not None:
-            value = float(value)
-            if value < 0:
-                raise ValueError("Timeout value out of range")
-        self._timeout = value
+        self._set_timeout(parse_timeout(value))
 
     def gettimeout(self) -> float | None:
         return self._timeout
 
-    def _wait(self, ready: Callable[[], bool], flags: int) -> None:
-        """Block (lock held) until ``ready()`` as the socket's mode says."""
+    def _set_timeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        if self._closed:
+            raise error(errno.EBADF)
+        fd = self._fd
+        if fd >= 0:
+            owners = self.__dict__.get("_fd_owners")  # (an attached socket has none)
+            if owners is not None and fd not in owners:
+                raise error(errno.EBADF)  # another object closed this number
+            set_nonblocking(fd, timeout is not None)
+
+    def _wait(self, ready: Callable[[], bool], flags: int, sending: bool = False) -> None:
+        """Block (lock held) until ``ready()`` as the socket's mode says. A
+        blocking socket waits for SO_RCVTIMEO (SO_SNDTIMEO when ``sending``)
+        at most, and then says EAGAIN, as the kernel's call does."""
         if ready():
             return
-        if self._timeout == 0.0 or flags & MSG_DONTWAIT:
+        timeout = self._timeout
+        if timeout == 0.0 or flags & MSG_DONTWAIT:
             raise error(errno.EAGAIN)
-        if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, self._timeout):
+        limit = None
+        if timeout is None:
+            limit = self._sndtimeo if sending else self._rcvtimeo
+            if limit is not None:
+                if limit == 0:
+                    raise error(errno.EAGAIN)  # a negative time was set: no wait at all
+                timeout = limit / HZ
+        if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, timeout):
+            if limit is not None:
+                raise error(errno.EAGAIN)
             raise _timeout()
         if self._closed:
             raise error(errno.EBADF)
@@ -281,13 +572,19 @@ class Socket:
 
     # -- addresses -------------------------------------------------------------
     def _host(self, host: Any, what: str) -> bytes:
-        """CPython's setipaddr(): '' is the wildcard, '<broadcast>' the
-        limited broadcast; literals go through inet_pton; names through the
-        stack's hosts table."""
-        if not isinstance(host, str):
-            raise TypeError(f"{what}(): AF_INET address must be tuple, not "
-                            f"{type(host).__name__}" if self._family == AF_INET else
-                            f"{what}(): host must be str")
+        """CPython's idna_converter and setipaddr(): '' is the wildcard,
+        '<broadcast>' the limited broadcast; literals go through inet_pton
+        (an IPv6 one with a scope through getaddrinfo, which checks the
+        scope); names through the stack's hosts table."""
+        if isinstance(host, (bytes, bytearray)):
+            host = bytes(host).decode("ascii", "surrogateescape")
+        elif isinstance(host, str):
+            if not host.isascii():
+                host = host.encode("idna").decode("ascii")
+        else:
+            raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+        if "\0" in host:
+            raise TypeError("host name must not contain null character")
         v6 = self._family == AF_INET6
         if host == "":
             return V6_ANY if v6 else V4_ANY
@@ -295,35 +592,55 @@ class Socket:
             if v6:
                 raise OSError("address family mismatched")  # as CPython's setipaddr
             return V4_LIMITED_BROADCAST
-        if v6:
+        if "%" not in host:
             try:
-                return _socket.inet_pton(AF_INET6, host.split("%", 1)[0])
-            except OSError:
-                pass
-        else:
-            try:
-                return _socket.inet_pton(AF_INET, host)
+                return _socket.inet_pton(self._family, host)
             except OSError:
                 pass
         infos = self._stack.getaddrinfo(host, None, self._family)
         return numeric_host(infos[0][4][0]) or b""
 
     def _sockaddr(self, address: Any, what: str) -> tuple[bytes, int]:
+        """getsockaddrarg(): an address checked as CPython checks it, in its
+        words. For AF_INET6 the flow label must fit 20 bits, and an address
+        that needs a scope (link-local) needs a scope id of this stack's
+        interfaces, as Linux's bind and connect say (EINVAL, ENODEV); a
+        scope in the text is checked, and then replaced by the tuple's, as
+        CPython does."""
         if self._family == AF_INET:
-            if not isinstance(address, tuple) or len(address) != 2:
+            if not isinstance(address, tuple):
                 raise TypeError(f"{what}(): AF_INET address must be tuple, not "
                                 f"{type(address).__name__}")
+            if len(address) != 2:
+                raise TypeError("AF_INET address must be a pair (host, port)")
             host, port = address
+            flowinfo = scope = 0
         else:
-            if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+            if not isinstance(address, tuple):
                 raise TypeError(f"{what}(): AF_INET6 address must be tuple, not "
                                 f"{type(address).__name__}")
+            if not 2 <= len(address) <= 4:
+                raise TypeError("AF_INET6 address must be a tuple (host, port[, flowinfo"
+                                "[, scopeid]])")
             host, port = address[0], address[1]
-        if not isinstance(port, int):
-            raise TypeError(f"'{type(port).__name__}' object cannot be interpreted as an integer")
+            # "I": an unsigned int, masked, no overflow check.
+            flowinfo = c_index(address[2]) & 0xFFFFFFFF if len(address) > 2 else 0
+            scope = c_index(address[3]) & 0xFFFFFFFF if len(address) > 3 else 0
+        try:
+            port = c_int(port)
+        except OverflowError:
+            port = -1  # CPython words any overflow of the port as its range
         if not 0 <= port <= 65535:
             raise OverflowError(f"{what}(): port must be 0-65535.")
-        return self._host(host, what), port
+        if flowinfo > 0xFFFFF:
+            raise OverflowError(f"{what}(): flowinfo must be 0-1048575.")
+        addr = self._host(host, what)
+        if len(addr) == 16 and what in ("bind", "connect") and needs_scope(addr):
+            if not scope:
+                raise error(errno.EINVAL)  # a link-local address requires an interface
+            if scope not in self._stack.resolver.interfaces.values():
+                raise error(errno.ENODEV)
+        return addr, port
 
     def _text(self, addr: bytes, port: int) -> tuple[Any, ...]:
         if self._family == AF_INET:
@@ -378,7 +695,8 @@ class Socket:
             u.connect(addr, port)
             self._wake()
 
-    def listen(self, backlog: int = 128) -> None:
+    def listen(self, backlog: int = DEFAULT_BACKLOG) -> None:
+        listen_backlog(backlog)
         with self._stack.locked:
             self._check()
             raise error(errno.EOPNOTSUPP)  # datagram sockets do not listen
@@ -399,53 +717,123 @@ class Socket:
 
     # -- sending ---------------------------------------------------------------
     def send(self, data: Any, flags: int = 0) -> int:
-        return self._sendto(data, flags, None)
+        return self._sendto(data if type(data) is bytes else c_buffer(data),
+                            flags if type(flags) is int else c_int(flags), None)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
-        self._sendto(data, flags, None)
+        self.send(data, flags)
 
-    def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
-        if address is None:
-            flags, address = 0, flags_or_address
+    def sendto(self, *args: Any, **kwargs: Any) -> int:
+        """sendto(data[, flags], address), checked as CPython checks it."""
+        if len(args) == 2 and not kwargs:  # the usual form, first
+            data, address = args
+            if address is None:
+                self._sockaddr(address, "sendto")  # CPython's TypeError
+            return self._sendto(data if type(data) is bytes else c_buffer(data), 0, address)
+        if kwargs:
+            raise TypeError("sendto() takes no keyword arguments")
+        if len(args) == 2:
+            data, address = args
+            flags = 0
+        elif len(args) == 3:
+            data, flags, address = args
         else:
-            flags = flags_or_address
+            raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args)} given)")
+        view = c_buffer(data)
+        flags = c_int(flags)
         if address is None:
-            raise TypeError("sendto() argument 2 must be a tuple")
-        return self._sendto(data, flags, address)
+            self._sockaddr(address, "sendto")  # CPython's TypeError: no address is not None
+        return self._sendto(view, flags, address, what="sendto")
+
+    def _sendmsg_args(self, buffers: Any, ancdata: Any, flags: Any, address: Any
+                      ) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
+        """sendmsg()'s arguments checked as CPython checks them, before
+        anything is sent: (the data joined, the control messages, flags).
+        The address is checked here too, and used by the caller."""
+        flags = c_int(flags)
+        if address is not None:
+            self._sockaddr(address, "sendmsg")
+        try:
+            parts = list(buffers)
+        except TypeError:
+            raise TypeError("sendmsg() argument 1 must be an iterable") from None
+        data = b"".join(bytes(c_buffer(p)) for p in parts)
+        try:
+            items = list(ancdata)
+        except TypeError:
+            raise TypeError("sendmsg() argument 2 must be an iterable") from None
+        anc = []
+        for item in items:
+            try:
+                fields = tuple(item)
+            except TypeError:
+                raise TypeError("[sendmsg() ancillary data items]() argument must be "
+                                f"sequence of length 3, not {type(item).__name__}") from None
+            if len(fields) != 3:
+                raise TypeError("[sendmsg() ancillary data items]() argument must be "
+                                f"sequence of length 3, not {len(fields)}")
+            anc.append((c_int(fields[0]), c_int(fields[1]), bytes(c_buffer(fields[2]))))
+        return data, anc, flags
+
+    @staticmethod
+    def _sol_socket_cmsg(kind: int) -> None:
+        """__sock_cmsg_send: SCM_RIGHTS and SCM_CREDENTIALS are AF_UNIX's and
+        ignored elsewhere; the rest are not for an unprivileged sender."""
+        if kind not in (_socket.SCM_RIGHTS, getattr(_socket, "SCM_CREDENTIALS", 2)):
+            raise error(errno.EINVAL)
 
     def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
                 address: Any = None) -> int:
-        ttl = None
-        for level, kind, value in ancdata:
-            # The per-datagram TTL / hop limit (Linux ip_cmsg_send, ip6_datagram_send_ctl).
-            if (level, kind) in ((_socket.IPPROTO_IP, IP_TTL),
-                                 (_socket.IPPROTO_IPV6, IPV6_HOPLIMIT)):
-                raw = bytes(value)
-                if len(raw) != 4:
+        data, anc, flags = self._sendmsg_args(buffers, ancdata, flags, address)
+        ttl = tclass = None
+        v6 = self._family == AF_INET6
+        if v6 and address is not None:
+            # A v4-mapped destination goes through udp_sendmsg, which reads
+            # only SOL_IP's messages (ip_cmsg_send).
+            v6 = v4_of(self._sockaddr(address, "sendmsg")[0]) is None
+        for level, kind, value in anc:
+            # Linux ip_cmsg_send / ip6_datagram_send_ctl: SOL_SOCKET's, then
+            # the socket's own level; any other level is skipped.
+            if level == _socket.SOL_SOCKET:
+                self._sol_socket_cmsg(kind)
+            elif level == _socket.IPPROTO_IP and not v6:
+                if kind == IP_TTL:
+                    if len(value) != 4 or not 1 <= _INT.unpack(value)[0] <= 255:
+                        raise error(errno.EINVAL)
+                    ttl = _INT.unpack(value)[0]
+                elif kind not in (IP_PKTINFO, IP_TOS):  # accepted, not carried out
                     raise error(errno.EINVAL)
-                ttl = _INT.unpack(raw)[0]
-                if not (1 if level == _socket.IPPROTO_IP else 0) <= ttl <= 255:
+            elif level == _socket.IPPROTO_IPV6 and v6:
+                if kind in (IPV6_HOPLIMIT, IPV6_TCLASS):
+                    if len(value) != 4 or not -1 <= _INT.unpack(value)[0] <= 255:
+                        raise error(errno.EINVAL)
+                    number = _INT.unpack(value)[0]
+                    if kind == IPV6_HOPLIMIT:
+                        ttl = None if number == -1 else number
+                    else:
+                        # -1 is kept as it is and reaches the header as a u8
+                        # (inet6_cork.tclass): 0xff, not the socket's class.
+                        tclass = number & 0xFF
+                elif kind != IPV6_PKTINFO:  # accepted, not carried out
                     raise error(errno.EINVAL)
-            else:
-                raise error(errno.EINVAL)  # other control messages are not supported
-        data = b"".join(bytes(memoryview(b)) for b in buffers)
-        return self._sendto(data, flags, address, ttl)
+        return self._sendto(data, flags, address, ttl, tclass, what="sendmsg")
 
-    def _sendto(self, data: Any, flags: int, address: Any, ttl: int | None = None) -> int:
-        payload = bytes(memoryview(data))
+    def _sendto(self, data: Any, flags: int, address: Any, ttl: int | None = None,
+                tclass: int | None = None, what: str = "sendto") -> int:
+        payload = bytes(data) if type(data) is not bytes else data
         if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
         with self._stack.locked:
             u = self._check()
             if address is None:
-                return u.sendto(payload, None, 0, ttl)
+                return u.sendto(payload, None, 0, ttl, tclass)
             if address == self._last_address:
                 addr, port = self._last_sockaddr
             else:
-                addr, port = self._sockaddr(address, "sendto")
+                addr, port = self._sockaddr(address, what)
                 if numeric_host(address[0]) is not None:  # names may change: not cached
                     self._last_address, self._last_sockaddr = address, (addr, port)
-            return u.sendto(payload, addr, port, ttl)
+            return u.sendto(payload, addr, port, ttl, tclass)
 
     # -- receiving ---------------------------------------------------------------
     def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
@@ -459,7 +847,17 @@ class Socket:
         ignores it (sending with it is EOPNOTSUPP)."""
         with self._stack.locked:
             u = self._check()
-            self._wait(lambda: u.readable, flags)
+            if u.shut_rd and not u.rcvq and not u.so_error and (
+                    self._timeout is not None or flags & MSG_DONTWAIT):
+                # Shut for reading, a datagram socket polls readable, yet
+                # udp_recvmsg finds nothing and says EAGAIN; with a timeout
+                # CPython polls again: it waits for data, up to the timeout.
+                # Only a blocking call ends at once, with no data.
+                if self._timeout == 0.0 or flags & MSG_DONTWAIT:
+                    raise error(errno.EAGAIN)
+                self._wait(lambda: bool(u.rcvq) or bool(u.so_error), flags)
+            else:
+                self._wait(lambda: u.readable, flags)
             if u.so_error:
                 code, u.so_error = u.so_error, 0
                 self._sync_fd()
@@ -499,7 +897,8 @@ class Socket:
         if nbytes == 0:
             nbytes = len(view)
         elif nbytes > len(view):
-            raise ValueError("nbytes is greater than the length of the buffer")
+            raise ValueError("buffer too small for requested bytes" if what == "recv_into"
+                             else "nbytes is greater than the length of the buffer")
         data, src, sport = self._recv_raw(flags)
         n = min(len(data), nbytes)
         view[:n] = data if n == len(data) else data[:n]
@@ -536,20 +935,25 @@ class Socket:
             d = u.last_dequeued
         anc: list[tuple[int, int, bytes]] = []
         if d is not None and src:
+            # udpv6_recvmsg: IPV6_PKTINFO for any datagram first (the common
+            # part), then ip_cmsg_recv's for one that came over IPv4, or the
+            # IPv6 ones (hop limit, traffic class) for one that came over IPv6.
             v6sock = self._family == AF_INET6
             local = v4_of(d.dst) if len(d.dst) == 16 and d.v4 else d.dst
+            if v6sock and u.recv_pktinfo6:
+                anc.append((_socket.IPPROTO_IPV6, IPV6_PKTINFO,
+                            struct.pack("16sI", d.dst, d.ifindex)))
             if not v6sock or d.v4:
                 if u.recv_pktinfo and local is not None:
                     anc.append((_socket.IPPROTO_IP, IP_PKTINFO,
                                 struct.pack("i4s4s", d.ifindex, local, local)))
                 if u.recv_ttl:
                     anc.append((_socket.IPPROTO_IP, IP_TTL, _INT.pack(d.ttl)))
-            if v6sock:
-                if u.recv_pktinfo6:
-                    anc.append((_socket.IPPROTO_IPV6, IPV6_PKTINFO,
-                                struct.pack("16sI", d.dst, d.ifindex)))
+            else:
                 if u.recv_hoplimit:
                     anc.append((_socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(d.ttl)))
+                if u.recv_tclass:
+                    anc.append((_socket.IPPROTO_IPV6, IPV6_TCLASS, _INT.pack(d.tclass)))
         msg_flags = 0
         room = ancbufsize
         kept = []
@@ -566,12 +970,16 @@ class Socket:
 
     # -- shutdown and close -------------------------------------------------------
     def shutdown(self, how: int) -> None:
-        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
-            raise error(errno.EINVAL)
+        how = c_int_strict(how)
         with self._stack.locked:
             u = self._check()
-            # Linux inet_shutdown(): an unconnected datagram socket reports
-            # ENOTCONN, yet the shutdown still takes effect.
+            if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+                raise error(errno.EINVAL)
+            # Linux inet_shutdown(): an unconnected datagram socket says
+            # ENOTCONN, yet the shutdown takes effect (it falls through to
+            # set sk_shutdown): SHUT_WR makes sends EPIPE; SHUT_RD makes it
+            # poll readable while recv() still waits for data unless it
+            # blocks for ever (see _recv_raw).
             if how in (_socket.SHUT_RD, _socket.SHUT_RDWR):
                 u.shut_rd = True
             if how in (_socket.SHUT_WR, _socket.SHUT_RDWR):
@@ -581,73 +989,212 @@ class Socket:
                 raise error(errno.ENOTCONN)
 
     def close(self) -> None:
+        """Close this object; the socket closes with its last object. As
+        close(2), EBADF when another object already closed this object's
+        descriptor number (two objects made on one number)."""
+        if self._io_refs > 0:
+            self._closing = True  # makefile() objects still use it (as socket.socket)
+            return
+        efd = None
         with self._stack.locked:
             if self._closed:
                 return
-            if self._shared is not None and self._shared.refs and not self._stack._closed:
-                self._hand_over()
-                return
-            self._closed = True
-            if self._udp is not None:
-                self._udp.close()
-            self._cond.notify_all()
-            self._stack._unregister(self)
-            efd, self._efd = self._efd, None
+            stale = self._fd >= 0 and self._fd not in self._fd_owners
+            if self._let_go():
+                efd = self._close_socket()
         if efd is not None:
             efd.close()
+        if stale and not self._stack._closed:  # (the stack's own close goes on)
+            raise error(errno.EBADF)
+
+    def _close_socket(self) -> Readiness | None:
+        """The socket's last object is closed: close the socket itself
+        (stack lock held). Returns the readiness descriptor, for the caller
+        to close once the lock is let go."""
+        if self._udp is not None:
+            self._udp.close()
+        self._cond.notify_all()
+        return self._forget_readiness()
+
+    def _decref_socketios(self) -> None:
+        if self._io_refs > 0:
+            self._io_refs -= 1
+        if self._closing and self._io_refs == 0:
+            self._closing = False
+            self.close()
+
+    def _let_go(self, keep_fd: bool = False) -> bool:
+        """This object is done with the socket (stack lock held): it is
+        closed, its waiters wake (EBADF), its reference goes, and its
+        descriptor number is closed, for every object made on that number
+        (close(2)), unless ``keep_fd`` (detach: another object has it). True
+        when that was the socket's last reference: the caller then closes
+        the socket itself (_close_socket)."""
+        rec = self._shared
+        if rec is not None and rec.refs and not self._stack._closed:
+            self._hand_over()
+        self._closed = True
+        self._cond.notify_all()
+        self._stack._unregister(self)
+        fd, self._fd = self._fd, -1
+        owners = self._fd_owners
+        if fd in owners:
+            if keep_fd and owners[fd] > 1:
+                owners[fd] -= 1
+            else:
+                del owners[fd]
+                efd = self._efd
+                if efd is None or fd != efd.fileno():  # the readiness pair closes with the socket
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass  # the program closed it behind our back (os.close)
+        self._refs -= 1
+        return self._refs <= 0
+
+    def _forget_readiness(self) -> Readiness | None:
+        """The socket is closing: its readiness descriptor goes (lock held;
+        the caller closes what is returned, after letting the lock go)."""
+        efd, self._efd = self._efd, None
+        if efd is not None:
+            _BY_FILE.pop(efd.identity, None)
+        return efd
+
+    # -- more objects for one socket ---------------------------------------------------
+    def dup(self) -> Self:
+        """Another object of the same socket, as dup(2) gives another
+        descriptor of the same open file: the socket stays open until both
+        are closed. Non-inheritable, with this object's timeout."""
+        with self._stack.locked:
+            if self._closed:
+                raise error(errno.EBADF)
+            return self._twin()
+
+    def detach(self) -> int:
+        """As socket.detach(): this object is closed, its descriptor stays
+        open (and the socket with it); ``socket.socket(fileno=fd)`` makes an
+        object of it again. -1 on a closed object, as CPython's."""
+        if self._closed:
+            return -1
+        fd = self.fileno()
+        efd = None
+        with self._stack.locked:
+            if self._closed:
+                return -1
+            if self._fd_owners.get(fd) == 1:
+                self._fd = -1  # the number passes to a hidden object, with the reference
+                held = self._twin()
+                held._fd = fd
+                _DETACHED[fd] = held
+                self._let_go()
+            elif self._let_go(keep_fd=True):
+                # Another object has the number (or closed it): only this
+                # object's reference goes, and it may have been the last.
+                efd = self._close_socket()
+        if efd is not None:
+            efd.close()
+        return fd
+
+    def _adopt(self, fd: int, family: int = -1, type: int = -1, proto: int = -1) -> Socket:
+        """``socket.socket(family, type, proto, fileno=fd)`` for a descriptor
+        of this socket (patch.py): the object detach() left holding ``fd``,
+        or a new object that owns ``fd``. As CPython's init_sockobject, it
+        shows the family, type and protocol given (the socket's own for -1),
+        and has the default timeout (0 with SOCK_NONBLOCK)."""
+        with self._stack.locked:
+            held = _DETACHED.pop(fd, None)
+            if held is not None and (held.__dict__ is not self.__dict__ or held._closed):
+                held._fd = -1  # the number was closed and reused: not its to close
+                held.close()
+                held = None
+            if held is not None:
+                sock = held
+            else:
+                sock = self._twin()
+                sock._fd = fd
+                self._fd_owners[fd] = self._fd_owners.get(fd, 0) + 1
+            # What is not given is read from the socket (getsockname's
+            # family, SO_TYPE, SO_PROTOCOL: the real protocol number).
+            udp: UdpSock | None = self.__dict__.get("_udp")
+            real_proto = udp.udp.proto if udp is not None else _socket.IPPROTO_TCP
+            sock._made_as = (self._family if family == -1 else family,
+                             self._kind if type == -1 else type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC),
+                             real_proto if proto == -1 else proto)
+            if type != -1 and type & SOCK_NONBLOCK:
+                sock._timeout = 0.0  # (the descriptor's flag is left as it is)
+            else:
+                sock._timeout = _socket.getdefaulttimeout()
+                if sock._timeout is not None:
+                    set_nonblocking(fd, True)
+            return sock
 
     # -- held by several processes (host/owner.py) ---------------------------------
     def _hand_over(self) -> None:
         """close() here while attached processes still hold the socket: as a
-        kernel file stays open until its last descriptor closes, the socket's
-        state moves to a new object that the owner keeps for them, and only
-        this object is closed. Lock held."""
-        inner = object.__new__(type(self))
-        inner.__dict__.update(self.__dict__)
-        inner._rebind()
-        self._shared.sock = inner
-        self._shared.local = False
-        self._stack._unregister(self)
-        self._stack._register(inner)
-        self._closed = True
-        self._efd = None  # the inner socket's now
+        kernel file stays open until its last descriptor closes, the record
+        of what they hold moves to another object of the socket, which the
+        owner keeps for them, and only this object is closed. Lock held."""
+        rec = self._shared
+        inner = self._twin()
+        inner._shared = rec
+        rec.sock = inner
+        rec.local = False
         self._shared = None
-        self._cond.notify_all()
 
-    def _rebind(self) -> None:
-        """Point the protocol's callbacks at this object."""
-        if self._udp is not None:
-            self._udp.wake = self._wake
+    # -- collected without close() ---------------------------------------------------
+    def __del__(self) -> None:
+        """CPython closes a socket object collected unclosed, with a
+        ResourceWarning (sock_finalize); so does this. Closing takes the
+        stack lock: where that cannot be done now (this thread is inside
+        the stack, or another holds it), the close is a timer's, at once."""
+        if self._closed:
+            return
+        try:
+            stack = self._stack
+            clock = getattr(stack, "clock", None)
+            if clock is None:  # attached (host/remote.py): close() is a call to the owner
+                self._finalize()
+                return
+            lock = stack.lock
+            if not lock._is_owned() and lock.acquire(  # type: ignore[attr-defined]
+                    blocking=False):
+                try:
+                    self._finalize()
+                finally:
+                    lock.release()
+            else:
+                clock.call_later(0, self._finalize)
+        except Exception:  # noqa: BLE001 - a finalizer must not raise (interpreter exit)
+            pass
 
-    def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
-        """As socket.sendfile, through send(): the descriptor carries no data."""
-        if self._kind != _socket.SOCK_STREAM:
-            raise ValueError("only SOCK_STREAM type sockets are supported")
-        if "b" not in getattr(file, "mode", "b"):
-            raise ValueError("file should be opened in binary mode")
-        if offset:
-            file.seek(offset)
-        total = 0
-        while count is None or total < count:
-            want = 65536 if count is None else min(65536, count - total)
-            chunk = file.read(want)
-            if not chunk:
-                break
-            self.sendall(chunk)
-            total += len(chunk)
-        if total and hasattr(file, "seek"):
-            file.seek(offset + total)
-        return total
+    def _finalize(self) -> None:
+        if self._closed:
+            return
+        try:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+        except Exception:  # noqa: BLE001 - the warning is best effort (interpreter exit)
+            pass
+        try:
+            self.close()
+        except OSError:
+            pass  # EBADF: another object closed its number; the socket is closed anyway
 
-    def detach(self) -> int:
-        raise error(errno.EOPNOTSUPP)
-
-    def __enter__(self) -> Socket:
-        return self
-
-    def __exit__(self, exc_type: builtins.type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
+    # -- sendfile -----------------------------------------------------------------------
+    def _sendfile_use_sendfile(self, file: Any, offset: int = 0,
+                               count: int | None = None) -> int:
+        """socket.sendfile()'s zero-copy path, with its checks and answers;
+        the data goes through send(), since the descriptor carries none."""
+        self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
+        try:
+            fsize = os.fstat(file.fileno()).st_size
+        except (AttributeError, OSError, ValueError) as err:
+            raise _socket._GiveupOnSendfile(err) from None  # type: ignore[attr-defined]
+        if not fsize:
+            return 0  # an empty file
+        if self.gettimeout() == 0:
+            raise ValueError("non-blocking sockets are not supported")
+        sent: int = self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined]
+        return sent
 
     # -- options -------------------------------------------------------------------
     # Linux dispatches by level: SOL_SOCKET to sk_setsockopt/sk_getsockopt,
@@ -693,15 +1240,37 @@ class Socket:
                     if length < 4 or not -1 <= ival <= 255:
                         raise error(errno.EINVAL)
                     u.hop_limit = None if ival == -1 else ival
-                elif optname in (IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO):
+                elif optname in (IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO, IPV6_RECVTCLASS):
                     if length < 4:
                         raise error(errno.EINVAL)
                     if optname == IPV6_RECVHOPLIMIT:
                         u.recv_hoplimit = bool(ival)
-                    else:
+                    elif optname == IPV6_RECVPKTINFO:
                         u.recv_pktinfo6 = bool(ival)
+                    else:
+                        u.recv_tclass = bool(ival)
+                elif optname == IPV6_TCLASS:
+                    if length < 4 or not -1 <= ival <= 255:
+                        raise error(errno.EINVAL)
+                    u.tclass = max(ival, 0)  # RFC 3542 6.5: -1 is the default, 0
                 else:
                     raise error(errno.ENOPROTOOPT)
+            elif level in (_socket.IPPROTO_UDP, IPPROTO_UDPLITE):
+                # udp_lib_setsockopt: an int; the coverage options are
+                # UDP-Lite's, kept between 8 and 65535 (0: all).
+                if length < 4:
+                    raise error(errno.EINVAL)
+                if raw is None:
+                    raise error(errno.EFAULT)
+                if optname not in (UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV) or \
+                        self._proto != IPPROTO_UDPLITE:
+                    raise error(errno.ENOPROTOOPT)
+                ival = _INT.unpack(raw[:4])[0]
+                ival = 8 if ival != 0 and ival < 8 else min(ival, 0xFFFF)
+                if optname == UDPLITE_SEND_CSCOV:
+                    u.pcslen, u.send_cc = ival, True
+                else:
+                    u.pcrlen, u.recv_cc = ival, True
             else:
                 raise error(errno.ENOPROTOOPT)
 
@@ -732,6 +1301,8 @@ class Socket:
             self._linger = (int(bool(onoff)), seconds)
         elif optname == _socket.SO_RCVLOWAT:
             self._rcvlowat = ival if ival >= 0 else 0x7FFFFFFF  # negative means INT_MAX
+        elif optname in (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO):
+            self._set_timeo(optname, raw, length)
         else:
             # SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ERROR, SO_ACCEPTCONN are
             # read-only; SO_SNDLOWAT is not changeable on Linux.
@@ -761,7 +1332,7 @@ class Socket:
                 if optname == _socket.SO_LINGER:
                     return _LINGER.pack(*self._linger), False
                 if optname in (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO):
-                    return bytes(16), False  # struct timeval {0, 0}: no timeout
+                    return self._get_timeo(optname), False
                 simple = {
                     _socket.SO_REUSEADDR: int(u.reuseaddr),
                     _socket.SO_REUSEPORT: int(u.reuseport),
@@ -770,7 +1341,8 @@ class Socket:
                     _socket.SO_SNDBUF: u.sndbuf,
                     _socket.SO_TYPE: self._kind,
                     SO_DOMAIN: int(self._family),
-                    SO_PROTOCOL: _socket.IPPROTO_UDP,
+                    SO_PROTOCOL: IPPROTO_UDPLITE if self._proto == IPPROTO_UDPLITE
+                    else _socket.IPPROTO_UDP,
                     _socket.SO_KEEPALIVE: self._keepalive,
                     _socket.SO_ACCEPTCONN: 0,
                     _socket.SO_RCVLOWAT: self._rcvlowat,
@@ -798,13 +1370,54 @@ class Socket:
                     return _INT.pack(int(u.recv_hoplimit)), False
                 if optname == IPV6_RECVPKTINFO:
                     return _INT.pack(int(u.recv_pktinfo6)), False
+                if optname == IPV6_RECVTCLASS:
+                    return _INT.pack(int(u.recv_tclass)), False
+                if optname == IPV6_TCLASS:
+                    return _INT.pack(u.tclass), False
                 raise error(errno.ENOPROTOOPT)
-            if level == _socket.IPPROTO_UDP:
+            if level in (_socket.IPPROTO_UDP, IPPROTO_UDPLITE):
+                # udp_lib_getsockopt: corking, encapsulation, IPv6 checksum
+                # and GSO/GRO options read 0 here; the coverages are kept.
+                if optname == UDPLITE_SEND_CSCOV:
+                    return _INT.pack(u.pcslen), False
+                if optname == UDPLITE_RECV_CSCOV:
+                    return _INT.pack(u.pcrlen), False
+                if optname in _UDP_ZERO_OPTIONS:
+                    return _INT.pack(0), False
                 raise error(errno.ENOPROTOOPT)
             # Any other level (TCP's, IPv6's on an AF_INET socket): udp_getsockopt
             # hands it to ip_getsockopt, which says EOPNOTSUPP for AF_INET;
             # ipv6_getsockopt says ENOPROTOOPT.
             raise error(errno.EOPNOTSUPP if self._family == AF_INET else errno.ENOPROTOOPT)
+
+    # SO_RCVTIMEO and SO_SNDTIMEO, for every kind of socket (stack lock held).
+    def _set_timeo(self, optname: int, raw: bytes | None, length: int) -> None:
+        """sock_set_timeout: a struct timeval (EINVAL if shorter), its
+        microseconds below a second (EDOM), kept in jiffies rounded up; a
+        negative time means no wait at all, zero no limit."""
+        if length < _TIMEVAL.size:
+            raise error(errno.EINVAL)
+        if raw is None:
+            raise error(errno.EFAULT)
+        sec, usec = _TIMEVAL.unpack(raw[: _TIMEVAL.size])
+        if not 0 <= usec < 1_000_000:
+            raise error(errno.EDOM)
+        jiffies: int | None = None
+        if sec < 0:
+            jiffies = 0
+        elif (sec or usec) and sec < _MAX_JIFFIES // HZ - 1:
+            jiffies = sec * HZ + -(-usec // (1_000_000 // HZ))
+        if optname == _socket.SO_RCVTIMEO:
+            self._rcvtimeo = jiffies
+        else:
+            self._sndtimeo = jiffies
+
+    def _get_timeo(self, optname: int) -> bytes:
+        """sock_get_timeout: the struct timeval, {0, 0} for no limit."""
+        jiffies = self._rcvtimeo if optname == _socket.SO_RCVTIMEO else self._sndtimeo
+        if jiffies is None:
+            return _TIMEVAL.pack(0, 0)
+        return _TIMEVAL.pack(jiffies // HZ, (jiffies % HZ) * 1_000_000 // HZ)
 
     # -- table row -------------------------------------------------------------------
     def _row(self) -> dict[str, Any]:

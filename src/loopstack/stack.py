@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock, RealClock, VirtualClock
+from .clock import Clock, Quiescence, RealClock, VirtualClock
 from .ip.addr import (
     AF_INET,
     AF_INET6,
@@ -126,6 +126,55 @@ class _Operation:
             self._lock.release()
 
 
+class _Waiter:
+    """A thread blocked in :meth:`Stack.wait_for` on a virtual clock."""
+
+    __slots__ = ("cond", "predicate", "deadline", "tid", "woken")
+
+    def __init__(self, cond: threading.Condition, predicate: Callable[[], bool],
+                 deadline: int | None) -> None:
+        self.cond = cond
+        self.predicate = predicate
+        self.deadline = deadline  # virtual ns, or None
+        self.tid = threading.get_native_id()
+        self.woken = False  # its call can go on; it has not run since
+
+
+class _VirtualTime:
+    """Virtual time shared by threads (Stack.wait_for): who waits, and who
+    moves the clock for them (the "driver", one of the waiters)."""
+
+    __slots__ = ("waiters", "driver", "driver_wake", "sleeping", "quiet", "helper",
+                 "helper_tid", "helper_cond", "helper_sleeping")
+
+    def __init__(self) -> None:
+        self.waiters: dict[int, _Waiter] = {}  # by thread ident, in arrival order
+        self.driver: int | None = None
+        # Wakes the driver: to look again (a new waiter), or while it waits
+        # with nothing due, when a timer is armed (``sleeping``).
+        self.driver_wake: Callable[[], None] | None = None
+        self.sleeping: Callable[[], None] | None = None
+        self.quiet = Quiescence()
+        # Stack.autojump's thread: moves time while no call waits in the stack.
+        self.helper: threading.Thread | None = None
+        self.helper_tid = 0
+        self.helper_cond: threading.Condition | None = None
+        self.helper_sleeping = False
+
+    def exclude(self) -> set[int]:
+        """Threads whose idleness is known without asking the kernel: the
+        waiters (blocked in the stack) and the autojump thread."""
+        out = {w.tid for w in self.waiters.values()}
+        if self.helper_tid:
+            out.add(self.helper_tid)
+        return out
+
+
+# What one look at the process gave the driver (Stack._move_time).
+_MOVED, _NOT_YET, _NOTHING, _STUCK = range(4)
+_IDLE_WAIT = 0.1  # real seconds between looks when nothing wakes a waiter sooner
+
+
 class Stack:
     """One virtual host with a loopback interface (lo: 127.0.0.1/8, ::1/128).
 
@@ -184,6 +233,11 @@ class Stack:
         self.attach_server: AttachServer | None = None
         self._abortable: set[int] = set()
         self._aborted: set[int] = set()
+        # Threads waiting on a virtual clock (wait_for).
+        self._vt: _VirtualTime | None = None
+        if isinstance(self.clock, VirtualClock):
+            self._vt = _VirtualTime()
+            self.clock.on_armed = self._timer_armed
         live_stacks.add(self)
         self._attach(self.lo)
         self.add_address("lo", "127.0.0.1/8")
@@ -385,22 +439,15 @@ class Stack:
     def wait_for(self, cond: threading.Condition, predicate: Callable[[], bool],
                  timeout: float | None) -> bool:
         """Wait (lock held, through ``cond``) until ``predicate()`` or the
-        timeout. On a virtual clock the wait moves time instead: to each next
-        timer in turn, up to the timeout."""
+        timeout. On a virtual clock the wait moves time instead, to each next
+        timer in turn, up to the timeout, whenever every thread of the
+        program is idle (see "virtual time with threads" below)."""
         self._drain()  # what this operation sent must arrive before anyone waits
         if predicate():
             return True
         clock = self.clock
         if isinstance(clock, VirtualClock):
-            limit = None if timeout is None else clock.now_ns() + int(timeout * 1e9)
-            while not predicate():
-                nxt = clock.next_deadline()
-                if nxt is None or (limit is not None and nxt > limit):
-                    if limit is not None and limit > clock.now_ns():
-                        clock.advance(limit - clock.now_ns())
-                    return predicate()
-                clock.advance(max(0, nxt - clock.now_ns()))
-            return True
+            return self._wait_virtual(clock, cond, predicate, timeout)
         # The wait lets go of the lock: other threads' operations then start
         # at depth 0 and drain what they send, so keep ours aside meanwhile.
         depth, self._depth = self._depth, 0
@@ -412,6 +459,202 @@ class Stack:
             return cond.wait_for(predicate, timeout)
         finally:
             self._depth = depth
+
+    # -- virtual time with threads -------------------------------------------------
+    # On a virtual clock a blocking call moves time instead of sleeping, but
+    # only when the whole program is idle: when no thread could go on
+    # without time moving. Then the clock jumps to the next timer, or to the
+    # nearest deadline of a waiting call, whichever comes first. Precisely:
+    #
+    # - every thread blocked in wait_for is a waiter; one of them, the
+    #   driver, moves the clock for all (the first to wait; when it leaves,
+    #   the next waiter takes over). While loopstack.aio's loop runs on the
+    #   stack it is the driver (_drive_loop); with no driver, autojump's
+    #   thread may play the part (for programs that wait in select);
+    # - a waiter whose condition has come true, or whose deadline has
+    #   passed, is runnable: nothing moves until it has run;
+    # - every other thread of the process must be blocked: one that is
+    #   running (inside a stack call, or doing anything else, a handler a
+    #   server just started included) holds time back. A thread blocked
+    #   outside the stack (time.sleep, select on a descriptor, a lock, real
+    #   I/O) cannot be told from an idle one: time may jump past it.
+    #
+    # Whether the other threads are blocked comes from the kernel (clock.py,
+    # Quiescence). With one thread this is the old single-threaded rule:
+    # jump from timer to timer until the condition holds; with nothing
+    # scheduled and no other thread, give up at once (as a timeout would).
+
+    def _wait_virtual(self, clock: VirtualClock, cond: threading.Condition,
+                      predicate: Callable[[], bool], timeout: float | None) -> bool:
+        vt = self._vt
+        assert vt is not None
+        me = threading.get_ident()
+        deadline = None if timeout is None else clock.now_ns() + int(timeout * 1e9)
+        waiter = vt.waiters[me] = _Waiter(cond, predicate, deadline)
+        wake = cond.notify_all
+        if vt.driver_wake is not None:
+            vt.driver_wake()  # a new deadline: the driver looks again
+        try:
+            while True:
+                if predicate():
+                    return True
+                if deadline is not None and clock.now_ns() >= deadline:
+                    return False
+                waiter.woken = False
+                step = _NOTHING
+                wait = _IDLE_WAIT
+                if vt.driver is None or vt.driver == me:
+                    vt.driver, vt.driver_wake = me, wake
+                    step = self._move_time(vt, clock, me)
+                    if step == _MOVED:
+                        continue
+                    if step == _STUCK:
+                        return predicate()
+                    if step == _NOT_YET:
+                        wait = vt.quiet.window
+                    else:
+                        vt.sleeping = wake  # a timer armed now wakes us (_timer_armed)
+                depth, self._depth = self._depth, 0  # others' operations drain their own
+                try:
+                    notified = cond.wait(wait)
+                finally:
+                    self._depth = depth
+                    if vt.sleeping is wake:
+                        vt.sleeping = None
+                if step == _NOT_YET and not notified and vt.driver == me:
+                    vt.quiet.waited()
+        finally:
+            del vt.waiters[me]
+            if vt.driver == me:
+                self._release_driver(vt)
+
+    def _release_driver(self, vt: _VirtualTime) -> None:
+        """The driver leaves (lock held): the next waiter drives, or
+        autojump's thread if no call waits."""
+        vt.driver = vt.driver_wake = vt.sleeping = None
+        for other in vt.waiters.values():
+            other.cond.notify_all()
+            break
+        else:
+            if vt.helper_cond is not None:
+                vt.helper_cond.notify_all()
+
+    def _drive_loop(self, limit: int | None, wake: Callable[[], None]) -> int:
+        """One look by an event loop that drives this stack's virtual time
+        (loopstack.aio): as a blocking call's driver does, with the loop's
+        own next deadline, ``limit``, as one more event. ``wake`` must be
+        safe to call from any thread. _MOVED, _NOT_YET or _NOTHING."""
+        vt = self._vt
+        clock = self.clock
+        assert vt is not None and isinstance(clock, VirtualClock)
+        with self.lock:
+            me = threading.get_ident()
+            vt.driver, vt.driver_wake = me, wake  # while it runs, the loop alone drives
+            step = self._move_time(vt, clock, me, limit)
+            if step == _STUCK:
+                step = _NOTHING  # a loop may wait for real descriptors
+            vt.sleeping = wake if step == _NOTHING else None
+            return step
+
+    def _quiet(self) -> Quiescence:
+        assert self._vt is not None
+        return self._vt.quiet
+
+    def _loop_woke(self, wake: Callable[[], None]) -> None:
+        vt = self._vt
+        if vt is not None and vt.sleeping is wake:
+            vt.sleeping = None
+
+    def _loop_done(self) -> None:
+        """The event loop that drove virtual time is closing."""
+        vt = self._vt
+        if vt is None:
+            return
+        with self.lock:
+            if vt.driver == threading.get_ident():
+                self._release_driver(vt)
+
+    def _move_time(self, vt: _VirtualTime, clock: VirtualClock, me: int,
+                   limit: int | None = None) -> int:
+        """One look by the driver: move the clock to the next event if the
+        program is idle (lock held)."""
+        now = clock.now_ns()
+        nxt = clock.next_deadline()
+        if limit is not None and (nxt is None or limit < nxt):
+            nxt = limit
+        for ident, w in vt.waiters.items():
+            if ident != me and (w.woken or (w.deadline is not None and w.deadline <= now)
+                                or w.predicate()):
+                w.woken = True  # it goes on first, at this instant
+                w.cond.notify_all()
+                return _NOT_YET
+            if w.deadline is not None and (nxt is None or w.deadline < nxt):
+                nxt = w.deadline
+        exclude = vt.exclude()
+        if nxt is None:  # nothing will ever happen unless another thread acts
+            return _NOTHING if vt.quiet.others(exclude) else _STUCK
+        if not vt.quiet.look(exclude):
+            return _NOT_YET
+        clock.advance(max(0, nxt - now))
+        vt.quiet.moved()
+        return _MOVED
+
+    def _timer_armed(self) -> None:
+        """A timer was armed on the virtual clock: a driver waiting with
+        nothing scheduled looks again."""
+        vt = self._vt
+        if vt is None:
+            return
+        wake = vt.sleeping
+        if wake is None and vt.helper_sleeping and vt.helper_cond is not None:
+            wake = vt.helper_cond.notify_all
+        if wake is not None:
+            try:
+                wake()
+            except RuntimeError:  # armed outside the stack lock: the driver looks soon anyway
+                pass
+
+    def autojump(self) -> None:
+        """Also move virtual time when no call is blocked in the stack but
+        the whole process is idle: for programs that wait in ``select``,
+        ``selectors`` or a plain asyncio loop rather than in blocking socket
+        calls (``loopstack.aio``'s loop moves time itself). A daemon thread
+        does it until the stack is closed; idempotent."""
+        vt = self._vt
+        if vt is None:
+            raise ValueError("autojump() needs a virtual clock: Stack(clock='virtual')")
+        with self.lock:
+            if vt.helper is None:
+                vt.helper = threading.Thread(target=self._autojump, name="loopstack-autojump",
+                                             daemon=True)
+                vt.helper.start()
+
+    def _autojump(self) -> None:
+        vt = self._vt
+        clock = self.clock
+        assert vt is not None and isinstance(clock, VirtualClock)
+        cond = threading.Condition(self.lock)
+        with self.lock:
+            vt.helper_tid = threading.get_native_id()
+            vt.helper_cond = cond
+            while not self._closed:
+                wait = _IDLE_WAIT
+                looking = False
+                if not vt.waiters and vt.driver is None:  # else a call or a loop drives
+                    nxt = clock.next_deadline()
+                    if nxt is not None:
+                        if vt.quiet.look(vt.exclude()):
+                            clock.advance(max(0, nxt - clock.now_ns()))
+                            vt.quiet.moved()
+                            continue
+                        wait, looking = vt.quiet.window, True
+                vt.helper_sleeping = not looking
+                try:
+                    notified = cond.wait(wait)
+                finally:
+                    vt.helper_sleeping = False
+                if looking and not notified:
+                    vt.quiet.waited()
 
     def _wait_abortable(self, me: int, cond: threading.Condition,
                         predicate: Callable[[], bool], timeout: float | None) -> bool:
@@ -617,6 +860,57 @@ class Stack:
         from .host.bridge import Forward
 
         return Forward(self, port, to, address=address, check=check)
+
+    # -- a real Linux TUN device (link/tun.py) -------------------------------------------
+    def add_tun(self, name: str, address: str | Iterable[str] | None, *,
+                peer: str | Iterable[str] | None = None, netns: str | None = None,
+                mtu: int = 1500) -> Interface:
+        """Create TUN device ``name`` (raw IP packets, no Ethernet) in network
+        namespace ``netns`` (this one when None), give the kernel's side
+        ``peer`` ("192.0.2.1/24", or several; IPv6 ones `nodad`) and bring it
+        up; this stack's side gets ``address``. Returns a
+        :class:`~loopstack.link.tun.TunInterface`: its close(), or the
+        stack's, removes the device. OSError (errno and what to do) without
+        root or /dev/net/tun, for a name taken or a namespace missing."""
+        from typing import cast
+
+        from .ip.addr import parse_prefix as _parse
+        from .link.tun import TunInterface
+
+        if self.clock.is_virtual:
+            raise ValueError("a TUN device needs the real clock: the kernel on its other side "
+                             "does not wait for virtual time (use Stack(clock='real'))")
+        addresses = [] if address is None else [address] if isinstance(address, str) \
+            else list(address)
+        for a in addresses:
+            _parse(a)  # a bad address is a ValueError before the device exists
+        with self.lock:
+            if self._closed:
+                raise OSError(errno.EBADF, "the stack is closed: add the TUN device to an "
+                              "open one")
+            if name in self._interfaces:
+                raise ValueError(f"interface {name!r} already exists: choose another name")
+        tun = TunInterface(name, peer=peer, netns=netns, mtu=mtu)
+        try:
+            with self.lock:
+                self._attach(tun)
+                for a in addresses:
+                    self.add_address(name, a)
+
+                # close() closes what _bridges holds (all it needs is a
+                # close method), before it takes the lock.
+                entry = cast("Bridge", tun)
+
+                def forget() -> None:
+                    self._bridges = tuple(b for b in self._bridges if b is not entry)
+
+                tun.on_close = forget
+                self._bridges = (*self._bridges, entry)
+            tun.start()
+        except BaseException:
+            tun.close()
+            raise
+        return tun
 
 
 __all__ = ["Stack", "InterfaceInfo", "AF_INET", "AF_INET6"]

@@ -11,8 +11,13 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from .ip.addr import AF_INET6, V4_ANY, V6_ANY
+from .readiness import Readiness
 from .socket import (
+    DEFAULT_BACKLOG,
+    HZ,
     IP_TTL,
+    IPV6_RECVTCLASS,
+    IPV6_TCLASS,
     IPV6_UNICAST_HOPS,
     IPV6_V6ONLY,
     MSG_DONTWAIT,
@@ -22,7 +27,12 @@ from .socket import (
     SO_DOMAIN,
     SO_PROTOCOL,
     Socket,
+    c_buffer,
+    c_index,
+    c_int,
+    c_int_strict,
     error,
+    listen_backlog,
     recvmsg_into_views,
     scatter,
 )
@@ -69,14 +79,14 @@ class StreamSocket(Socket):
             raise error(errno.EPROTONOSUPPORT)
         with stack.locked:
             self._tcb = tcb if tcb is not None else stack.tcp.new_tcb(family == AF_INET6)
-            self._tcb.owner = self
-            self._tcb.wake = self._wake
-        self._conn = _CONNECTED if tcb is not None else _UNCONNECTED
-        self._io_refs = 0
-        self._closing = False
-        if nonblock:
-            self._timeout = 0.0
-        stack._register(self)
+            self._conn = _CONNECTED if tcb is not None else _UNCONNECTED
+            self._tclass = 0  # IPV6_TCLASS, kept (segments carry the stack's default)
+            self._recv_tclass = False
+            if nonblock:
+                self._timeout = 0.0
+            core = self._open()  # the protocol's callbacks reach the socket through it
+            self._tcb.owner = core
+            self._tcb.wake = core._wake
 
     # -- readiness (Linux tcp_poll) ------------------------------------------------
     @staticmethod
@@ -91,7 +101,9 @@ class StreamSocket(Socket):
         t = self._tcb
         if t.listening:
             return bool(t._listen_state and t._listen_state.accept_queue)
-        return bool(t.rcvq) or t.fin_received or t.so_error != 0 or t.shut_rd or \
+        # (An out-of-line urgent byte at the mark is not readable data: tcp_poll.)
+        data = bool(t.rcvq) if not t.urg_data else self._stack.tcp.recv_avail(t) > 0
+        return data or t.fin_received or t.so_error != 0 or t.shut_rd or \
             self._state(t) == State.CLOSED
 
     def _writable(self) -> bool:
@@ -162,7 +174,8 @@ class StreamSocket(Socket):
                 t.v6only = True  # __inet6_bind: a specific IPv6 address is IPv6 only
 
     # -- connection establishment ---------------------------------------------------
-    def listen(self, backlog: int = min(_socket.SOMAXCONN, 128)) -> None:
+    def listen(self, backlog: int = DEFAULT_BACKLOG) -> None:
+        backlog = listen_backlog(backlog)
         with self._stack.locked:
             t = self._check_tcb()
             # inet_listen: SS_UNCONNECTED only; a refused connect() is back
@@ -240,8 +253,12 @@ class StreamSocket(Socket):
                 raise error(code)
 
     def _wait_connected(self, t: TCB) -> None:
-        """A blocking connect waits for the handshake's end (inet_wait_for_connect)."""
-        self._wait(lambda: t.state not in (State.SYN_SENT, State.SYN_RECV), 0)
+        """A blocking connect waits for the handshake's end (inet_wait_for_connect),
+        for SO_SNDTIMEO at most: then EINPROGRESS, still connecting."""
+        try:
+            self._wait(lambda: t.state not in (State.SYN_SENT, State.SYN_RECV), 0, True)
+        except BlockingIOError:
+            raise error(errno.EINPROGRESS) from None
         if self._state(t) == State.CLOSED:
             self._fail_connect(t, errno.ECONNREFUSED)
         self._conn = _CONNECTED
@@ -277,9 +294,10 @@ class StreamSocket(Socket):
             return None  # SYN states wait for the connection (sk_stream_wait_connect)
         return error(errno.EPIPE)
 
-    def _send_once(self, data: memoryview, block: bool) -> int:
+    def _send_once(self, data: memoryview, block: bool, urgent: bool = False) -> int:
         """One send(): blocking queues all of ``data`` (less, if an error
-        comes after some was queued); non-blocking what fits, else EAGAIN."""
+        comes after some was queued); non-blocking what fits, else EAGAIN.
+        ``urgent``: MSG_OOB, the last byte queued is urgent."""
         t = self._tcb
         tcp = self._stack.tcp
         sent = 0
@@ -290,24 +308,27 @@ class StreamSocket(Socket):
                     return sent
                 raise e
             if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
-                sent += tcp.send(t, data[sent:])
+                sent += tcp.send(t, data[sent:], urgent)
                 if sent >= len(data):
                     return sent
             if not block:
                 if sent:
                     return sent
                 raise error(errno.EAGAIN)
+            limit = self._sndtimeo  # SO_SNDTIMEO bounds a blocking send's wait
             ok = self._stack.wait_for(
                 self._cond,
                 lambda: self._closed or self._send_error_pending(t) or (
                     t.state in (State.ESTABLISHED, State.CLOSE_WAIT)
                     and len(t.sndq) < t.sndbuf),
-                None)
+                None if limit is None else limit / HZ)
             if self._closed:
                 raise error(errno.EBADF)
-            if not ok:  # a virtual clock with nothing left to happen
+            if not ok:  # SO_SNDTIMEO, or a virtual clock with nothing left to happen
                 if sent:
                     return sent
+                if limit is not None:
+                    raise error(errno.EAGAIN)
                 raise TimeoutError("timed out")
 
     def _send_error_pending(self, t: TCB) -> bool:
@@ -316,18 +337,15 @@ class StreamSocket(Socket):
 
     def send(self, data: Any, flags: int = 0) -> int:
         view = memoryview(data).cast("B")
-        if flags & MSG_OOB:
-            raise error(errno.EOPNOTSUPP)
         with self._stack.locked:
             self._check_tcb()
             self._poll_first(self._writable)
-            return self._send_once(view, self._timeout is None and not flags & MSG_DONTWAIT)
+            return self._send_once(view, self._timeout is None and not flags & MSG_DONTWAIT,
+                                   bool(flags & MSG_OOB))
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """As CPython's sock_sendall: send() until done; a timeout bounds the whole call."""
         view = memoryview(data).cast("B")
-        if flags & MSG_OOB:
-            raise error(errno.EOPNOTSUPP)
         with self._stack.locked:
             self._check_tcb()
             clock = self._stack.clock
@@ -342,7 +360,7 @@ class StreamSocket(Socket):
                         raise TimeoutError("timed out")
                     if self._closed:
                         raise error(errno.EBADF)
-                sent += self._send_once(view[sent:], block)
+                sent += self._send_once(view[sent:], block, bool(flags & MSG_OOB))
                 if sent >= len(view):
                     return
 
@@ -353,9 +371,11 @@ class StreamSocket(Socket):
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                 address: Any = None) -> int:
-        if list(ancdata):
-            raise error(errno.EINVAL)
-        data = b"".join(bytes(memoryview(b)) for b in buffers)
+        data, anc, flags = self._sendmsg_args(buffers, ancdata, flags, address)
+        for level, kind, _value in anc:
+            # tcp_sendmsg reads SOL_SOCKET's control messages only.
+            if level == _socket.SOL_SOCKET:
+                self._sol_socket_cmsg(kind)
         return self.send(data, flags)
 
     def _recv_bytes(self, n: int, flags: int) -> bytes:
@@ -368,28 +388,37 @@ class StreamSocket(Socket):
         from the receive queue). Linux tcp_recvmsg's order: a listener says ENOTCONN; then data;
         then a pending error; then end of stream (FIN, SHUT_RD, a connection
         that ended); then a socket never connected says ENOTCONN."""
-        if flags & MSG_OOB:
-            raise error(errno.EINVAL)
         with self._stack.locked:
             t = self._check_tcb()
             self._poll_first(self._readable)
             if t.listening:
                 raise error(errno.ENOTCONN)
+            if flags & MSG_OOB:
+                return self._recv_oob(t, flags, into)
             peek = bool(flags & MSG_PEEK)
+            tcp = self._stack.tcp
+            if t.urg_data and not peek:
+                tcp.urgent_skip(t)  # a read starting on the urgent byte steps over it
             # Under a timeout CPython's descriptor is non-blocking, so MSG_WAITALL
             # takes what is there once the poll said readable (facts).
             want = n if flags & MSG_WAITALL and not peek and self._timeout is None else 1
 
             def ready() -> bool:
-                return len(t.rcvq) >= want or t.fin_received or t.so_error != 0 \
-                    or t.shut_rd or self._state(t) == State.CLOSED
+                if t.urg_data:  # reads stop at the urgent mark (tcp_recvmsg_locked)
+                    avail = tcp.recv_avail(t)
+                    if avail >= want or 0 < avail < len(t.rcvq):
+                        return True
+                elif len(t.rcvq) >= want:
+                    return True
+                return t.fin_received or t.so_error != 0 or t.shut_rd \
+                    or self._state(t) == State.CLOSED
             if not self._timeout:  # after the poll the call itself does not wait
                 try:
                     self._wait(ready, flags)
                 except BlockingIOError:
-                    if not t.rcvq:
+                    if not t.rcvq or not tcp.recv_avail(t):
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
-            if t.rcvq:
+            if t.rcvq and (not t.urg_data or tcp.recv_avail(t)):
                 if into is not None:
                     count = self._stack.tcp.recv_into(t, into[:n], peek)
                     self._sync_fd()
@@ -406,6 +435,43 @@ class StreamSocket(Socket):
             if t.shut_rd or self._conn != _UNCONNECTED:
                 return b"" if into is None else 0
             raise error(errno.ENOTCONN)
+
+    def _recv_oob(self, t: TCB, flags: int, into: memoryview | None) -> bytes | int:
+        """recv(MSG_OOB) (Linux tcp_recv_urg): the urgent byte, which never
+        waits: EAGAIN while it has not arrived, which CPython retries until
+        a timeout, if the socket has one, runs out (sock_call_ex)."""
+        tcp = self._stack.tcp
+        peek = bool(flags & MSG_PEEK)
+
+        def settled() -> bool:
+            try:
+                tcp.recv_urgent(t, True)
+            except BlockingIOError:
+                return False
+            except OSError:
+                pass
+            return True
+        if self._timeout and not settled():
+            if not self._stack.wait_for(self._cond, lambda: self._closed or settled(),
+                                        self._timeout):
+                raise TimeoutError("timed out")
+            if self._closed:
+                raise error(errno.EBADF)
+        byte = tcp.recv_urgent(t, peek)
+        self._sync_fd()
+        if byte is None:
+            return b"" if into is None else 0
+        if into is None:
+            return bytes((byte,))
+        into[0] = byte
+        return 1
+
+    def sockatmark(self) -> bool:
+        """sockatmark(3), which Python's socket module lacks: whether the next
+        byte to read is the urgent one (Linux tcp_ioctl, SIOCATMARK). Reads
+        stop in front of it. (A listener says False.)"""
+        with self._stack.locked:
+            return self._stack.tcp.at_mark(self._check_tcb())
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
@@ -436,7 +502,9 @@ class StreamSocket(Socket):
 
     def recvmsg(self, bufsize: int, ancbufsize: int = 0, flags: int = 0
                 ) -> tuple[bytes, list[Any], int, Any]:
-        return self.recv(bufsize, flags), [], 0, None
+        if c_index(bufsize) < 0 or c_index(ancbufsize) < 0:
+            raise ValueError("negative buffer size in recvmsg()")
+        return self.recv(bufsize, c_int(flags)), [], 0, None
 
     def recvmsg_into(self, buffers: Any, ancbufsize: int = 0, flags: int = 0
                      ) -> tuple[int, list[Any], int, Any]:
@@ -448,11 +516,12 @@ class StreamSocket(Socket):
         """Linux inet_shutdown: an unconnected socket says ENOTCONN (the
         flags still stick); SHUT_RD on a listener, or any shutdown while
         connecting, disconnects it."""
-        if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
-            raise error(errno.EINVAL)
+        how = c_int_strict(how)
         rd, wr = how != _socket.SHUT_WR, how != _socket.SHUT_RD
         with self._stack.locked:
             t = self._check_tcb()
+            if how not in (_socket.SHUT_RD, _socket.SHUT_WR, _socket.SHUT_RDWR):
+                raise error(errno.EINVAL)
             if self._conn == _CONNECTING:
                 self._conn = _DISCONNECTING if t.state in (
                     State.SYN_SENT, State.SYN_RECV, State.CLOSED) else _CONNECTED
@@ -496,40 +565,23 @@ class StreamSocket(Socket):
         tcp.on_state(t)
         self._wake()
 
-    def close(self) -> None:
-        if self._io_refs > 0:
-            self._closing = True  # makefile() objects still use it (as socket.socket)
-            return
-        with self._stack.locked:
-            if self._closed:
-                return
-            if self._shared is not None and self._shared.refs and not self._stack._closed:
-                self._hand_over()  # other processes still hold it
-                return
-            t = self._tcb
-            self._stack.tcp.close(t)
-            linger_on, linger_secs = t.linger
-            if linger_on and linger_secs > 0 and self._timeout != 0.0:
-                # SO_LINGER: wait for the FIN to be acknowledged, or the time.
-                self._stack.wait_for(
-                    self._cond,
-                    lambda: t.state in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT2),
-                    float(linger_secs))
-            self._closed = True
-            t.owner = None
-            if t.state == State.CLOSED:
-                self._stack.tcp.destroy(t)
-            self._cond.notify_all()
-            self._stack._unregister(self)
-            efd, self._efd = self._efd, None
-        if efd is not None:
-            efd.close()
-
-    def _rebind(self) -> None:
-        self._io_refs = 0  # makefile() objects stay with the closed object
-        self._closing = False
-        self._tcb.owner = self
-        self._tcb.wake = self._wake
+    def _close_socket(self) -> Readiness | None:
+        """The socket's last object is closed: TCP's close, FIN or RST
+        (stack lock held); SO_LINGER waits here."""
+        t = self._tcb
+        self._stack.tcp.close(t)
+        linger_on, linger_secs = t.linger
+        if linger_on and linger_secs > 0 and self._timeout != 0.0:
+            # SO_LINGER: wait for the FIN to be acknowledged, or the time.
+            self._stack.wait_for(
+                self._cond,
+                lambda: t.state in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT2),
+                float(linger_secs))
+        t.owner = None
+        if t.state == State.CLOSED:
+            self._stack.tcp.destroy(t)
+        self._cond.notify_all()
+        return self._forget_readiness()
 
     def _decref_socketios(self) -> None:
         if self._io_refs > 0:
@@ -577,6 +629,11 @@ class StreamSocket(Socket):
             raise error(errno.EINVAL)
         with self._stack.locked:
             t = self._check_tcb()
+            if level == _socket.SOL_SOCKET and optname in (_socket.SO_RCVTIMEO,
+                                                           _socket.SO_SNDTIMEO):
+                raw = bytes(c_buffer(value)) if not isinstance(value, int) else b""
+                self._set_timeo(optname, raw, len(raw) if raw else 4)
+                return
             if level == _socket.IPPROTO_TCP and optname == TCP_CONGESTION:
                 raw = struct.pack("i", value) if isinstance(value, int) \
                     else bytes(memoryview(value))
@@ -612,7 +669,7 @@ class StreamSocket(Socket):
                     t.sndbuf = max(MIN_SNDBUF, min(max(ival, 0), CORE_WMEM_MAX) * 2)
                     t.sndbuf_locked = True
                 elif optname == _socket.SO_OOBINLINE:
-                    self._oobinline = bool(ival)  # kept; urgent data is not sent (MSG_OOB)
+                    t.urg_inline = bool(ival)  # the urgent byte stays in the stream
                 elif optname == _socket.SO_BROADCAST:
                     self._broadcast = bool(ival)
                 else:
@@ -655,7 +712,13 @@ class StreamSocket(Socket):
                 else:
                     t.ttl = ival
             elif level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
-                if optname == IPV6_V6ONLY:
+                if optname == IPV6_TCLASS:
+                    if not -1 <= ival <= 255:
+                        raise error(errno.EINVAL)
+                    self._tclass = max(ival, 0) & ~3  # a stream's ECN bits are TCP's
+                elif optname == IPV6_RECVTCLASS:
+                    self._recv_tclass = bool(ival)
+                elif optname == IPV6_V6ONLY:
                     if t.bound:
                         raise error(errno.EINVAL)
                     t.v6only = bool(ival)
@@ -690,6 +753,10 @@ class StreamSocket(Socket):
             if level == _socket.SOL_SOCKET and optname == _socket.SO_LINGER:
                 raw = _LINGER.pack(*t.linger)
                 return raw[:buflen] if buflen else _LINGER.unpack(raw)[0]
+            if level == _socket.SOL_SOCKET and optname in (_socket.SO_RCVTIMEO,
+                                                           _socket.SO_SNDTIMEO):
+                raw = self._get_timeo(optname)
+                return raw[:buflen] if buflen else struct.unpack_from("i", raw)[0]
             value = self._tcp_int_option(t, level, optname)
         if buflen is None:
             return value
@@ -708,7 +775,7 @@ class StreamSocket(Socket):
                 SO_DOMAIN: int(self._family), SO_PROTOCOL: _socket.IPPROTO_TCP,
                 _socket.SO_ACCEPTCONN: int(t.listening),
                 _socket.SO_BROADCAST: int(getattr(self, "_broadcast", False)),
-                _socket.SO_OOBINLINE: int(getattr(self, "_oobinline", False)),
+                _socket.SO_OOBINLINE: int(t.urg_inline),
             }
             if optname in table:
                 return table[optname]
@@ -728,6 +795,10 @@ class StreamSocket(Socket):
         if level == _socket.IPPROTO_IP and optname == IP_TTL:
             return t.ttl if t.ttl is not None else self._stack.ipv4.default_ttl
         if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
+            if optname == IPV6_TCLASS:
+                return self._tclass
+            if optname == IPV6_RECVTCLASS:
+                return int(self._recv_tclass)
             if optname == IPV6_V6ONLY:
                 return int(t.v6only)
             if optname == IPV6_UNICAST_HOPS:

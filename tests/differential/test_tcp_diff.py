@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import faulthandler
+import fcntl
 import select
 import socket as S
 import struct
@@ -1151,7 +1152,7 @@ def recvfrom_address_is_none(net: Net, rec: Recorder) -> None:
 
 
 @scenario
-def recv_oob_not_supported(net: Net, rec: Recorder) -> None:
+def recv_oob_without_urgent_data(net: Net, rec: Recorder) -> None:
     c, s, _ = pair(net)
     c.sendall(b"x")
     net.wait(s)
@@ -1170,6 +1171,192 @@ def recv_on_unconnected_and_listener(net: Net, rec: Recorder) -> None:
     rec.call(lsock.recv, 10, label="listener recv")
     rec.call(lsock.send, b"x", label="listener send")
     rec.call(lsock.recv, 10, NOWAIT, label="listener recv dontwait")
+
+
+# -- urgent data (MSG_OOB: RFC 9293 3.8.5, RFC 6093, Linux tcp_check_urg/tcp_recv_urg) --
+
+SIOCATMARK = 0x8905  # include/uapi/linux/sockios.h
+
+
+def atmark(net: Net, s: Any) -> int:
+    """sockatmark(3): Python has none; the kernel answers ioctl(SIOCATMARK),
+    loopstack its socket's sockatmark()."""
+    if isinstance(net, LoopNet):
+        return int(s.sockatmark())
+    return int(struct.unpack("i", fcntl.ioctl(s.fileno(), SIOCATMARK, bytes(4)))[0])
+
+
+def wait_urgent(net: Net, s: Any) -> None:
+    """Kernel: until the urgent byte has arrived (tcp_poll's POLLPRI is
+    select's exceptional condition)."""
+    if not isinstance(net, LoopNet):
+        select.select([], [], [s], TIMEOUT)
+
+
+def readable_now(s: Any) -> bool:
+    return bool(select.select([s], [], [], 0)[0])
+
+
+@scenario
+def urgent_send_and_recv_oob(net: Net, rec: Recorder) -> None:
+    # The last byte of send(MSG_OOB) is urgent: kept out of the stream, read
+    # once by recv(MSG_OOB); a normal read stops in front of it (the mark).
+    c, s, _ = pair(net)
+    s.setblocking(False)
+    rec.call(c.send, b"abc", S.MSG_OOB, label="send oob")
+    wait_urgent(net, s)
+    rec("at mark before", atmark(net, s))
+    rec.call(s.recv, 100, label="recv")
+    rec("at mark", atmark(net, s))
+    rec.call(s.recv, 100, S.MSG_OOB | S.MSG_PEEK, label="peek oob")
+    rec.call(s.recv, 100, S.MSG_OOB, label="recv oob")
+    rec.call(s.recv, 100, S.MSG_OOB, label="recv oob again")
+    rec("still at mark", atmark(net, s))
+    rec("readable at mark", readable_now(s))
+    rec.call(s.recv, 100, label="recv steps over the mark")
+    rec("past mark", atmark(net, s))
+    c.sendall(b"more")
+    net.wait(s)
+    rec.call(s.recv, 100, label="recv after")
+    rec.call(s.recv_into, bytearray(4), 0, S.MSG_OOB, label="recv_into oob, none")
+
+
+@scenario
+def urgent_recv_stops_at_the_mark(net: Net, rec: Recorder) -> None:
+    c, s, _ = pair(net)
+    c.sendall(b"hello")
+    c.send(b"XY", S.MSG_OOB)
+    c.sendall(b"world")
+    settle(net)
+    rec.call(s.recv, 100, S.MSG_PEEK, label="peek")
+    rec.call(s.recv, 100, S.MSG_WAITALL, label="waitall stops at the mark")
+    rec("at mark", atmark(net, s))
+    rec.call(s.recv, 100, S.MSG_PEEK, label="peek at the mark")
+    rec("peek keeps the mark", atmark(net, s))
+    buf = bytearray(8)
+    rec.call(s.recv_into, buf, 0, S.MSG_OOB, label="recv_into oob")
+    rec("oob byte", bytes(buf[:1]))
+    rec.call(s.recv, 100, label="rest")
+    rec("after", atmark(net, s))
+
+
+@scenario
+def urgent_byte_passed_unread_is_lost(net: Net, rec: Recorder) -> None:
+    c, s, _ = pair(net)
+    s.setblocking(False)
+    c.send(b"abc", S.MSG_OOB)
+    c.sendall(b"de")
+    settle(net)
+    rec.call(s.recv, 100, label="to the mark")
+    rec.call(s.recv, 100, label="past the mark")
+    rec.call(s.recv, 1, S.MSG_OOB, label="recv oob after passing")
+    rec("at mark", atmark(net, s))
+
+
+@scenario
+def urgent_alone_is_not_readable(net: Net, rec: Recorder) -> None:
+    # tcp_poll: a lone out-of-line urgent byte at the mark is no POLLIN.
+    c, s, _ = pair(net)
+    s.setblocking(False)
+    c.send(b"!", S.MSG_OOB)
+    wait_urgent(net, s)
+    rec("readable", readable_now(s))
+    rec("at mark", atmark(net, s))
+    rec.call(s.recv, 1, S.MSG_OOB, label="recv oob")
+    rec("readable after oob", readable_now(s))
+    rec.call(s.recv, 100, label="recv consumes the mark")
+    rec("at mark after", atmark(net, s))
+    s.settimeout(0.2)
+    rec.call(s.recv, 1, S.MSG_OOB, label="timed recv oob, none")
+    c.sendall(b"more")
+    net.wait(s)
+    rec("readable with data", readable_now(s))
+    rec.call(s.recv, 100, label="data")
+
+
+@scenario
+def urgent_inline(net: Net, rec: Recorder) -> None:
+    c, s, lsock = pair(net)
+    s.setblocking(False)
+    rec("oobinline default", s.getsockopt(SOL, S.SO_OOBINLINE))
+    s.setsockopt(SOL, S.SO_OOBINLINE, 1)
+    rec("oobinline", s.getsockopt(SOL, S.SO_OOBINLINE))
+    c.sendall(b"ab")
+    c.send(b"cd", S.MSG_OOB)
+    c.sendall(b"ef")
+    settle(net)
+    rec.call(s.recv, 100, label="recv stops at the mark")
+    rec("at mark", atmark(net, s))
+    rec.call(s.recv, 1, S.MSG_OOB, label="recv oob inline")
+    rec.call(s.recv, 100, label="the mark is inline")
+    rec("past mark", atmark(net, s))
+    c.send(b"!", S.MSG_OOB)
+    net.wait(s)
+    rec("readable", readable_now(s))
+    rec.call(s.recv, 100, label="lone urgent byte inline")
+    lsock.setsockopt(SOL, S.SO_OOBINLINE, 1)
+    c2 = net.socket(V4, STREAM)
+    c2.connect(lsock.getsockname())
+    a, _ = lsock.accept()
+    track(net, a)
+    rec("accepted inherits it", a.getsockopt(SOL, S.SO_OOBINLINE))
+
+
+@scenario
+def urgent_second_replaces_the_first(net: Net, rec: Recorder) -> None:
+    # Linux tcp_check_urg: a newer pointer replaces the older one; the old
+    # urgent byte becomes ordinary data, unless the reader stands on it.
+    c, s, _ = pair(net)
+    s.setblocking(False)
+    c.send(b"aA", S.MSG_OOB)
+    settle(net)
+    c.send(b"bB", S.MSG_OOB)
+    settle(net)
+    rec.call(s.recv, 1, S.MSG_OOB, label="the second byte")
+    rec.call(s.recv, 100, label="the first is data now")
+    rec("at mark", atmark(net, s))
+    rec.call(s.recv, 100, label="past the mark")
+    c.send(b"A", S.MSG_OOB)
+    settle(net)
+    c.send(b"B", S.MSG_OOB)
+    settle(net)
+    rec.call(s.recv, 1, S.MSG_OOB, label="reader on the first")
+    rec.call(s.recv, 100, label="the first was skipped")
+    rec("at mark after", atmark(net, s))
+
+
+@scenario
+def urgent_large_send(net: Net, rec: Recorder) -> None:
+    # Only the last byte is urgent; the pointer says 0xFFFF ("further") in
+    # segments more than 64 KiB before it.
+    c, s, _ = pair(net)
+    big = bytes((i * 13) & 0xFF for i in range(70000))
+    c.sendall(big, S.MSG_OOB)
+    settle(net, 0.2)
+    rec("to the mark", recv_exact(s, 69999, 0.5))
+    rec("at mark", atmark(net, s))
+    rec.call(s.recv, 1, S.MSG_OOB, label="recv oob")
+
+
+@scenario
+def urgent_misuse(net: Net, rec: Recorder) -> None:
+    s = net.socket(V4, STREAM)
+    rec("fresh at mark", atmark(net, s))
+    rec.call(s.recv, 1, S.MSG_OOB, label="unconnected recv oob")
+    rec.call(s.send, b"x", S.MSG_OOB, label="unconnected send oob")
+    lsock, _ = listen_on(net)
+    rec.call(atmark, net, lsock, label="listener at mark")
+    rec.call(lsock.recv, 1, S.MSG_OOB, label="listener recv oob")
+    c, a, _ = pair(net)
+    a.setblocking(False)
+    rec.call(c.send, b"", S.MSG_OOB, label="send empty oob")
+    c.send(b"z", S.MSG_OOB)
+    c.shutdown(S.SHUT_WR)
+    settle(net)
+    rec.call(a.recv, 1, S.MSG_OOB, label="after FIN, unread")
+    rec.call(a.recv, 1, S.MSG_OOB, label="after FIN, read")
+    rec.call(a.recv, 100, label="eof")
+    rec("at mark at eof", atmark(net, a))
 
 
 # -- sending --------------------------------------------------------------------------
@@ -1761,12 +1948,7 @@ def create_connection_localhost(net: Net, rec: Recorder) -> None:
     rec("peer", c.getpeername())
 
 
-XFAIL = {
-    "opt_maxseg_after_handshake":
-        "TCP bug: set_mss() does not bound the send MSS to half the largest window the "
-        "peer advertised (Linux tcp_sync_mss/tcp_bound_to_half_wnd): TCP_MAXSEG shows "
-        "65483/65464 where Linux shows 32741 (client), 32768 (server), 32732 (v6 client)",
-}
+XFAIL: dict[str, str] = {}
 
 
 def _params() -> list[Any]:

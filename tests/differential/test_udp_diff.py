@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import socket as S
+import struct
 from typing import Any
 
 import pytest
@@ -926,6 +928,40 @@ def shutdown_unconnected_still_applies(net: Net, rec: Recorder) -> None:
     recv(net, rec, r, label="receiver", expect=False)
     rec.call(r.shutdown, S.SHUT_RD, label="shut_rd")
     rec.call(r.recv, 10, label="recv after shut_rd")
+
+
+@scenario
+def shutdown_unconnected_recv_still_waits_for_data(net: Net, rec: Recorder) -> None:
+    """Linux inet_shutdown on an unconnected datagram socket: ENOTCONN, yet
+    sk_shutdown is set. SHUT_RD: poll says readable, a recv that may wait
+    (a timeout, or non-blocking) finds nothing and waits for data as usual;
+    data that comes is received; only a blocking recv on an empty queue
+    ends at once, with b''. SHUT_WR: sends are EPIPE."""
+    r, addr = receiver(net)
+    # A safety net: a blocking recv that waited would end after 1 s (EAGAIN).
+    r.setsockopt(S.SOL_SOCKET, S.SO_RCVTIMEO, struct.pack("qq", 1, 0))
+    rec.call(r.shutdown, S.SHUT_RD, label="shut_rd")
+    rec("poll", tuple(bool(x) for x in select.select([r], [r], [], 0)[:2]))
+    rec.call(r.recv, 10, NOWAIT, label="non-blocking recv")
+    r.settimeout(0.05)
+    rec.call(r.recv, 10, label="recv with a timeout")
+    s = net.socket(V4, DGRAM)
+    s.sendto(b"after", addr)
+    net.wait(r)
+    r.settimeout(1.0)
+    rec.call(r.recv, 10, label="data still comes")
+    r.settimeout(None)
+    rec.call(r.recv, 10, label="blocking recv, nothing queued")
+    rec.call(r.shutdown, S.SHUT_RDWR, label="shut_rdwr")
+    w = net.socket(V4, DGRAM)
+    rec.call(w.shutdown, S.SHUT_WR, label="shut_wr")
+    rec("poll after shut_wr", tuple(bool(x) for x in select.select([w], [w], [], 0)[:2]))
+    rec.call(w.sendto, b"x", addr, label="send after shut_wr")
+    c = net.socket(V4, DGRAM)
+    c.setsockopt(S.SOL_SOCKET, S.SO_RCVTIMEO, struct.pack("qq", 1, 0))
+    c.connect(addr)
+    rec.call(c.shutdown, S.SHUT_RD, label="connected shut_rd")
+    rec.call(c.recv, 10, label="connected blocking recv")
 
 
 # -- ancillary data (recvmsg / sendmsg control messages) -------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -141,3 +142,74 @@ def test_console_script(prog: Path) -> None:
     got = parse(done.stdout)
     assert got["echo"] == "sub" and got["socket"] == "loopstack.stream.StreamSocket"
     assert "TcpActiveOpens" in done.stderr
+
+
+# -- the program's arguments are the program's, as python passes them ------------------
+ARGV = textwrap.dedent('''
+    import json, socket, sys
+    s = socket.socket()
+    print(json.dumps({"argv": sys.argv, "name": __name__,
+                      "loopstack": type(s).__module__.startswith("loopstack")}))
+    s.close()
+''')
+
+
+def _ran(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict[str, object]:
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_module_arguments_are_the_modules(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-m MODULE ARGS`: every argument after the module is the module's,
+    loopstack's own option names and `--` included (python -m's rule)."""
+    (tmp_path / "argv_mod.py").write_text(ARGV)
+    monkeypatch.chdir(tmp_path)
+    got = _ran(capsys, ["run", "--seed", "2", "-m", "argv_mod", "--stats", "-m", "x",
+                        "--", "-c", "--version"])
+    assert got["argv"] == [str(tmp_path / "argv_mod.py"), "--stats", "-m", "x", "--", "-c",
+                           "--version"]
+    assert got["name"] == "__main__" and got["loopstack"] is True
+    # -mMODULE, as python accepts it, and -m after loopstack's `--`.
+    assert _ran(capsys, ["run", "-margv_mod", "-v"])["argv"][1:] == ["-v"]  # type: ignore[index]
+    assert _ran(capsys, ["run", "--stats", "--", "-m", "argv_mod", "-x"]
+                )["argv"][1:] == ["-x"]  # type: ignore[index]
+
+
+def test_program_arguments_are_the_programs(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    prog = tmp_path / "argv_prog.py"
+    prog.write_text(ARGV)
+    got = _ran(capsys, ["run", "--passthrough", str(prog), "--pcap", "x", "-c", "1", "--"])
+    assert got["argv"] == [str(prog), "--pcap", "x", "-c", "1", "--"]
+    got = _ran(capsys, ["run", "--", str(prog), "--", "-m"])
+    assert got["argv"] == [str(prog), "--", "-m"]
+
+
+def test_code_form_is_python_c(capsys: pytest.CaptureFixture[str]) -> None:
+    """`-c CODE ARGS` as `python -c`: sys.argv[0] is "-c", the code runs as
+    __main__, its exit status is the command's."""
+    code = "import sys, socket; print(sys.argv, __name__, type(socket.socket()).__module__)"
+    assert main(["run", "-c", code + "; sys.exit(4)", "a", "--stats", "-m"]) == 4
+    out = capsys.readouterr().out
+    assert out.split("]")[0] + "]" == "['-c', 'a', '--stats', '-m']"
+    assert out.split()[-2:] == ["__main__", "loopstack.stream"]
+
+
+def test_a_missing_module_name_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--stats", "-m"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("loopstack run: argument -m: expected one argument")
+    assert main(["run", "--stats"]) == 2
+    assert "no program given" in capsys.readouterr().err
+
+
+def test_console_script_passes_module_options() -> None:
+    """The reported failure: `loopstack run -m pytest --version` said
+    "unrecognized arguments"."""
+    script = Path(sys.executable).parent / "loopstack"
+    done = subprocess.run([str(script), "run", "-m", "pytest", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "pytest" in done.stdout + done.stderr

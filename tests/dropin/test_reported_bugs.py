@@ -16,11 +16,10 @@ import pytest
 import loopstack
 
 
-@pytest.mark.xfail(strict=True, reason="stack.py keeps every socket in Stack._sockets (a "
-                   "strong reference) and Socket has no finalizer: a socket dropped without "
-                   "close() stays open until the stack closes; CPython closes it when it is "
-                   "collected (with a ResourceWarning)")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
 def test_a_dropped_socket_is_closed_when_collected() -> None:
+    """The stack keeps no strong reference to a socket object: one dropped
+    unclosed is closed when collected (socket.py __del__)."""
     with loopstack.patch():
         server = socket.create_server(("127.0.0.1", 0))
         client = socket.create_connection(server.getsockname())
@@ -33,9 +32,6 @@ def test_a_dropped_socket_is_closed_when_collected() -> None:
         server.close()
 
 
-@pytest.mark.xfail(strict=True, reason="stack.py wait_for on a virtual clock never blocks: "
-                   "with no timer pending it returns at once, so a blocking recv() in a "
-                   "thread raises TimeoutError instead of waiting for another thread's send")
 def test_a_thread_blocks_on_a_virtual_clock_until_another_thread_sends() -> None:
     stack = loopstack.Stack(clock="virtual")
     with loopstack.patch(stack):

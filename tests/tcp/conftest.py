@@ -66,6 +66,7 @@ class Seg:
     data: bytes
     at_ns: int  # virtual time it was read (= sent: reads advance time to it)
     raw: bytes = field(repr=False)
+    urg: int = 0  # the urgent pointer field (0 unless URG is set)
 
     def opt(self, name: str) -> Any:
         for k, v in self.opts:
@@ -127,7 +128,7 @@ class Peer:
     def send(self, flags: str, seq: int, ack: int = 0, data: bytes = b"", *,
              win: int = 65535, opts: list[tuple[str, Any]] | None = None,
              tsval: int | None = None, sport: int | None = None,
-             dport: int | None = None) -> None:
+             dport: int | None = None, urg: int = 0) -> None:
         """Inject one segment. With timestamps negotiated and no ``opts``,
         NOP NOP TS (TSval ``tsval`` or the peer's clock, TSecr the stack's
         last TSval) is added, as a Linux peer would."""
@@ -137,7 +138,8 @@ class Peer:
                 tv = self.tsval() if tsval is None else tsval
                 opts = [("NOP", None), ("NOP", None), ("Timestamp", (tv, self.ts_recent))]
         tcp = TCP(sport=sport or self.port, dport=dport or self.lport, flags=flags,
-                  seq=seq % (1 << 32), ack=ack % (1 << 32), window=win, options=opts)
+                  seq=seq % (1 << 32), ack=ack % (1 << 32), window=win, options=opts,
+                  urgptr=urg)
         pkt = IP(src=PEER, dst=LOCAL) / tcp
         if data:
             pkt = pkt / Raw(data)
@@ -169,7 +171,7 @@ class Peer:
         del check[TCP].chksum
         assert bytes(check) == raw, "bad checksum on a segment the stack sent"
         seg = Seg(str(t.flags), t.seq, t.ack, t.window, list(t.options), bytes(t.payload),
-                  at_ns, raw)
+                  at_ns, raw, t.urgptr)
         if seg.opt("Timestamp") is not None:
             self.ts_recent = seg.tsval
         return seg
@@ -177,7 +179,7 @@ class Peer:
     def expect(self, flags: str, *, seq: int | None = None, ack: int | None = None,
                win: int | None = None, data: bytes | None = None, length: int | None = None,
                opts: list[tuple[str, Any]] | None = None, at: float | None = None,
-               within: float = 600.0, sport: int | None = None) -> Seg:
+               within: float = 600.0, sport: int | None = None, urg: int | None = None) -> Seg:
         """The next segment the stack sends (waiting up to ``within`` virtual
         seconds) must match every field given. ``at`` is seconds after t0."""
         seg = self._read(within)
@@ -202,6 +204,8 @@ class Peer:
         if sport is not None:
             ip = IP(seg.raw)
             assert ip[TCP].sport == sport, where
+        if urg is not None:
+            assert seg.urg == urg, f"urgent pointer {seg.urg} != {urg}: {where}"
         return seg
 
     def expect_nothing(self, within: float = 0.0) -> None:

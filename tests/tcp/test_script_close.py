@@ -11,7 +11,7 @@ from scapy.layers.inet import IP, TCP
 
 from loopstack.transport.tcp import State
 
-from .conftest import MSS_ONLY, Peer, counters
+from .conftest import MSS_ONLY, Peer, counters, linux_syn
 
 
 @pytest.fixture
@@ -130,11 +130,13 @@ def test_fin_waits_for_queued_data(peer: Peer, listener: socket.socket) -> None:
 
 def test_fin_on_the_handshake_ack(peer: Peer, listener: socket.socket) -> None:
     """SYN-RECEIVED: the ACK completing the handshake carries data and FIN:
-    ESTABLISHED, then CLOSE-WAIT; accept() returns it with the data, then EOF."""
+    ESTABLISHED, then CLOSE-WAIT; accept() returns it with the data, then EOF.
+    Linux tcp_fin makes the connection interactive (pingpong): no quick ACK,
+    the delayed-ACK timer (40 ms) acknowledges data and FIN together."""
     peer.send("S", 1000, opts=MSS_ONLY)
     sa = peer.expect("SA", ack=1001)
     peer.send("FPA", 1001, sa.seq + 1, b"all at once")
-    peer.expect("A", seq=sa.seq + 1, ack=1013, at=0)
+    peer.expect("A", seq=sa.seq + 1, ack=1013, at=0.04)
     conn, _ = listener.accept()
     assert state(conn) == State.CLOSE_WAIT
     assert conn.recv(100) == b"all at once"
@@ -262,6 +264,147 @@ def test_new_syn_reopens_time_wait(peer: Peer, conn: socket.socket,
     new, _ = listener.accept()
     new.send(b"again")
     peer.expect("PA", seq=sa.seq + 1, ack=50_001, data=b"again")
+    assert state(conn) == State.CLOSED
+
+
+def test_time_wait_bare_ack_restarts_the_timer(peer: Peer, conn: socket.socket) -> None:
+    """Linux tcp_timewait_state_process: an empty segment exactly in sequence
+    (SEQ = RCV.NXT) is taken silently and TIME-WAIT starts over (60 s)."""
+    L = peer.lss + 1
+    _to_time_wait(peer, conn)
+    peer.advance(30)
+    peer.send("A", 1002, L + 1)
+    peer.expect_nothing()
+    peer.advance(59.999)
+    assert state(conn) == State.TIME_WAIT
+    peer.advance(0.001)
+    assert state(conn) == State.CLOSED
+
+
+def test_time_wait_acks_new_data_and_restarts(peer: Peer, conn: socket.socket) -> None:
+    """Data in TIME-WAIT cannot be taken: an ACK of RCV.NXT answers it (never
+    rate-limited: data start no ACK loop) and the 60 s start over."""
+    L = peer.lss + 1
+    _to_time_wait(peer, conn)
+    peer.advance(30)
+    for _ in range(2):
+        peer.send("PA", 1002, L + 1, b"late")
+        peer.expect("A", seq=L + 1, ack=1002, at=30)
+    peer.advance(59.999)
+    assert state(conn) == State.TIME_WAIT
+    peer.advance(0.001)
+    assert state(conn) == State.CLOSED
+
+
+def test_time_wait_out_of_window_ack_is_answered_once(peer: Peer, conn: socket.socket) -> None:
+    """An empty segment out of sequence gets a duplicate ACK, at most one per
+    500 ms (tcp_timewait_check_oow_rate_limit: TCPACKSkippedTimeWait); its
+    ACK flag restarts the timer."""
+    L = peer.lss + 1
+    _to_time_wait(peer, conn)
+    peer.advance(30)
+    peer.send("A", 5000, L + 1)
+    peer.expect("A", seq=L + 1, ack=1002, at=30)
+    peer.send("A", 5000, L + 1)
+    peer.expect_nothing()
+    assert counters(peer.stack)["TcpExtTCPACKSkippedTimeWait"] == 1
+    peer.advance(0.5)
+    peer.send("A", 5000, L + 1)
+    peer.expect("A", seq=L + 1, ack=1002, at=30.5)
+    peer.advance(59.999)
+    assert state(conn) == State.TIME_WAIT
+    peer.advance(0.001)
+    assert state(conn) == State.CLOSED
+
+
+def test_rst_out_of_sequence_is_ignored_in_time_wait(peer: Peer, conn: socket.socket) -> None:
+    """Only an RST exactly at RCV.NXT ends TIME-WAIT; another is dropped,
+    with no challenge ACK (TIME-WAIT is not RFC 5961's synchronized state)."""
+    _to_time_wait(peer, conn)
+    peer.send("R", 1003)
+    peer.send("R", 1001)
+    peer.expect_nothing()
+    assert state(conn) == State.TIME_WAIT
+
+
+def test_rfc1337_keeps_time_wait_from_an_rst(peer: Peer, conn: socket.socket) -> None:
+    """tcp_rfc1337 = 1 (RFC 1337 "TIME-WAIT assassination"): the RST is
+    ignored, TIME-WAIT runs its course."""
+    peer.stack.tcp.rfc1337 = True
+    _to_time_wait(peer, conn)
+    peer.send("R", 1002)
+    peer.expect_nothing()
+    assert state(conn) == State.TIME_WAIT
+    peer.advance(60)
+    assert state(conn) == State.CLOSED
+
+
+def test_syn_at_rcv_nxt_does_not_reopen(peer: Peer, conn: socket.socket,
+                                        listener: socket.socket) -> None:
+    """A SYN must be above RCV.NXT (after(), not at it) to open a new
+    connection; this one gets an ACK and leaves the timer alone."""
+    L = peer.lss + 1
+    _to_time_wait(peer, conn)
+    peer.advance(30)
+    peer.send("S", 1002, opts=MSS_ONLY)
+    peer.expect("A", seq=L + 1, ack=1002, at=30)
+    assert state(conn) == State.TIME_WAIT
+    peer.advance(30)
+    assert state(conn) == State.CLOSED
+
+
+def test_new_syn_without_listener_gets_an_ack(peer: Peer, conn: socket.socket,
+                                              listener: socket.socket) -> None:
+    """Linux tcp_v4_rcv: TCP_TW_SYN with no listener falls through to the
+    TIME-WAIT ACK, which is not rate-limited."""
+    L = peer.lss + 1
+    listener.close()
+    _to_time_wait(peer, conn)
+    for _ in range(2):
+        peer.send("S", 50_000, opts=MSS_ONLY)
+        peer.expect("A", seq=L + 1, ack=1002, at=0)
+    assert state(conn) == State.TIME_WAIT
+
+
+def _to_time_wait_ts(peer: Peer, listener: socket.socket) -> tuple[socket.socket, int]:
+    """TIME-WAIT with timestamps on (the peer's TSvals 1000 on); returns the
+    connection and the stack's SND.NXT."""
+    peer.ts_off = 1000
+    conn = peer.open_to(listener, opts=linux_syn(tsval=1000))
+    L = peer.lss + 1
+    conn.shutdown(socket.SHUT_WR)
+    peer.expect("FA", seq=L, ack=1001)
+    peer.send("FA", 1001, L + 1)
+    peer.expect("A", seq=L + 1, ack=1002)
+    assert state(conn) == State.TIME_WAIT
+    peer.mark()
+    return conn, L + 1
+
+
+def test_syn_with_a_newer_timestamp_reopens(peer: Peer, listener: socket.socket) -> None:
+    """With timestamps a SYN below RCV.NXT opens a new connection too if its
+    TSval is newer than TS.Recent (RFC 6191)."""
+    conn, nxt = _to_time_wait_ts(peer, listener)
+    peer.advance(1)
+    peer.send("S", 500, opts=linux_syn(tsval=peer.tsval()))
+    peer.expect("SA", seq=nxt + 65537, ack=501, at=1)
+    assert state(conn) == State.CLOSED
+
+
+def test_paws_in_time_wait(peer: Peer, listener: socket.socket) -> None:
+    """PAWS without tolerance in TIME-WAIT (tcp_paws_reject): a SYN above
+    RCV.NXT with an old TSval reopens nothing; it is ACKed, counted
+    (PAWSTimewait) and restarts the timer. An RST with an old TSval ends
+    TIME-WAIT only once TS.Recent is 60 s old (TCP_PAWS_MSL)."""
+    conn, nxt = _to_time_wait_ts(peer, listener)
+    peer.advance(10)
+    peer.send("S", 50_000, opts=linux_syn(tsval=999))
+    peer.expect("A", seq=nxt, ack=1002, at=10)
+    assert counters(peer.stack)["TcpExtPAWSTimewait"] == 1
+    peer.send("R", 1002, opts=[("NOP", None), ("NOP", None), ("Timestamp", (999, 0))])
+    assert state(conn) == State.TIME_WAIT
+    peer.advance(50)  # TS.Recent is 60 s old; the timer restarted at 10 s
+    peer.send("R", 1002, opts=[("NOP", None), ("NOP", None), ("Timestamp", (999, 0))])
     assert state(conn) == State.CLOSED
 
 

@@ -244,20 +244,24 @@ def test_dupacks_that_move_the_window_are_not_duplicates(peer: Peer,
 
 
 def test_sack_retransmits_the_holes(peer: Peer, listener: socket.socket) -> None:
-    """RFC 6675: a hole is lost once more than (DupThresh - 1) * SMSS bytes
-    above it are SACKed (IsLost), even before the third duplicate ACK;
-    recovery resends each lost hole once, never what the peer holds."""
+    """RACK (RFC 8985, Linux tcp_rack_detect_loss): a segment is lost once
+    one sent after it was delivered more than an RTT plus the reordering
+    window ago; the window is a quarter of the minimum RTT, none once three
+    segments are SACKed. Recovery resends each lost hole once, never what
+    the peer holds. (At 4 ms the tail loss probe resent the last segment:
+    PTO = 2 SRTT + 2 ms, in 4 ms ticks.)"""
     conn = peer.open_to(listener, opts=MSS_SACK)
     L = peer.lss + 1
     conn.send(b"f" * (10 * SEG))
     for i in range(10):
         peer.expect("A" if i < 9 else "PA", seq=L + SEG * i, length=SEG, at=0)
-    peer.advance(0.01)
+    peer.expect("PA", seq=L + 9 * SEG, length=SEG, at=0.004)
+    peer.advance(0.006)
     sack = [("NOP", None), ("NOP", None)]
     peer.send("A", 1001, L, opts=sack + [("SAck", (L + SEG, L + 2 * SEG))])
     peer.expect_nothing()  # one segment above the hole: could be reordering
-    # The second duplicate: more than (DupThresh - 1) * SMSS bytes SACKed above
-    # both holes (segments 0 and 4), so both are lost (IsLost) and resent.
+    # Six SACKed: no reordering window; segments 0 and 4, sent before the
+    # last one delivered and a whole RTT ago, are lost and resent.
     peer.send("A", 1001, L, opts=sack + [("SAck", (L + 5 * SEG, L + 8 * SEG,
                                                     L + SEG, L + 4 * SEG))])
     peer.expect("A", seq=L, length=SEG, at=0.01)
@@ -271,17 +275,18 @@ def test_sack_retransmits_the_holes(peer: Peer, listener: socket.socket) -> None
 
 
 def test_rto_with_sack_skips_what_the_peer_holds(peer: Peer, listener: socket.socket) -> None:
-    """RFC 6675 5.1: after a timeout, SACKed data is not sent again."""
+    """RFC 6675 5.1: after a timeout, SACKed data is not sent again. (The
+    tail loss probe resends the last segment at 4 ms, then the RTO runs.)"""
     conn = peer.open_to(listener, opts=MSS_SACK)
     L = peer.lss + 1
     conn.send(b"g" * (3 * SEG))
     for _ in range(3):
         peer.expect("A" if _ < 2 else "PA", at=0)
-    sack = [("NOP", None), ("NOP", None), ("SAck", (L + SEG, L + 2 * SEG))]
-    peer.send("A", 1001, L, opts=sack)
-    peer.expect("A", seq=L, length=SEG, at=RTO)
+    peer.expect("PA", seq=L + 2 * SEG, length=SEG, at=0.004)
+    peer.expect("A", seq=L, length=SEG, at=0.004 + RTO)
+    sack = [("NOP", None), ("NOP", None), ("SAck", (L + 2 * SEG, L + 3 * SEG))]
     peer.send("A", 1001, L + SEG, opts=sack)
-    peer.expect("PA", seq=L + 2 * SEG, length=SEG, at=RTO)
+    peer.expect("A", seq=L + SEG, length=SEG, at=0.004 + RTO)
     peer.expect_nothing()
 
 

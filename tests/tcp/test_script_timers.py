@@ -85,10 +85,16 @@ def test_keepalive_waits_while_data_is_outstanding(peer: Peer, conn: socket.sock
 
 def test_delayed_ack_quickacks_then_every_second_segment(peer: Peer,
                                                         conn: socket.socket) -> None:
-    """Linux: the first 16 data segments are acknowledged at once (quick-ACK
-    mode); after that a lone segment waits for the 40 ms delayed-ACK timer,
-    and a second full-sized one is acknowledged at once (RFC 5681 4.2: an ACK
-    for at least every second full-sized segment)."""
+    """Linux: the first data start quick-ACK mode, 16 ACKs sent at once
+    (tcp_incr_quickack: half a window of segments, 64240 / (2 * 536), at
+    most 16); after that a lone segment waits for the delayed-ACK timer
+    (ato 40 ms). Full segments that let the window grow are acknowledged at
+    once (tcp_grow_window sets a quick ACK); once the unread data stop the
+    growth, even several segments wait for the timer (an ACK now would
+    offer less window than the last: __tcp_ack_snd_check), until the
+    application reads: then more than a segment is owed and the ACK goes
+    at once (tcp_cleanup_rbuf). RFC 5681 4.2's "every second full-sized
+    segment" holds while the application keeps up (next test)."""
     L = peer.lss + 1
     seq = 1001
     for _ in range(16):
@@ -99,14 +105,166 @@ def test_delayed_ack_quickacks_then_every_second_segment(peer: Peer,
     seq += 100
     peer.expect("A", ack=seq, at=0.04)
     assert counters(peer.stack)["TcpExtDelayedACKs"] == 1
-    peer.advance(1)
+    for _ in range(2):  # rcv_ssthresh 64076 -> 66996 -> 69916
+        peer.send("A", seq, L, b"f" * SEG)
+        seq += SEG
+        peer.expect("A", ack=seq, at=0.04)
+    for _ in range(2):
+        peer.send("A", seq, L, b"f" * SEG)
+        seq += SEG
+    peer.expect_nothing()
+    assert len(conn.recv(100_000)) == seq - 1001
+    peer.expect("A", ack=seq, at=0.04)
+
+
+def test_delayed_ack_every_second_full_segment(peer: Peer, conn: socket.socket) -> None:
+    """RFC 5681 4.2 as Linux: with the application reading as data arrive
+    and the window at its ceiling, every second full segment is
+    acknowledged at once, a lone one after ato (40 ms)."""
+    L = peer.lss + 1
+    seq = 1001
+    while True:  # until the window stops growing: no quick ACK
+        peer.send("A", seq, L, b"f" * SEG)
+        seq += SEG
+        conn.recv(100_000)
+        if peer._read(0) is None:
+            break
     peer.mark()
     peer.send("A", seq, L, b"f" * SEG)
+    peer.expect("A", ack=seq + SEG, at=0)  # the second one
+    conn.recv(100_000)
+    seq += SEG
+    for _ in range(2):
+        peer.send("A", seq, L, b"f" * SEG)
+        seq += SEG
+        peer.expect_nothing()
+        conn.recv(100_000)
+        peer.send("A", seq, L, b"f" * SEG)
+        seq += SEG
+        peer.expect("A", ack=seq, at=0)
+        conn.recv(100_000)
+    peer.send("A", seq, L, b"f" * SEG)
+    conn.recv(100_000)
+    peer.expect("A", ack=seq + SEG, at=0.04)
+
+
+def test_delayed_ack_timeout_adapts(net: tuple, listener: socket.socket) -> None:
+    """Linux's ato: a delayed ACK that fires doubles it (40 -> 80 -> 160
+    ms, at most the RTO), bounded when sent by the RTT (here 100 ms, from
+    the handshake), so lone segments 200 ms apart wait 40, 80, then 100 ms."""
+    stack, eth = net
+    p = Peer(stack, eth)
+    p.send("S", 1000, opts=MSS_ONLY)
+    sa = p.expect("SA", ack=1001)
+    p.advance(0.1)  # SRTT 100 ms, RTO 300 ms
+    p.send("A", 1001, sa.seq + 1)
+    conn, _ = listener.accept()
+    L = sa.seq + 1
+    seq = 1001
+    for _ in range(16):
+        p.send("PA", seq, L, b"q")
+        seq += 1
+        p.expect("A", ack=seq)
+    p.mark()
+    for delay in (0.04, 0.08, 0.1):
+        p.send("PA", seq, L, b"q")
+        seq += 1
+        p.expect("A", ack=seq, at=delay)
+        p.advance(0.2 - delay)
+        p.mark()
+    assert conn.recv(100) == b"q" * 19
+
+
+def test_pushed_data_read_gets_its_ack_at_once(peer: Peer, conn: socket.socket) -> None:
+    """A small pushed segment waits for the delayed-ACK timer, unless the
+    application reads it all first: then its ACK goes at once (Linux
+    ICSK_ACK_PUSHED, tcp_cleanup_rbuf)."""
+    L = peer.lss + 1
+    for i in range(16):
+        peer.send("PA", 1001 + i, L, b"z")
+        peer.expect("A", ack=1002 + i)
+    peer.advance(0.01)
+    peer.send("PA", 1017, L, b"hello")
     peer.expect_nothing()
-    peer.send("A", seq + SEG, L, b"f" * SEG)
-    peer.expect("A", ack=seq + 2 * SEG, at=0)
-    peer.send("A", seq + 2 * SEG, L, b"f" * SEG)
-    peer.expect("A", ack=seq + 3 * SEG, at=0.04)
+    assert conn.recv(100) == b"z" * 16 + b"hello"
+    peer.expect("A", ack=1022, at=0.01)
+
+
+def test_replies_make_a_connection_interactive(peer: Peer, conn: socket.socket) -> None:
+    """Linux pingpong mode: data sent within ato of data received mark the
+    connection interactive (tcp_event_data_sent); then requests are not
+    quick-ACKed: the reply carries the ACK, or the timer sends it after
+    ato; a timer that had to fire ends pingpong mode (quick ACKs again)."""
+    L = peer.lss + 1
+    peer.send("PA", 1001, L, b"req1")
+    peer.expect("A", ack=1005, at=0)  # quick ACK
+    conn.send(b"resp1")
+    peer.expect("PA", seq=L, ack=1005, data=b"resp1", at=0)
+    peer.advance(0.008)
+    peer.send("PA", 1005, L + 5, b"req2")
+    peer.expect_nothing()
+    peer.advance(0.012)
+    conn.send(b"resp2")
+    peer.expect("PA", seq=L + 5, ack=1009, data=b"resp2", at=0.02)
+    peer.send("PA", 1009, L + 10, b"req3")  # no reply this time
+    peer.expect("A", seq=L + 10, ack=1013, at=0.06)
+    peer.send("PA", 1013, L + 10, b"req4")
+    peer.expect("A", ack=1017, at=0.06)  # quick again
+    assert conn.recv(100) == b"req1req2req3req4"
+
+
+def test_quickack_option(peer: Peer, conn: socket.socket) -> None:
+    """TCP_QUICKACK (Linux __tcp_sock_set_quickack): 0 makes the
+    connection interactive (ACKs wait, for a reply or ato, even once the
+    data is read); 1 leaves that mode and sends the ACK owed for what the
+    application has read, at once."""
+    from loopstack.transport.tcp.ack import set_quickack
+
+    L = peer.lss + 1
+    tcb = conn._tcb  # type: ignore[attr-defined]
+    with peer.stack.locked:
+        set_quickack(tcb, 0)
+    peer.send("PA", 1001, L, b"req")
+    peer.expect_nothing()
+    peer.advance(0.01)
+    assert conn.recv(10) == b"req"
+    peer.expect_nothing()
+    with peer.stack.locked:
+        set_quickack(tcb, 1)
+    peer.expect("A", ack=1004, at=0.01)
+    peer.send("PA", 1004, L, b"more")
+    peer.expect("A", ack=1008, at=0.01)
+
+
+def test_a_resent_segment_restarts_quick_acks(peer: Peer, conn: socket.socket) -> None:
+    """A segment the peer sent again means our ACK was lost: it is answered
+    at once (DelayedACKLost) and quick-ACK mode starts over (Linux
+    tcp_send_dupack -> tcp_enter_quickack_mode)."""
+    L = peer.lss + 1
+    for i in range(16):
+        peer.send("PA", 1001 + i, L, b"z")
+        peer.expect("A", ack=1002 + i)
+    peer.send("PA", 1017, L, b"y")
+    peer.expect("A", ack=1018, at=0.04)
+    peer.send("PA", 1017, L, b"y")  # again
+    peer.expect("A", ack=1018, at=0.04)
+    peer.send("PA", 1018, L, b"x")
+    peer.expect("A", ack=1019, at=0.04)
+    assert counters(peer.stack)["TcpExtDelayedACKLost"] == 1
+    assert conn.recv(100) == b"z" * 16 + b"yx"
+
+
+def test_fin_after_data_is_acked_after_ato(peer: Peer, conn: socket.socket) -> None:
+    """Linux tcp_fin: the peer's FIN makes the connection interactive, so
+    its ACK waits ato (40 ms once data arrived), unless our reply (here our
+    own FIN) carries it first."""
+    L = peer.lss + 1
+    peer.send("PA", 1001, L, b"data")
+    peer.expect("A", ack=1005, at=0)
+    peer.send("FA", 1005, L)
+    peer.expect("A", ack=1006, at=0.04)
+    assert conn.recv(100) == b"data"
+    assert conn.recv(100) == b""
 
 
 def test_delayed_ack_piggybacks_on_data(peer: Peer, conn: socket.socket) -> None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
-from . import ping, run
+from . import doctor, ping, run, serve
 from .errors import CliError
 
 
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     ping.add_parser(sub)
     run.add_parser(sub)
+    serve.add_parser(sub)
+    doctor.add_parser(sub)
     return parser
 
 

@@ -1,5 +1,11 @@
-"""`loopstack run`: run a Python program or module in this process with the
-standard library patched to a fresh loopstack stack.
+"""`loopstack run`: run a Python program, module or command in this process
+with the standard library patched to a fresh loopstack stack.
+
+The arguments read as the interpreter's do: loopstack's own options first,
+then ``PROGRAM.py ARGS``, ``-m MODULE ARGS`` or ``-c CODE ARGS``, and every
+argument after the program, module or code is the program's (``sys.argv``
+as ``python PROGRAM.py``, ``python -m`` and ``python -c`` make it). A ``--``
+before the program is accepted and dropped.
 
 It ends as ``python PROGRAM.py`` would: an uncaught exception is printed
 through ``sys.excepthook`` (exit status 1), the threads the program left
@@ -13,6 +19,8 @@ import os
 import runpy
 import sys
 import threading
+import types
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -25,10 +33,12 @@ from .report import print_stats
 
 def add_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "run", help="run a Python program on a virtual loopback",
-        description="Run PROGRAM.py (or -m MODULE) in this process with socket, asyncio, "
-        "ssl and name lookups routed to a fresh loopstack stack. The exit status is the "
-        "program's.")
+        "run", help="run a Python program on a virtual loopback", allow_abbrev=False,
+        usage="loopstack run [OPTIONS] [--] (PROGRAM.py | -m MODULE | -c CODE) [ARGS ...]",
+        description="Run PROGRAM.py (or -m MODULE, or -c CODE) in this process with socket, "
+        "asyncio, ssl and name lookups routed to a fresh loopstack stack. Every argument "
+        "after the program, module or code is passed to it, as python does. The exit status "
+        "is the program's.")
     p.add_argument("--netem", metavar="SPEC", help='impair lo like tc netem, e.g. "delay 20ms"')
     p.add_argument("--seed", type=int, help="seed every random choice of the stack")
     p.add_argument("--pcap", metavar="FILE", help="capture every packet to FILE")
@@ -44,20 +54,67 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--forward", action="append", default=[], metavar="VPORT:HOST:PORT",
                    help="relay virtual 127.0.0.1:VPORT to a real service at HOST:PORT on the "
                    "host, e.g. a database; repeatable")
-    p.add_argument("-m", dest="module", metavar="MODULE", help="run a library module as a script")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="PROGRAM.py ARGS",
-                   help="the program and its arguments (after --, or after the options)")
+    # The target and its arguments are split off before argparse sees the
+    # rest (_split): these entries are for --help.
+    p.add_argument("-m", dest="module", metavar="MODULE",
+                   help="run a library module as a script (the rest are its arguments)")
+    p.add_argument("-c", dest="code", metavar="CODE",
+                   help="run CODE, as python -c (the rest are its arguments)")
+    p.add_argument("args", nargs="*", metavar="PROGRAM.py ARGS",
+                   help="the program and its arguments")
     p.set_defaults(func=run)
+    parse_own = p.parse_known_args
+
+    def parse_known_args(args: Sequence[str] | None = None, namespace: Any = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        own, target = _split(p, list(sys.argv[1:] if args is None else args))
+        ns, extra = parse_own(own, namespace)
+        if target is not None:
+            kind, name, rest = target
+            ns.module = name if kind == "-m" else None
+            ns.code = name if kind == "-c" else None
+            ns.args = [name, *rest] if kind == "program" else rest
+        return ns, extra
+
+    # argparse's sub-command action calls the sub-parser's parse_known_args.
+    setattr(p, "parse_known_args", parse_known_args)  # noqa: B010
+
+
+def _split(p: argparse.ArgumentParser, argv: list[str]
+           ) -> tuple[list[str], tuple[str, str, list[str]] | None]:
+    """(loopstack's options, (kind, name, the target's arguments)): the
+    target is the first argument that is not an option or an option's
+    value, or -m/-c with theirs, as python reads its own command line."""
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest = argv[i + 1 :]
+            if rest and rest[0] != "-" and rest[0][:2] in ("-m", "-c"):
+                _own, target = _split(p, rest)  # -- -m MODULE ...: still python's options
+                return argv[:i], target
+            return argv[:i], ("program", rest[0], rest[1:]) if rest else None
+        if arg in ("-m", "-c"):
+            if i + 1 == len(argv):
+                return argv, None  # argparse says the value is missing
+            return argv[:i], (arg, argv[i + 1], argv[i + 2 :])
+        if arg[:2] in ("-m", "-c"):
+            return argv[:i], (arg[:2], arg[2:], argv[i + 1 :])  # -mMODULE, as python allows
+        if arg.startswith("-") and arg != "-":
+            action = p._option_string_actions.get(arg.split("=", 1)[0])
+            i += 2 if action is not None and action.nargs != 0 and "=" not in arg else 1
+            continue
+        return argv[:i], ("program", arg, argv[i + 1 :])
+    return argv, None
 
 
 def run(args: argparse.Namespace) -> int:
     rest = list(args.args)
-    if rest and rest[0] == "--":
-        rest = rest[1:]
-    if args.module is None:
+    code_text: str | None = getattr(args, "code", None)
+    if args.module is None and code_text is None:
         if not rest:
-            raise CliError("no program given: say `loopstack run -- PROGRAM.py ARGS` "
-                           "or `loopstack run -m MODULE ARGS`")
+            raise CliError("no program given: say `loopstack run PROGRAM.py ARGS`, "
+                           "`loopstack run -m MODULE ARGS` or `loopstack run -c CODE ARGS`")
         program = rest[0]
         if not os.path.exists(program):
             raise CliError(f"{program}: no such file: give the path of a Python program")
@@ -81,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
                     sys.argv = [args.module, *rest]
                     sys.path.insert(0, os.getcwd())  # as `python -m` does
                     runpy.run_module(args.module, run_name="__main__", alter_sys=True)
+                elif code_text is not None:
+                    sys.argv = ["-c", *rest]
+                    sys.path.insert(0, "")  # as `python -c` does
+                    _run_code(code_text)
                 else:
                     sys.argv = rest
                     sys.path.insert(0, os.path.dirname(os.path.abspath(rest[0])))
@@ -103,6 +164,19 @@ def run(args: argparse.Namespace) -> int:
             bridge.close()
         stack.close()
     return code
+
+
+def _run_code(text: str) -> None:
+    """As ``python -c``: the code runs as the ``__main__`` module."""
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = __builtins__
+    saved = sys.modules.get("__main__")
+    sys.modules["__main__"] = main
+    try:
+        exec(compile(text, "<string>", "exec"), main.__dict__)
+    finally:
+        if saved is not None:
+            sys.modules["__main__"] = saved
 
 
 def _bridge_specs(args: argparse.Namespace

@@ -41,7 +41,10 @@ from .remote import Link, RemoteSocket, RemoteStack
 ENV = "LOOPSTACK_ATTACH"
 HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
 _installed = False
-_pending: list[tuple[Any, ...]] = []
+# What the before-fork hook prepared, for the after-fork hooks. Per thread:
+# the hooks run in the forking thread, and two threads may fork at once
+# (each must close only its own child's descriptors).
+_forking = threading.local()
 _env_lock = threading.Lock()
 _process_patch: Any = None
 
@@ -62,12 +65,18 @@ def _in_use(stack: Stack) -> bool:
         s is stack for s, _ in _active)
 
 
+def _pending() -> list[tuple[Any, ...]]:
+    pending: list[tuple[Any, ...]] = _forking.__dict__.setdefault("pending", [])
+    return pending
+
+
 def _before_fork() -> None:
+    _pending().clear()
     for stack in list(live_stacks):
         if isinstance(stack, RemoteStack):
             link = stack._link
             if link is not None and not link.dead and not stack._closed:
-                _pending.append(("attached", stack, link.prepare_fork()))
+                _pending().append(("attached", stack, link.prepare_fork()))
             continue
         if stack._closed or not _in_use(stack):
             continue
@@ -85,12 +94,12 @@ def _before_fork() -> None:
         except BaseException:
             stack.lock.release()
             raise
-        _pending.append(("owner", stack, server, holder, end, exported))
+        _pending().append(("owner", stack, server, holder, end, exported))
 
 
 def _after_fork_parent() -> None:
-    pending = _pending[:]
-    _pending.clear()
+    pending = _pending()[:]
+    _pending().clear()
     for item in pending:
         if item[0] == "owner":
             _, stack, _server, _holder, end, _exported = item
@@ -103,8 +112,8 @@ def _after_fork_parent() -> None:
 
 
 def _after_fork_child() -> None:
-    pending = _pending[:]
-    _pending.clear()
+    pending = _pending()[:]
+    _pending().clear()
     import importlib
 
     patch_module: Any = importlib.import_module("loopstack.patch")
@@ -131,23 +140,43 @@ def _become_attached(stack: Stack, server: Any, holder: Any, end: Any,
     rstack: RemoteStack = stack  # type: ignore[assignment]
     rstack._setup(link, server.pid, hosts)
     live_stacks.add(rstack)
+    # The readiness descriptors came with the fork: each object keeps the
+    # number fileno() gave it (the program may have handed it to a selector
+    # already); numbers no kept object uses are closed, not leaked.
+    inherited: set[int] = set()
+    kept: set[int] = set()
     for sock in sockets:
         family, kind, proto, timeout = sock._family, sock._kind, sock._proto, sock._timeout
         io_refs = getattr(sock, "_io_refs", 0)
+        closing = getattr(sock, "_closing", False)  # close() waits for makefile()s
+        # An object's own number, where the core gives each object one (a
+        # dup of the pair's end for a second object of a socket); else the
+        # pair's end is the socket's only number.
+        own = getattr(sock, "_fd", None)
         fd = -1
         efd = sock._efd
         if efd is not None:
-            fd = efd._watched.detach()  # the owner's readiness descriptor, inherited
+            number = efd._watched.fileno()
+            if number >= 0:
+                efd._watched.detach()  # the number outlives the owner's object for it
+                inherited.add(number)
             efd._peer.close()
+            fd = number if own is None else own
         handle = exported.get(id(sock))
         sock.__dict__.clear()
         sock.__class__ = RemoteSocket
         remote: RemoteSocket = sock  # type: ignore[assignment]
-        if handle is None and fd >= 0:
-            os.close(fd)  # closed, or held only by other processes
+        if handle is None or fd < 0:
+            if fd >= 0:
+                inherited.add(fd)  # closed, or held only by other processes
             fd = -1
+        else:
+            kept.add(fd)
         remote._setup(rstack, handle, family, kind, proto, timeout, fd)
         remote._io_refs = io_refs
+        remote._closing = closing
+    for number in inherited - kept:
+        os.close(number)
 
 
 # -- processes started with exec -------------------------------------------------------

@@ -105,6 +105,12 @@ class Channel:
                 fds = array.array("i")
                 fds.frombytes(raw[: len(raw) - len(raw) % fds.itemsize])
                 self._fds.extend(fds)
+        if len(self._fds) > MAX_FDS:
+            # A frame carries at most MAX_FDS descriptors: a peer sending
+            # more (a few with every byte of a long frame) would otherwise
+            # fill this process's descriptor table before the frame ends.
+            self.drop_fds()
+            raise ChannelError("too many descriptors")
         if not data:
             raise ChannelClosed("end of stream")
         self._buf += data

@@ -35,7 +35,6 @@ import socket as _socket
 import struct
 import tempfile
 import threading
-from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 from .channel import (
@@ -61,15 +60,24 @@ _UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 class Shared:
     """A socket some attached process holds. ``refs`` counts the attached
-    holders; ``local`` says whether the owner's own program still holds it."""
+    holders; ``local`` says whether the owner's own program still holds it.
 
-    __slots__ = ("handle", "sock", "refs", "local")
+    A call runs with the calling process's timeout, which the worker puts on
+    the socket object for the call's length; ``calls``, ``lent`` and
+    ``saved`` give the owner's program its own timeout back afterwards (a
+    timeout belongs to each process's socket object, as CPython keeps it
+    in the object, not in the kernel's shared file)."""
+
+    __slots__ = ("handle", "sock", "refs", "local", "calls", "lent", "saved")
 
     def __init__(self, handle: int, sock: Socket, local: bool) -> None:
         self.handle = handle
         self.sock = sock
         self.refs = 0
         self.local = local
+        self.calls = 0  # calls of attached processes running on it now
+        self.lent: float | None = None  # the timeout those calls put on it
+        self.saved: float | None = None  # the owner's program's own timeout
 
 
 class Holder:
@@ -81,7 +89,9 @@ class Holder:
         self.hid = hid
         self.key = os.urandom(KEY_LEN)
         self.pid = pid
-        self.handles: set[int] = set()
+        # handle -> how many of the process's socket objects refer to it
+        # (a process may hold several descriptors of one socket: dup()).
+        self.handles: dict[int, int] = {}
         self.liveness: Channel | None = None
         self.workers: dict[int, Channel] = {}  # thread ident -> its call connection
         self.alive = True
@@ -95,8 +105,18 @@ _SOCKET_CALLS = frozenset({
     "recv", "recvfrom", "recvmsg", "shutdown", "getsockname", "getpeername",
     "setsockopt", "getsockopt", "tcp_info",
 })
-_SOCKET_SPECIAL = frozenset({"close", "accept", "fileno", "recv_into", "recvfrom_into",
-                             "recvmsg_into"})
+_SOCKET_SPECIAL = frozenset({"close", "dup", "accept", "fileno", "recv_into",
+                             "recvfrom_into", "recvmsg_into"})
+# Calls that may wait: while one does, the caller's call connection is
+# watched, so that a caller that gives up (a KeyboardInterrupt in the child,
+# its thread gone) ends the wait instead of leaving it to consume data nobody
+# will receive (Linux: an interrupted recv() takes nothing from the socket).
+_BLOCKING = frozenset({
+    "accept", "connect", "connect_ex", "send", "sendall", "sendto", "sendmsg", "recv",
+    "recvfrom", "recvmsg", "recv_into", "recvfrom_into", "recvmsg_into",
+})
+_SENDS = frozenset({"send", "sendall", "sendto", "sendmsg"})
+_RECV_MAX = 1 << 20  # bytes one recv_into/recvmsg_into call takes at most
 _STACK_CALLS = frozenset({
     "getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo",
     "sockets", "stats", "routes",
@@ -104,8 +124,9 @@ _STACK_CALLS = frozenset({
 
 
 def plain(value: Any) -> Any:
-    """``value`` with enums turned into ints, so it pickles as plain values."""
-    if isinstance(value, IntEnum):
+    """``value`` with enums and flags (IntEnum, IntFlag: any int subclass
+    but bool) turned into ints, so it pickles as plain values."""
+    if isinstance(value, int) and type(value) is not int and type(value) is not bool:
         return int(value)
     if isinstance(value, tuple):
         return tuple(plain(v) for v in value)
@@ -168,16 +189,22 @@ class AttachServer:
             sock._shared = rec
         return rec
 
-    def _hold(self, holder: Holder, rec: Shared) -> None:
-        if rec.handle not in holder.handles:
-            holder.handles.add(rec.handle)
+    def _hold(self, holder: Holder, rec: Shared, count: int = 1) -> None:
+        held = holder.handles.get(rec.handle, 0)
+        holder.handles[rec.handle] = held + count
+        if not held:
             rec.refs += 1
 
-    def _release(self, holder: Holder, handle: int) -> None:
-        """``holder`` lets go of ``handle``; the last holder's release closes it."""
-        if handle not in holder.handles:
+    def _release(self, holder: Holder, handle: int, every: bool = False) -> None:
+        """One of ``holder``'s objects (``every``: all) lets go of
+        ``handle``; the last holder's release closes it."""
+        held = holder.handles.get(handle, 0)
+        if not held:
             return
-        holder.handles.discard(handle)
+        if held > 1 and not every:
+            holder.handles[handle] = held - 1
+            return
+        del holder.handles[handle]
         rec = self._shared.get(handle)
         if rec is None:
             return
@@ -212,8 +239,8 @@ class AttachServer:
         holder.liveness = Channel(mine)
         self._channels.add(holder.liveness)
         if parent is not None:
-            for handle in parent.handles:
-                self._hold(holder, self._shared[handle])
+            for handle, count in parent.handles.items():
+                self._hold(holder, self._shared[handle], count)
         self._watch(holder)
         return holder, theirs
 
@@ -234,10 +261,12 @@ class AttachServer:
         try:
             pid, uid, _gid = _UCRED.unpack(
                 conn.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, _UCRED.size))
-            if uid != os.getuid():
-                raise ChannelError("another user")
+            # The hello is read before anyone is refused: a peer hung up on
+            # while it is still sending gets EPIPE instead of the refusal.
             conn.settimeout(HELLO_DEADLINE)
             magic, token, kind, hid, key = HELLO.unpack(read_exact(conn, HELLO.size))
+            if uid != os.getuid():
+                raise ChannelError("another user")
             if magic != MAGIC or not hmac.compare_digest(token, self.token):
                 raise ChannelError("bad hello")
             conn.settimeout(None)
@@ -289,25 +318,31 @@ class AttachServer:
 
     def _reap_loop(self) -> None:
         """Watch every holder's liveness connection: EOF (or anything at
-        all: nothing is sent on it) means the process is gone."""
+        all: nothing is sent on it) means the process is gone. Also watch
+        the call connections of calls that are waiting (see _BLOCKING)."""
         while not self._closed:
             try:
                 events = self._selector.select()
             except (OSError, ValueError):
                 return
             for key, _mask in events:
-                if key.data is None:
+                data = key.data
+                if data is None:
                     try:
                         self._wake_r.recv(4096)
                     except OSError:
                         pass
-                    continue
-                holder = key.data
-                try:
-                    self._selector.unregister(key.fileobj)
-                except (KeyError, ValueError):
-                    pass
-                self.holder_gone(holder)
+                elif isinstance(data, _CallWatch):
+                    self._call_broken(data)
+                else:
+                    self._unwatch(key.fileobj)
+                    self.holder_gone(data)
+
+    def _unwatch(self, fileobj: Any) -> None:
+        try:
+            self._selector.unregister(fileobj)
+        except (KeyError, ValueError):
+            pass
 
     def holder_gone(self, holder: Holder) -> None:
         """The process ended (or broke its liveness connection): abort its
@@ -322,12 +357,49 @@ class AttachServer:
             for sock in list(stack._sockets.values()):
                 sock._cond.notify_all()
             for handle in list(holder.handles):
-                self._release(holder, handle)
+                self._release(holder, handle, every=True)
             channels = list(holder.workers.values())
-            if holder.liveness is not None:
-                channels.append(holder.liveness)
+            liveness, holder.liveness = holder.liveness, None
+            if liveness is not None:
+                self._unwatch(liveness.sock)
+                self._channels.discard(liveness)
         for ch in channels:
-            ch.shutdown()
+            ch.shutdown()  # each worker closes its own connection as it ends
+        if liveness is not None:
+            liveness.close()  # the process's end is gone: this one would only leak
+
+    def _watch_call(self, me: int, ch: Channel) -> _CallWatch:
+        """While a call waits, EOF (or any byte) on its connection means the
+        caller gave up on it: see _call_broken."""
+        watch = _CallWatch(me, ch)
+        with self.stack.lock:
+            try:
+                self._selector.register(ch.sock, selectors.EVENT_READ, watch)
+            except (KeyError, ValueError, OSError):
+                watch.active = False  # closed under us: the call will find out
+        return watch
+
+    def _unwatch_call(self, watch: _CallWatch) -> None:
+        with self.stack.lock:
+            if watch.active:
+                watch.active = False
+                self._unwatch(watch.ch.sock)
+
+    def _call_broken(self, watch: _CallWatch) -> None:
+        """The caller of a waiting call closed its connection (interrupted,
+        or its thread ended) or broke the one-call-at-a-time rule: end the
+        wait with ECONNABORTED (Stack._wait_abortable) before it takes
+        anything from the socket, and drop the connection."""
+        stack = self.stack
+        with stack.locked:
+            if not watch.active:
+                return  # the call ended first
+            watch.active = False
+            self._unwatch(watch.ch.sock)
+            stack._aborted.add(watch.ident)
+            for sock in list(stack._sockets.values()):
+                sock._cond.notify_all()
+        watch.ch.shutdown()
 
     # -- calls -------------------------------------------------------------------------
     def _serve(self, holder: Holder, ch: Channel) -> None:
@@ -347,7 +419,7 @@ class AttachServer:
                 for fd in fds:
                     os.close(fd)  # calls never carry descriptors
                 try:
-                    value, out_fds, keep = self._call(holder, request)
+                    value, out_fds, keep = self._call(holder, request, me, ch)
                     reply: Any = (0, value)
                 except ChannelError:
                     self.counters["broken"] += 1
@@ -372,15 +444,17 @@ class AttachServer:
                 self._channels.discard(ch)
             ch.close()
 
-    def _sock(self, holder: Holder, handle: Any) -> Socket:
+    def _rec(self, holder: Holder, handle: Any) -> Shared:
+        """The record of a socket ``holder`` holds (stack lock held)."""
         if type(handle) is not int:
             raise ChannelError("bad handle")
         rec = self._shared.get(handle)
         if rec is None or handle not in holder.handles:
             raise OSError(errno.EBADF, os.strerror(errno.EBADF))
-        return rec.sock
+        return rec
 
-    def _call(self, holder: Holder, request: Any) -> tuple[Any, tuple[int, ...], Any]:
+    def _call(self, holder: Holder, request: Any, me: int, ch: Channel
+              ) -> tuple[Any, tuple[int, ...], Any]:
         """Run one request; returns (value, descriptors to send, an object to
         close once they are sent)."""
         if not (isinstance(request, tuple) and len(request) == 4 and isinstance(request[0], str)
@@ -397,42 +471,129 @@ class AttachServer:
             return self._stack_call(holder, op, args)
         if op not in _SOCKET_CALLS and op not in _SOCKET_SPECIAL:
             raise ChannelError(f"no such call {op!r}")
-        with stack.locked:
-            sock = self._sock(holder, handle)
-        sock._timeout = None if timeout is None else float(timeout)
-        if op in _SOCKET_CALLS:
-            return plain(getattr(sock, op)(*args)), (), None
         if op == "close":
             with stack.locked:
+                self._rec(holder, handle)
                 self._release(holder, handle)
             return None, (), None
-        if op == "accept":
-            new, addr = sock.accept()
+        if op == "dup":
             with stack.locked:
+                self._hold(holder, self._rec(holder, handle))  # one more object of it
+            return None, (), None
+        if op == "fileno":
+            with stack.locked:
+                sock = self._rec(holder, handle).sock
+                fd = sock.fileno()
+                if fd < 0:
+                    return -1, (), None
+                dup = os.dup(fd)  # sent, then closed here: the sender keeps nothing
+            return 0, (dup,), _Fd(dup)
+        t = None if timeout is None else float(timeout)
+        watch = self._watch_call(me, ch) if op in _BLOCKING and t != 0.0 else None
+        try:
+            return self._socket_call(holder, handle, op, t, args), (), None
+        finally:
+            if watch is not None:
+                self._unwatch_call(watch)
+
+    def _socket_call(self, holder: Holder, handle: int, op: str, timeout: float | None,
+                     args: tuple[Any, ...]) -> Any:
+        stack = self.stack
+        if op in ("recv_into", "recvfrom_into"):
+            # The caller's buffer is in its own process: receive into one of
+            # at most _RECV_MAX bytes here (a datagram is never longer; a
+            # stream may return less than asked, unless MSG_WAITALL), not one
+            # as large as the caller's, which may be a gigabyte.
+            nbytes, flags = args
+            want = int(nbytes) if flags & _socket.MSG_WAITALL else min(int(nbytes), _RECV_MAX)
+            buf = bytearray(want)
+            if op == "recv_into":
+                n = self._run(holder, handle, op, timeout, (buf, want, flags))
+                return n, bytes(buf[: min(n, want)])
+            n, addr = self._run(holder, handle, op, timeout, (buf, want, flags))
+            return n, bytes(buf[: min(n, want)]), plain(addr)
+        if op == "recvmsg_into":
+            # recvmsg() of the buffers' total size: the same bytes, flags
+            # (MSG_TRUNC when the datagram is longer) and control messages;
+            # the caller scatters the bytes over its buffers.
+            sizes, ancbufsize, flags = args
+            if not isinstance(sizes, list) or not all(type(n) is int for n in sizes):
+                raise TypeError("recvmsg_into() buffer sizes must be integers")
+            total = sum(sizes) if flags & _socket.MSG_WAITALL else min(sum(sizes), _RECV_MAX)
+            data, anc, msg_flags, addr = self._run(holder, handle, "recvmsg", timeout,
+                                                   (total, ancbufsize, flags))
+            return len(data), data, plain(anc), plain(msg_flags), plain(addr)
+        if op == "accept":
+            new, addr = self._run(holder, handle, op, timeout, args)
+            with stack.locked:
+                if not holder.alive:
+                    # The process died while the connection was being taken:
+                    # nobody will ever hold it, so close it now.
+                    new.close()
+                    raise ConnectionAbortedError(errno.ECONNABORTED, "the caller has gone")
                 rec = self._record(new, False)
                 self._hold(holder, rec)
-            return (rec.handle, plain(addr)), (), None
-        if op == "fileno":
-            fd = sock.fileno()
-            if fd < 0:
-                return -1, (), None
-            dup = os.dup(fd)  # sent, then closed here: the sender keeps nothing
-            return 0, (dup,), _Fd(dup)
-        if op in ("recv_into", "recvfrom_into"):
-            nbytes, flags = args
-            buf = bytearray(nbytes)
-            if op == "recv_into":
-                n = sock.recv_into(buf, nbytes, flags)
-                return (n, bytes(buf[: min(n, nbytes)])), (), None
-            n, addr = sock.recvfrom_into(buf, nbytes, flags)
-            return (n, bytes(buf[: min(n, nbytes)]), plain(addr)), (), None
-        if op == "recvmsg_into":
-            sizes, ancbufsize, flags = args
-            bufs = [bytearray(s) for s in sizes]
-            n, anc, msg_flags, addr = sock.recvmsg_into(bufs, ancbufsize, flags)
-            data = b"".join(bufs)[:n]
-            return (n, data, plain(anc), msg_flags, plain(addr)), (), None
-        raise ChannelError(f"no such call {op!r}")
+            return rec.handle, plain(addr)
+        return plain(self._run(holder, handle, op, timeout, args))
+
+    def _run(self, holder: Holder, handle: int, op: str, timeout: float | None,
+             args: tuple[Any, ...]) -> Any:
+        """``op`` on the socket ``handle`` names, with the caller's timeout.
+
+        The stack lock is held from setting the timeout until the method
+        takes it for itself, so concurrent calls with other timeouts do not
+        mix theirs up. If the owner's program closes its object while the
+        call waits, the socket lives on in a new object (Socket._hand_over)
+        and the wait ends with EBADF: as Linux keeps a socket open for a
+        process blocked on it while another process closes its descriptor,
+        the call goes on on the new object. A send may have queued part of
+        its data before that: it is counted from the TCP send sequence, so
+        no byte is sent twice."""
+        stack = self.stack
+        deadline = None if not timeout else stack.clock.now() + timeout
+        while True:
+            with stack.lock:
+                rec = self._rec(holder, handle)
+                sock = rec.sock
+                tcb = getattr(sock, "_tcb", None) if op in _SENDS else None
+                queued = tcb.data_end if tcb is not None else 0
+                self._lend(rec, sock, timeout)
+                try:
+                    return getattr(sock, op)(*args)
+                except OSError as e:
+                    if e.errno != errno.EBADF or rec.sock is sock or \
+                            self._shared.get(handle) is not rec or handle not in holder.handles:
+                        raise
+                    sent = tcb.data_end - queued if tcb is not None else 0
+                    if sent and op != "sendall":
+                        return sent
+                    if sent:
+                        args = (memoryview(args[0])[sent:], *args[1:])
+                finally:
+                    self._unlend(rec)
+            if deadline is not None:
+                timeout = deadline - stack.clock.now()
+                if timeout <= 0:
+                    raise TimeoutError("timed out")
+
+    @staticmethod
+    def _lend(rec: Shared, sock: Socket, timeout: float | None) -> None:
+        """Put the caller's timeout on ``sock`` for one call (lock held)."""
+        if rec.calls == 0 or sock._timeout != rec.lent:
+            rec.saved = sock._timeout  # the owner's program's own
+        sock._timeout = rec.lent = timeout
+        rec.calls += 1
+
+    @staticmethod
+    def _unlend(rec: Shared) -> None:
+        """The call is over: the last one gives the owner's program its own
+        timeout back, or the one it set meanwhile (lock held)."""
+        rec.calls -= 1
+        sock = rec.sock
+        if sock._timeout != rec.lent:
+            rec.saved = sock._timeout
+        if rec.calls == 0:
+            sock._timeout = rec.saved
 
     def _stack_call(self, holder: Holder, op: str, args: tuple[Any, ...]
                     ) -> tuple[Any, tuple[int, ...], Any]:
@@ -440,6 +601,9 @@ class AttachServer:
         if op == "socket":
             sock = stack.socket(*args)
             with stack.locked:
+                if not holder.alive:
+                    sock.close()  # made for a process that has gone meanwhile
+                    raise ConnectionAbortedError(errno.ECONNABORTED, "the caller has gone")
                 rec = self._record(sock, False)
                 self._hold(holder, rec)
             return rec.handle, (), None
@@ -514,6 +678,17 @@ class AttachServer:
         except (OSError, ValueError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _CallWatch:
+    """A call connection watched while its call waits (AttachServer._watch_call)."""
+
+    __slots__ = ("ident", "ch", "active")
+
+    def __init__(self, ident: int, ch: Channel) -> None:
+        self.ident = ident  # the worker thread running the call
+        self.ch = ch
+        self.active = True
 
 
 class _Fd:

@@ -38,6 +38,7 @@ from .channel import (
 SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0o4000)
 SOCK_CLOEXEC = getattr(_socket, "SOCK_CLOEXEC", 0o2000000)
 _SENDALL_CHUNK = 8 << 20  # a frame's worth of sendall
+_CANCEL_WAIT = 5.0  # seconds an interrupted call waits for the owner to end it
 
 
 class Link:
@@ -77,11 +78,19 @@ class Link:
         return cls(path, token, owner_pid, hid, key, sock)
 
     # -- calls ------------------------------------------------------------------------
-    def _channel(self) -> _CallChannel:
-        local = self._local
-        ch: _CallChannel | None = getattr(local, "ch", None)
-        if ch is not None and ch.pid == os.getpid() and not ch.broken:
-            return ch
+    # A connection carries one call at a time. A thread that makes a call
+    # while its own call is waiting (a signal handler, a finalizer run by
+    # the garbage collector) gets a second connection: on the first, the
+    # second request would be answered with the first's reply.
+    _POOL = 2  # idle connections a thread keeps
+
+    def _take(self) -> _CallChannel:
+        pool: list[_CallChannel] = self._local.__dict__.setdefault("pool", [])
+        while pool:
+            ch = pool.pop()
+            if ch.pid == os.getpid() and not ch.broken:
+                return ch
+            ch.close()
         if self.dead:
             raise owner_gone(self.owner_pid)
         try:
@@ -96,18 +105,24 @@ class Link:
         except (OSError, ChannelClosed, ChannelError):
             ch.close()
             raise owner_gone(self.owner_pid) from None
-        local.ch = ch
         self._channels.add(ch)
         return ch
+
+    def _give(self, ch: _CallChannel) -> None:
+        pool: list[_CallChannel] = self._local.__dict__.setdefault("pool", [])
+        if len(pool) < self._POOL:
+            pool.append(ch)
+        else:
+            ch.close()
 
     def call(self, op: str, handle: int, timeout: float | None, args: tuple[Any, ...]
              ) -> tuple[Any, list[int]]:
         """Run ``op`` in the owner; its value and any descriptors it sent."""
-        ch = self._channel()
         for a in args:
             if type(a) not in _PLAIN:
                 args = tuple(_plain(a) for a in args)
                 break
+        ch = self._take()
         try:
             ch.send((op, handle, timeout, args))
             reply, fds = ch.recv()
@@ -116,11 +131,13 @@ class Link:
             ch.close()
             raise owner_gone(self.owner_pid) from None
         except BaseException:
-            # Interrupted (KeyboardInterrupt) between request and reply: the
-            # reply would answer the next call, so this connection is done.
+            # Interrupted between request and reply (KeyboardInterrupt, or
+            # another exception from a signal handler): the reply would
+            # answer the next call, so this connection is done.
             ch.broken = True
-            ch.close()
+            _cancel(ch)
             raise
+        self._give(ch)
         if type(reply) is tuple and reply and reply[0] == 0:
             return reply[1], fds
         for fd in fds:
@@ -168,6 +185,25 @@ class Link:
         self.close_inherited()
         self.liveness = None
         self.dead = True
+
+
+def _cancel(ch: Channel) -> None:
+    """End an interrupted call in the owner before the program goes on, as
+    Linux's interrupted recv() takes nothing from the socket: once the
+    owner sees this end stop writing it aborts a call still waiting
+    (owner.py _call_broken), so no data arrives later for a call nobody
+    makes any more. Wait (boundedly) for its answer or its hang-up."""
+    try:
+        ch.sock.shutdown(_socket.SHUT_WR)
+        ch.sock.settimeout(_CANCEL_WAIT)
+        while True:
+            _reply, fds = ch.recv()  # the call's answer (too late now), then EOF
+            for fd in fds:
+                os.close(fd)
+    except (OSError, ChannelClosed, ChannelError):
+        pass
+    finally:
+        ch.close()
 
 
 class _CallChannel(Channel):
@@ -304,8 +340,35 @@ class RemoteSocket(Socket):
         return sock, tuple(addr) if addr is not None else None
 
     # -- data -------------------------------------------------------------------------------
+    def _payload(self, data: Any) -> bytes:
+        """What a send carries, checked against the channel's frame bound
+        (channel.MAX_FRAME): a datagram that large is EMSGSIZE anyway
+        (Linux udp_sendmsg refuses more than 0xFFFF bytes)."""
+        payload = bytes(memoryview(data))
+        if len(payload) > _SENDALL_CHUNK and self._kind != _socket.SOCK_STREAM:
+            raise error(errno.EMSGSIZE)
+        return payload
+
     def send(self, data: Any, flags: int = 0) -> int:
-        return int(self._call("send", bytes(memoryview(data)), flags))
+        view = memoryview(data)
+        if view.nbytes <= _SENDALL_CHUNK or self._kind != _socket.SOCK_STREAM:
+            return int(self._call("send", self._payload(view), flags))
+        # More than one frame carries: a blocking send queues all of it, as
+        # Linux's does; with a timeout (or none at all) a part is a valid answer.
+        view = memoryview(bytes(view))
+        total = 0
+        for start in range(0, len(view), _SENDALL_CHUNK):
+            piece = view[start : start + _SENDALL_CHUNK]
+            try:
+                n = int(self._call("send", bytes(piece), flags))
+            except OSError:
+                if total:
+                    return total
+                raise
+            total += n
+            if n < len(piece) or self._timeout is not None or flags & _socket.MSG_DONTWAIT:
+                break
+        return total
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         view = memoryview(data).cast("B")
@@ -316,7 +379,9 @@ class RemoteSocket(Socket):
             self._call("sendall", bytes(view[start : start + _SENDALL_CHUNK]), flags)
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
-        payload = bytes(memoryview(data))
+        if self._kind == _socket.SOCK_STREAM and memoryview(data).nbytes > _SENDALL_CHUNK:
+            return self.send(data, 0 if address is None else flags_or_address)
+        payload = self._payload(data)
         if address is None:
             return int(self._call("sendto", payload, flags_or_address))
         return int(self._call("sendto", payload, flags_or_address, address))
@@ -326,6 +391,11 @@ class RemoteSocket(Socket):
         bufs = [bytes(memoryview(b)) for b in buffers]
         anc = [(int(level), int(kind), bytes(memoryview(value)))
                for level, kind, value in ancdata]
+        if sum(len(b) for b in bufs) > _SENDALL_CHUNK:
+            if self._kind != _socket.SOCK_STREAM:
+                raise error(errno.EMSGSIZE)
+            if not anc:
+                return self.send(b"".join(bufs), flags)
         return int(self._call("sendmsg", bufs, anc, flags, address))
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
@@ -395,6 +465,23 @@ class RemoteSocket(Socket):
 
     def tcp_info(self) -> dict[str, Any]:
         return dict(self._call("tcp_info"))
+
+    # -- more objects of one socket ---------------------------------------------------
+    def dup(self) -> RemoteSocket:
+        """Another object of the same socket, as dup(2) gives another
+        descriptor of one open file: the owner counts one more reference of
+        this process, and each object closes its own. With this object's
+        timeout, as socket.dup() gives."""
+        self._call("dup")
+        stack = self._stack
+        assert isinstance(stack, RemoteStack)
+        return RemoteSocket(stack, self._handle, self._family, self._kind, self._proto,
+                            self._timeout)
+
+    def detach(self) -> int:
+        """The descriptor of an attached socket is only its readiness
+        descriptor: it cannot stand for the socket on its own."""
+        raise error(errno.EOPNOTSUPP)
 
     # -- shutdown and close ---------------------------------------------------------------
     def shutdown(self, how: int) -> None:

@@ -1,5 +1,7 @@
 """UDP (RFC 768, RFC 1122 4.1) over IPv4 and IPv6, with Linux's socket
-lookup, dual-stack delivery, ICMP error reporting and counters.
+lookup, dual-stack delivery, ICMP error reporting and counters; and
+UDP-Lite (RFC 3828), the same code with its own protocol number, port
+table and partial checksum coverage (UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV).
 
 A socket's receive queue is charged what Linux charges (an estimate of the
 skb's truesize), so a full buffer drops about where the kernel's would.
@@ -26,6 +28,7 @@ from .icmp import IcmpError, ICMPv4, ICMPv6
 from .ports import PortTable, mapped, v4_of
 
 _UDP = struct.Struct("!HHHH")
+PROTO_UDPLITE = 136
 MAX_V4_PAYLOAD = 65535 - 20 - 8  # 65507
 MAX_V6_PAYLOAD = 65535 - 8  # 65527
 RMEM_DEFAULT = 212992  # net.core.rmem_default
@@ -60,6 +63,7 @@ class Datagram:
     size: int  # what it is charged against the receive buffer
     v4: bool  # arrived over IPv4 (counted under Udp, else Udp6)
     ifindex: int = 0  # the interface it arrived on (for IP_PKTINFO)
+    tclass: int = 0  # the IPv6 traffic class it came with (for IPV6_RECVTCLASS)
 
 
 class UdpSock:
@@ -80,11 +84,18 @@ class UdpSock:
         self.broadcast = False
         self.ttl: int | None = None
         self.hop_limit: int | None = None
+        self.tclass = 0  # IPV6_TCLASS
+        # UDP-Lite coverage (udp_sock's pcslen, pcrlen and pcflag bits)
+        self.pcslen = 0
+        self.pcrlen = 0
+        self.send_cc = False
+        self.recv_cc = False
         # ancillary data asked for (IP_RECVTTL, IP_PKTINFO, IPV6_RECVHOPLIMIT, IPV6_RECVPKTINFO)
         self.recv_ttl = False
         self.recv_pktinfo = False
         self.recv_hoplimit = False
         self.recv_pktinfo6 = False
+        self.recv_tclass = False
         self.last_dequeued: Datagram | None = None
         self.rcvbuf = RMEM_DEFAULT
         self.sndbuf = WMEM_DEFAULT
@@ -134,7 +145,8 @@ class UdpSock:
         self.remote_port = 0
 
     # -- data --------------------------------------------------------------------
-    def sendto(self, data: bytes, addr: bytes | None, port: int, ttl: int | None = None) -> int:
+    def sendto(self, data: bytes, addr: bytes | None, port: int, ttl: int | None = None,
+               tclass: int | None = None) -> int:
         if self.so_error:
             code, self.so_error = self.so_error, 0
             raise _err(code)
@@ -148,7 +160,7 @@ class UdpSock:
             addr, port = self.remote_addr, self.remote_port
         elif port == 0:
             raise _err(errno.EINVAL)
-        return self.udp.output(self, data, addr, port, ttl)
+        return self.udp.output(self, data, addr, port, ttl, tclass)
 
     def enqueue(self, dgram: Datagram) -> bool:
         if self.rcv_used + dgram.size > self.rcvbuf:
@@ -189,6 +201,7 @@ class UDP:
     def __init__(
         self, ipv4: IPv4, ipv6: IPv6, icmp4: ICMPv4, icmp6: ICMPv6,
         mib: dict[str, int], mib6: dict[str, int], ports: PortTable,
+        proto: int = PROTO_UDP,
     ) -> None:
         self.ipv4 = ipv4
         self.ipv6 = ipv6
@@ -197,10 +210,12 @@ class UDP:
         self.mib = mib
         self.mib6 = mib6
         self.ports = ports
-        ipv4.handlers[PROTO_UDP] = self.input
-        ipv6.handlers[PROTO_UDP] = self.input
-        icmp4.err_handlers[PROTO_UDP] = self.icmp_error
-        icmp6.err_handlers[PROTO_UDP] = self.icmp_error
+        self.proto = proto
+        self.lite = proto == PROTO_UDPLITE
+        ipv4.handlers[proto] = self.input
+        ipv6.handlers[proto] = self.input
+        icmp4.err_handlers[proto] = self.icmp_error
+        icmp6.err_handlers[proto] = self.icmp_error
 
     def socket(self, v6: bool) -> UdpSock:
         return UdpSock(self, v6)
@@ -247,7 +262,7 @@ class UDP:
         return self.ipv6.route_output(addr, None if local == V6_ANY else local)
 
     def output(self, s: UdpSock, data: bytes, addr: bytes, port: int,
-               ttl: int | None = None) -> int:
+               ttl: int | None = None, tclass: int | None = None) -> int:
         addr = self.target(s, addr)
         v4 = len(addr) == 4
         mib = self.mib if v4 else self.mib6
@@ -259,17 +274,32 @@ class UDP:
         if (rt.broadcast or rt.dst == V4_LIMITED_BROADCAST) and not s.broadcast:
             raise _err(errno.EACCES)
         length = 8 + n
-        head = (s.local_port << 48) | (port << 32) | (length << 16)
-        if rt.needs_checksums:
-            initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(rt.src, rt.dst, PROTO_UDP, length)
-            csum = checksum(head.to_bytes(8, "big") + data, initial) or 0xFFFF
-            head |= csum
+        proto = self.proto
+        if self.lite:
+            # udplite_sender_cscov: a coverage set below the length is what
+            # the length field says (0: all of it); the checksum, never
+            # offloaded, covers that much, with the whole length in the
+            # pseudo-header.
+            field, cscov = length, length
+            if s.send_cc and s.pcslen < length:
+                field, cscov = s.pcslen, s.pcslen or length
+            head = (s.local_port << 48) | (port << 32) | (field << 16)
+            initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(rt.src, rt.dst, proto, length)
+            raw = head.to_bytes(8, "big") + data
+            head |= checksum(raw[:cscov], initial) or 0xFFFF
+        else:
+            head = (s.local_port << 48) | (port << 32) | (length << 16)
+            if rt.needs_checksums:
+                initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(rt.src, rt.dst, proto, length)
+                csum = checksum(head.to_bytes(8, "big") + data, initial) or 0xFFFF
+                head |= csum
         segment = head.to_bytes(8, "big") + data
         if v4:
-            self.ipv4.output(rt, PROTO_UDP, segment, ttl=s.ttl if ttl is None else ttl)
+            self.ipv4.output(rt, proto, segment, ttl=s.ttl if ttl is None else ttl)
         else:
-            self.ipv6.output(rt, PROTO_UDP, segment,
-                             hop_limit=s.hop_limit if ttl is None else ttl)
+            self.ipv6.output(rt, proto, segment,
+                             hop_limit=s.hop_limit if ttl is None else ttl,
+                             traffic_class=s.tclass if tclass is None else tclass)
         mib["OutDatagrams"] += 1
         return n
 
@@ -283,14 +313,24 @@ class UDP:
             mib["InErrors"] += 1
             return
         sport, dport, length, csum = _UDP.unpack_from(data)
-        if length < 8 or length > size:
+        cscov = 0  # UDP-Lite: the coverage when partial
+        if self.lite:
+            # udplite_checksum_init: the length is IP's; the field is the
+            # coverage, 0 for all; a zero checksum is illegal.
+            cscov, length = length, size
+            if csum == 0 or (cscov and (cscov < 8 or cscov > size)):
+                mib["InErrors"] += 1
+                return
+            if cscov == size:
+                cscov = 0
+        elif length < 8 or length > size:
             mib["InErrors"] += 1
             return
         if pkt.verify_checksums:
             if csum or not v4:  # IPv4 may omit it (0); IPv6 may not (RFC 8200 8.1)
                 initial = (pseudo_sum_v4 if v4 else pseudo_sum_v6)(
-                    pkt.src, pkt.dst, PROTO_UDP, length)
-                if checksum(data[:length], initial) != 0:
+                    pkt.src, pkt.dst, self.proto, length)
+                if checksum(data[: cscov or length], initial) != 0:
                     mib["InCsumErrors"] += 1
                     mib["InErrors"] += 1
                     return
@@ -311,11 +351,16 @@ class UDP:
                                           I.V6_UNREACH_PORT, 0)
             return
         size = truesize(len(payload))
+        packet = pkt.packet
+        tclass = 0 if v4 else ((packet[0] & 0x0F) << 4) | (packet[1] >> 4)
         for s in targets:
+            if cscov and s.recv_cc and (s.pcrlen == 0 or cscov < s.pcrlen):
+                mib["InErrors"] += 1  # less coverage than the receiver insists on
+                continue
             src = mapped(pkt.src) if (s.v6 and v4) else pkt.src
             dst = mapped(pkt.dst) if (s.v6 and v4) else pkt.dst
             if not s.enqueue(Datagram(payload, src, sport, dst, pkt.ttl, size, v4,
-                                      pkt.iface.index)):
+                                      pkt.iface.index, tclass)):
                 mib["RcvbufErrors"] += 1
                 mib["InErrors"] += 1
 

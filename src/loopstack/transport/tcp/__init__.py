@@ -29,6 +29,7 @@ from . import timers
 from .constants import (
     CAN_SEND_DATA,
     RETRIES2,
+    RMEM_MAX,
     RTO_MIN,
     SOMAXCONN,
     SYN_LINEAR_TIMEOUTS,
@@ -36,6 +37,8 @@ from .constants import (
     SYNACK_RETRIES,
     TIMEOUT_INIT,
     TIMEWAIT_LEN,
+    URG_READ,
+    URG_VALID,
     WMEM_MAX,
     State,
 )
@@ -49,11 +52,19 @@ from .isn import (
     timestamp_offset,
 )
 from .listen import Listener
-from .output import initial_window, output, send_rst, send_syn, send_synack, transmit
+from .output import TS_LEN, output, send_rst, send_syn, send_synack, transmit
 from .segment import Segment, parse_segment
 from .seq import unwrap, wire
 from .sizing import sndbuf_expand, sync_mss
 from .tcb import TCB
+from .window import (
+    clamp_for_locked_buffer,
+    full_space,
+    init_buffer_space,
+    rcv_space_adjust,
+    release_read,
+    select_initial_window,
+)
 
 _HDR = struct.Struct("!HHIIHHHH")
 
@@ -87,11 +98,14 @@ class TCP:
         self.sack = True
         self.window_scaling = True
         self.reordering = 3
+        self.early_retrans = True  # tcp_early_retrans = 3: tail loss probes
         self.somaxconn = SOMAXCONN
         self.slow_start_after_idle = True
         self.wmem_max = WMEM_MAX
+        self.rmem_max = RMEM_MAX  # tcp_rmem[2]: how far DRS may grow a receive buffer
         self.rto_min = RTO_MIN
         self.congestion = "cubic"
+        self.rfc1337 = False  # tcp_rfc1337: True ignores RSTs in TIME-WAIT (RFC 1337)
         # Per-stack bounds (Linux tcp_max_tw_buckets, tcp_max_orphans).
         self.max_tw_buckets = 262144
         self.max_orphans = 65536
@@ -153,6 +167,12 @@ class TCP:
             lst.accept_queue.append(tcb)
             self.mib["PassiveOpens"] += 1
             lst.tcb.wake()
+        if tcb.ts_ok:
+            # Linux (tcp_rcv_synsent_state_process, tcp_create_openreq_child):
+            # the segments we expect carry timestamps, so the advertised MSS
+            # we size windows with loses the option's 12 bytes.
+            tcb.advmss -= TS_LEN
+        init_buffer_space(tcb)
         tcb.wake()
         return True
 
@@ -409,28 +429,26 @@ class TCP:
         child.route = rt
         for attr in ("rcvbuf", "sndbuf", "rcvbuf_locked", "sndbuf_locked", "nodelay",
                      "keepalive", "keepidle", "keepintvl", "keepcnt", "linger", "mss_clamp",
-                     "ttl"):
+                     "ttl", "urg_inline"):
             setattr(child, attr, getattr(ltcb, attr))
         child.set_congestion(ltcb.cc.name)
         child.advmss = self.advmss_for(rt)
         if child.mss_clamp:
             child.advmss = min(child.advmss, child.mss_clamp)
-        child.rcv_wscale = self.wscale_for(child) if seg.wscale is not None else 0
         child.ts_offset = timestamp_offset(self.secret, pkt.dst, pkt.src)
         child.rcv_nxt = unwrap(seg.seq, 0) + 1
         child.irs = child.rcv_nxt - 1
         child.rcv_wup = child.rcv_nxt
         negotiate(child, seg)
+        # Linux tcp_openreq_init_rwin: the listener's buffer and clamp, the
+        # MSS less the timestamp option, the shift only if the peer scales.
+        child.window_clamp = ltcb.window_clamp
+        if ltcb.rcvbuf_locked and (child.window_clamp > full_space(ltcb)
+                                   or child.window_clamp == 0):
+            child.window_clamp = full_space(ltcb)
+        select_initial_window(child, full_space(ltcb),
+                              child.advmss - (TS_LEN if child.ts_ok else 0), child.wscale_ok)
         return child
-
-    def wscale_for(self, tcb: TCB) -> int:
-        """Linux picks the shift that lets the largest receive buffer be
-        offered (tcp_rmem[2] = 6 MiB gives 7)."""
-        space = max(tcb.rcvbuf, 6291456 if not tcb.rcvbuf_locked else tcb.rcvbuf)
-        shift = 0
-        while (65535 << shift) < space and shift < 14:
-            shift += 1
-        return shift
 
     # -- SYN cookies (RFC 4987 3.6) ----------------------------------------------------
     def _send_cookie(self, lst: Listener, pkt: Inbound, seg: Segment, rt: OutRoute) -> None:
@@ -480,9 +498,8 @@ class TCP:
         child.snd_una = cookie + 1
         child.snd_nxt = child.snd_max = child.snd_base = cookie + 1
         child.snd_wnd = seg.window << child.snd_wscale
-        # The window our cookie SYN-ACK offered (Linux cookie_v4_check ->
-        # tcp_openreq_init_rwin): without it the ACK's data would not fit.
-        child.rcv_wnd = initial_window(child, synack=True)
+        # _child chose the window our cookie SYN-ACK offered (Linux
+        # cookie_v4_check -> tcp_openreq_init_rwin).
         child.rcv_wup = child.rcv_nxt
         child.snd_wl1 = unwrap(seg.seq, child.rcv_nxt)
         child.snd_wl2 = child.snd_una
@@ -494,16 +511,13 @@ class TCP:
         return True
 
     # -- TIME_WAIT reopen (RFC 9293 3.10.7.4 note, Linux tcp_timewait_state_process) ---
-    def time_wait_syn(self, tcb: TCB, seg: Segment, seq: int) -> bool:
-        """A new SYN above the old sequence space reopens the connection."""
-        newer = seq > tcb.rcv_nxt - 1 or (tcb.ts_ok and seg.tsval is not None and
-                                          ((seg.tsval - tcb.ts_recent) & 0xFFFFFFFF) < 1 << 31
-                                          and seg.tsval != tcb.ts_recent)
-        if not newer:
-            return False
+    def reopen_time_wait(self, tcb: TCB, seg: Segment) -> bool:
+        """A new SYN hits a connection in TIME-WAIT (input.py decided it is
+        new): the listener, if any, takes it with ISN = the old SND.NXT +
+        65537. False if nobody listens."""
         lst = self._listener(tcb.local_addr, tcb.local_port, len(tcb.local_addr) == 16)
         if lst is None:
-            return False  # nobody to reopen it (Linux: TIME-WAIT answers with an ACK)
+            return False
         iss = wire(tcb.snd_nxt + 65537) or 1  # Linux: tw_snd_nxt + 65535 + 2, never 0
         self.destroy(tcb)
         fake = Inbound(tcb.route.iface if tcb.route else self.ipv4.loopback, tcb.remote_addr,
@@ -598,7 +612,10 @@ class TCP:
         tcb.advmss = self.advmss_for(rt)
         if tcb.mss_clamp:
             tcb.advmss = min(tcb.advmss, tcb.mss_clamp)
-        tcb.rcv_wscale = self.wscale_for(tcb) if self.window_scaling else 0
+        # Linux tcp_connect_init: the SYN's window and our shift.
+        tcb.window_clamp = 0
+        clamp_for_locked_buffer(tcb)
+        select_initial_window(tcb, full_space(tcb), tcb.advmss, self.window_scaling)
         tcb.ts_offset = timestamp_offset(self.secret, rt.src, rt.dst)
         tcb.state = State.SYN_SENT
         tcb.syn_start = now
@@ -658,8 +675,10 @@ class TCP:
             child.bound = True
         return child
 
-    def send(self, tcb: TCB, data: memoryview) -> int:
-        """Queue as much of ``data`` as the send buffer takes; send."""
+    def send(self, tcb: TCB, data: memoryview, urgent: bool = False) -> int:
+        """Queue as much of ``data`` as the send buffer takes; send. With
+        ``urgent`` (MSG_OOB) the urgent pointer moves to the end of what was
+        queued (Linux tcp_mark_urg: after the last urgent byte, RFC 6093)."""
         room = tcb.sndbuf - len(tcb.sndq)
         if room <= 0:
             return 0
@@ -670,10 +689,14 @@ class TCP:
             # RFC 5681 4.1 / Linux tcp_slow_start_after_idle: restart window.
             tcb.cc.cwnd = min(tcb.cc.cwnd, 10)
         tcb.sndq += chunk
+        if urgent and len(chunk):
+            tcb.snd_up = tcb.data_end
         output(tcb)
         return len(chunk)
 
     def recv(self, tcb: TCB, n: int, peek: bool) -> bytes:
+        if tcb.urg_data:
+            return self._recv_urgent_aware(tcb, n, peek)
         q = tcb.rcvq
         if n >= len(q):
             data = bytes(q)
@@ -689,6 +712,10 @@ class TCP:
 
     def recv_into(self, tcb: TCB, view: memoryview, peek: bool) -> int:
         """Copy up to len(view) queued bytes into ``view`` (one copy)."""
+        if tcb.urg_data:
+            data = self._recv_urgent_aware(tcb, len(view), peek)
+            view[:len(data)] = data
+            return len(data)
         q = tcb.rcvq
         n = min(len(view), len(q))
         with memoryview(q) as src:
@@ -698,11 +725,76 @@ class TCP:
             self._after_read(tcb, n)
         return n
 
+    # -- urgent data, the reading side (Linux tcp_recvmsg_locked, tcp_recv_urg) ----
+    def urgent_skip(self, tcb: TCB) -> None:
+        """A read that starts on the urgent byte kept out of line steps over
+        it (tcp_recvmsg_locked's urg_hole), and passing the mark ends the
+        urgent data: a byte recv(MSG_OOB) did not take is lost."""
+        if tcb.urg_data and not tcb.urg_inline and tcb.rcvq and \
+                tcb.urg_seq == tcb.copied_seq:
+            del tcb.rcvq[:1]
+            tcb.urg_data = 0
+            self._after_read(tcb, 1)
+
+    def recv_avail(self, tcb: TCB) -> int:
+        """Bytes the next read may return (what poll's POLLIN means, Linux
+        tcp_poll/tcp_stream_is_readable): a read stops in front of the mark,
+        and one starting on an out-of-line urgent byte does not count it."""
+        n = len(tcb.rcvq)
+        if not tcb.urg_data or not n:
+            return n
+        offset = tcb.urg_seq - tcb.copied_seq
+        if offset == 0:
+            return n if tcb.urg_inline else n - 1
+        return offset if 0 < offset < n else n
+
+    def at_mark(self, tcb: TCB) -> bool:
+        """sockatmark(3), Linux tcp_ioctl SIOCATMARK: urgent data is pending
+        and the next byte to read is the urgent one."""
+        return bool(tcb.urg_data) and tcb.urg_seq == tcb.copied_seq
+
+    def _recv_urgent_aware(self, tcb: TCB, n: int, peek: bool) -> bytes:
+        if not peek:
+            self.urgent_skip(tcb)
+        start = 0
+        if peek and tcb.urg_data and not tcb.urg_inline and tcb.urg_seq == tcb.copied_seq:
+            start = 1  # MSG_PEEK steps over it without consuming anything
+        count = min(n, self.recv_avail(tcb))
+        q = tcb.rcvq
+        data = bytes(q[start:start + count])
+        if not peek and count:
+            del q[:count]
+            if tcb.urg_data and tcb.copied_seq > tcb.urg_seq:
+                tcb.urg_data = 0  # read past the mark (inline): it is over
+            self._after_read(tcb, count)
+        return data
+
+    def recv_urgent(self, tcb: TCB, peek: bool) -> int | None:
+        """recv(MSG_OOB), Linux tcp_recv_urg: the urgent byte once (then
+        EINVAL); EINVAL with none or with SO_OOBINLINE; None (end of stream)
+        after the peer's FIN or SHUT_RD; EAGAIN while the byte the pointer
+        announced has not arrived: this call never waits."""
+        urg = tcb.urg_data
+        if tcb.urg_inline or not urg or urg == URG_READ:
+            raise _err(errno.EINVAL)
+        closed = tcb.state in (State.CLOSED, State.TIME_WAIT)
+        if closed and not tcb.fin_received:
+            raise _err(errno.ENOTCONN)
+        if urg & URG_VALID:
+            if not peek:
+                tcb.urg_data = URG_READ
+            return urg & 0xFF
+        if closed or tcb.fin_received or tcb.shut_rd:
+            return None
+        raise _err(errno.EAGAIN)
+
     def _after_read(self, tcb: TCB, n: int) -> None:
-        if not tcb.rcvbuf_locked and n >= tcb.rcvbuf // 2 and tcb.rcvbuf < 6291456:
-            # A crude form of Linux's receive-buffer autotuning (DRS).
-            tcb.rcvbuf = min(tcb.rcvbuf * 2, 6291456)
-        window_update_after_read(tcb)
+        """Linux tcp_recvmsg's end: the segments read are freed, DRS measures
+        (tcp_rcv_space_adjust), and an ACK may announce the freed space
+        (tcp_cleanup_rbuf)."""
+        release_read(tcb)
+        rcv_space_adjust(tcb)
+        window_update_after_read(tcb, n)
 
     def shutdown_write(self, tcb: TCB) -> None:
         """Queue our FIN after the data (RFC 9293 3.10.4 CLOSE, half)."""
@@ -786,7 +878,8 @@ class TCP:
             "sacked": self._segments(tcb, tcb.scoreboard.sacked_bytes()), "lost": tcb.lost,
             "retrans": 0, "rtt": tcb.srtt // 1000, "rttvar": tcb.rttvar // 1000,
             "snd_ssthresh": tcb.cc.ssthresh, "snd_cwnd": tcb.cc.cwnd, "advmss": tcb.advmss,
-            "rcv_space": tcb.rcv_space, "total_retrans": tcb.total_retrans,
+            "rcv_space": tcb.rcvq_space, "rcv_ssthresh": tcb.rcv_ssthresh,
+            "total_retrans": tcb.total_retrans,
             "bytes_acked": tcb.bytes_acked, "bytes_received": tcb.bytes_received,
             "segs_out": tcb.segs_out, "segs_in": tcb.segs_in, "snd_wnd": tcb.snd_wnd,
             "rcv_wnd": tcb.rcv_wnd, "congestion": tcb.cc.name,

@@ -82,5 +82,18 @@ MIN_RCVBUF = 2304
 MIN_SNDBUF = 4608
 OOO_LIMIT_FACTOR = 1  # out-of-order data is bounded by the receive buffer
 INVALID_RATELIMIT = 500 * MS  # tcp_invalid_ratelimit
-PAWS_24DAYS = 24 * 24 * 3600  # RFC 7323 5.5, in seconds of ts_recent age
+# PAWS (RFC 7323 5), include/net/tcp.h as of Linux 6.7+: TS.Recent older than
+# TCP_PAWS_WRAP seconds no longer rejects anything (RFC 7323 5.5's 24 days,
+# cut to what a microsecond TSval clock takes to wrap: INT_MAX / USEC_PER_SEC);
+# an established connection lets a TSval one tick behind through
+# (TCP_PAWS_WINDOW); TIME-WAIT accepts an RST failing PAWS once TS.Recent is
+# TCP_PAWS_MSL seconds old.
+PAWS_WRAP = (2**31 - 1) // 1_000_000
+PAWS_WINDOW = 1
+PAWS_MSL = 60
 TS_HZ = 1000  # Linux timestamps tick in milliseconds
+# The receiver's urgent-data states, as Linux's tp->urg_data (include/net/tcp.h
+# TCP_URG_*): the byte itself rides in the low eight bits once it is VALID.
+URG_VALID = 0x0100  # the urgent byte arrived and is held out of band
+URG_NOTYET = 0x0200  # an urgent pointer was seen, its byte has not arrived
+URG_READ = 0x0400  # recv(MSG_OOB) took the byte

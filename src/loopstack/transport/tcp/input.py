@@ -8,13 +8,28 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from ...wire.tcp import ACK, FIN, RST, SYN
+from ...wire.tcp import ACK, FIN, RST, SYN, URG
+from . import rack
+from .ack import (
+    PINGPONG_THRESH,
+    PUSHED,
+    PUSHED2,
+    ack_snd_check,
+    data_received,
+    enter_quickack_mode,
+    in_pingpong,
+    small_segment,
+)
 from .constants import (
     CAN_RECEIVE_DATA,
     INVALID_RATELIMIT,
-    PAWS_24DAYS,
+    PAWS_MSL,
+    PAWS_WINDOW,
+    PAWS_WRAP,
     SYN_SENT_RETRY,
     TIMEOUT_FALLBACK,
+    URG_NOTYET,
+    URG_VALID,
     State,
 )
 from .output import output, retransmit_range, send_ack, send_synack, transmit
@@ -22,14 +37,25 @@ from .segment import Segment
 from .seq import unwrap
 from .sizing import sndbuf_expand, sync_mss
 from .timers import (
-    arm_delack,
     arm_finwait2,
     arm_keepalive,
     enter_time_wait,
     rearm_syn,
-    restart_rto,
+    restart_time_wait,
     rtt_sample,
+    set_xmit_timer,
     stop_persist,
+)
+from .window import (
+    charge,
+    compute_window,
+    grow_window,
+    measure_rcv_mss,
+    no_scaling,
+    rcv_rtt_measure,
+    rcv_rtt_measure_ts,
+    release_read,
+    truesize,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +64,57 @@ if TYPE_CHECKING:
 
 def _ts_before(a: int, b: int) -> bool:
     return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
+
+
+def _count(tcb: TCB, counter: str) -> None:
+    ext = tcb.tcp.ext
+    ext[counter] = ext.get(counter, 0) + 1
+
+
+def _paws_check(tcb: TCB, tsval: int, window: int) -> bool:
+    """Linux tcp_paws_check (RFC 7323 5.3): TSval is acceptable if it is at
+    most ``window`` ticks behind TS.Recent, or TS.Recent is too old to
+    compare with (TCP_PAWS_WRAP seconds, RFC 7323 5.5), or is zero (some
+    stacks put 0 in their SYN)."""
+    behind = (tcb.ts_recent - tsval) & 0xFFFFFFFF
+    if behind >= 1 << 31:
+        behind -= 1 << 32
+    if behind <= window:
+        return True
+    now_s = tcb.tcp.clock.now_ns() // 1_000_000_000
+    if now_s - tcb.ts_recent_stamp // 1_000_000_000 >= PAWS_WRAP:
+        return True
+    return not tcb.ts_recent
+
+
+def _paws_reject(tcb: TCB, tsval: int, rst: bool) -> bool:
+    """Linux tcp_paws_reject (SYN-RECEIVED and TIME-WAIT): no tolerance, and
+    an RST passes once TS.Recent is TCP_PAWS_MSL seconds old."""
+    if _paws_check(tcb, tsval, 0):
+        return False
+    now_s = tcb.tcp.clock.now_ns() // 1_000_000_000
+    return not (rst and now_s - tcb.ts_recent_stamp // 1_000_000_000 >= PAWS_MSL)
+
+
+def _disordered_ack(tcb: TCB, seg: Segment, seq: int) -> str | None:
+    """Linux tcp_disordered_ack_check ("PAWS is broken wrt. pure ACKs"): a
+    reordered duplicate ACK changes nothing, so one whose TSval is behind by
+    less than a replay window (RTO x 1200 Hz, the fastest TSval clock Linux
+    expects) passes PAWS. None if it passes; "old" for a pure ACK below
+    RCV.NXT (dropped without an answer); else "paws"."""
+    if not seg.flags & ACK or seg.payload or seg.flags & (SYN | FIN):
+        return "paws"
+    if seq != tcb.rcv_nxt:
+        return "old" if seq < tcb.rcv_nxt else "paws"
+    if unwrap(seg.ack, tcb.snd_una) != tcb.snd_una:
+        return "paws"
+    window = seg.window << tcb.snd_wscale
+    if seq > tcb.snd_wl1 or (seq == tcb.snd_wl1 and (window > tcb.snd_wnd or not window)):
+        return "paws"  # it would update the window (tcp_may_update_window)
+    behind = (tcb.ts_recent - (seg.tsval or 0)) & 0xFFFFFFFF
+    if behind >= 1 << 31 or behind > tcb.rto * 1200 // 1_000_000_000:
+        return "paws"
+    return None
 
 
 def _rate_limited(tcb: TCB, counter: str) -> bool:
@@ -69,6 +146,7 @@ def negotiate(tcb: TCB, seg: Segment) -> None:
     else:
         tcb.snd_wscale = 0
         tcb.rcv_wscale = 0
+        no_scaling(tcb)
     tcb.sack_ok = seg.sack_ok and tcp.sack
     tcb.ts_ok = seg.tsval is not None and tcp.timestamps
     if tcb.ts_ok and seg.tsval is not None:
@@ -81,6 +159,8 @@ def segment_arrives(tcb: TCB, seg: Segment) -> None:
     tcb.segs_in += 1
     if tcb.state == State.SYN_SENT:
         _syn_sent(tcb, seg)
+    elif tcb.state == State.TIME_WAIT:
+        _time_wait(tcb, seg)
     else:
         _synchronized(tcb, seg)
 
@@ -138,6 +218,54 @@ def _syn_sent(tcb: TCB, seg: Segment) -> None:
         send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)
 
 
+# -- TIME-WAIT (RFC 9293 3.10.7.4; Linux tcp_timewait_state_process) --------------------
+def _time_wait(tcb: TCB, seg: Segment) -> None:
+    """What Linux's TIME-WAIT mini-socket does with a segment. In sequence
+    (SEQ = RCV.NXT) and empty: an RST ends it (tcp_rfc1337 = 0: RFC 1337's
+    hazard accepted), a bare ACK restarts the 60 s. A SYN above RCV.NXT (or
+    with a newer TSval) opens a new connection through the listener. Anything
+    else, a retransmitted FIN included, is answered with an ACK (at most one
+    per 500 ms unless it carries data) and restarts the 60 s if it carried an
+    ACK or failed PAWS; an RST that is not exactly in sequence is dropped."""
+    tcp = tcb.tcp
+    flags = seg.flags
+    rst = bool(flags & RST)
+    seq = unwrap(seg.seq, tcb.rcv_nxt)
+    seg_len = len(seg.payload) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    saw_ts = tcb.ts_ok and seg.tsval is not None
+    paws_reject = saw_ts and _paws_reject(tcb, seg.tsval or 0, rst)
+    if not paws_reject and seq == tcb.rcv_nxt and (seg_len == 0 or rst):
+        if rst:
+            if not tcp.rfc1337:
+                tcp.destroy(tcb)
+                return
+        else:
+            restart_time_wait(tcb)
+        if saw_ts:
+            tcb.ts_recent = seg.tsval or 0
+            tcb.ts_recent_stamp = tcp.clock.now_ns()
+        return
+    if flags & SYN and not flags & (RST | ACK) and not paws_reject and (
+            seq > tcb.rcv_nxt or saw_ts and _ts_before(tcb.ts_recent, seg.tsval or 0)):
+        # RFC 9293 3.10.7.4 note / RFC 6191: a new incarnation. Without a
+        # listener Linux answers it with an ACK (tcp_v4_rcv: TCP_TW_SYN falls
+        # through to TCP_TW_ACK), neither rate-limited nor restarting the timer.
+        if not tcp.reopen_time_wait(tcb, seg):
+            send_ack(tcb)
+        return
+    if paws_reject:
+        _count(tcb, "PAWSTimewait")
+    if rst:
+        return
+    if paws_reject or flags & ACK:
+        # An ACK-less SYN may be an old duplicate or a new SYN with a low
+        # sequence number: it leaves the timer alone.
+        restart_time_wait(tcb)
+    if (seg.payload or flags & FIN) and not flags & SYN \
+            or not _rate_limited(tcb, "TCPACKSkippedTimeWait"):
+        send_ack(tcb)
+
+
 # -- the synchronized states and SYN-RECEIVED (RFC 9293 3.10.7.4) ------------------------
 def _synchronized(tcb: TCB, seg: Segment) -> None:
     tcp = tcb.tcp
@@ -148,20 +276,28 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
     rcv_nxt = tcb.rcv_nxt
     wnd = max(0, tcb.rcv_wup + tcb.rcv_wnd - rcv_nxt)
 
-    # RFC 7323 5.3: PAWS, before anything else.
+    # RFC 7323 5.3: PAWS, before anything else (Linux tcp_validate_incoming;
+    # SYN-RECEIVED as tcp_check_req, without tolerance). An RST passes.
     if tcb.ts_ok and seg.tsval is not None and not flags & RST:
-        if _ts_before(seg.tsval, tcb.ts_recent):
-            age = (tcp.clock.now_ns() - tcb.ts_recent_stamp) // 10**9
-            if age < PAWS_24DAYS:
+        if tcb.state == State.SYN_RECV:
+            rejected = "paws" if _paws_reject(tcb, seg.tsval, False) else None
+        elif _paws_check(tcb, seg.tsval, PAWS_WINDOW):
+            rejected = None
+        else:
+            rejected = _disordered_ack(tcb, seg, seq)
+        if rejected is not None:
+            if flags & SYN:
+                challenge_ack(tcb)
+            elif rejected == "old":
+                _count(tcb, "PAWSOldAck")  # old ACKs are common: no answer
+            else:
                 # R1: drop it with an ACK. Like Linux (tcp_oow_rate_limited),
                 # only segments without data are rate-limited: data cannot
                 # start an ACK loop.
                 tcp.ext["PAWSEstab"] += 1
-                if flags & SYN:
-                    challenge_ack(tcb)
-                elif seg_len or not _rate_limited(tcb, "TCPACKSkippedPAWS"):
+                if seg_len or not _rate_limited(tcb, "TCPACKSkippedPAWS"):
                     send_ack(tcb)
-                return
+            return
 
     if tcb.state == State.SYN_RECV and flags & SYN and not flags & RST and seq == tcb.irs \
             and not data:
@@ -180,9 +316,7 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         tcb.ack_pending = tcb.ack_now = True
 
     # First check: sequence acceptability.
-    if tcb.state == State.TIME_WAIT and flags & SYN and not flags & ACK:
-        if tcp.time_wait_syn(tcb, seg, seq):
-            return
+    acceptable = True
     if seg_len == 0:
         # RFC 9293 3.10.7.4 from RCV.NXT; like Linux (tcp_sequence) from
         # RCV.WUP, the RCV.NXT our last ACK announced: a peer's ACK sent
@@ -205,18 +339,16 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         if seg_len == 0 and _rate_limited(tcb, "TCPACKSkippedSeq"):
             return
         if seg_len and seq + seg_len <= rcv_nxt:
-            tcp.ext["DelayedACKLost"] += 1  # an old duplicate: our ACK was lost
+            # An old duplicate: our ACK was lost (Linux tcp_send_dupack).
+            tcp.ext["DelayedACKLost"] += 1
+            enter_quickack_mode(tcb)
         send_ack(tcb)
-        if tcb.state == State.TIME_WAIT and flags & FIN:
-            # TIME-WAIT: a retransmission of the remote FIN. Acknowledge it
-            # and restart the 2 MSL timeout (RFC 9293 3.10.7.4, eighth check).
-            enter_time_wait(tcb)
-            return
         # Zero window: still take the ACK field (RFC 9293 3.10.7.4 note).
         if not (wnd == 0 and flags & ACK and seq == rcv_nxt):
             return
         data = data[:0]
         flags &= ~FIN
+        acceptable = False
 
     # Second: RST (RFC 5961 3.2: exact match resets, else a challenge ACK).
     if flags & RST:
@@ -263,8 +395,10 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
     elif not _process_ack(tcb, seg, seq, ack, len(data), flags):
         return
 
-    # RFC 7323 4.3: remember the timestamp of the segment that covers rcv_nxt.
-    if tcb.ts_ok and seg.tsval is not None and seq <= tcb.rcv_wup:
+    # RFC 7323 4.3: remember the timestamp of the segment that covers rcv_nxt
+    # (Linux tcp_replace_ts_recent: only one not behind TS.Recent).
+    if tcb.ts_ok and seg.tsval is not None and seq <= tcb.rcv_wup \
+            and _paws_check(tcb, seg.tsval, 0):
         tcb.ts_recent = seg.tsval
         tcb.ts_recent_stamp = tcp.clock.now_ns()
 
@@ -283,11 +417,11 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         else:
             tcp.destroy(tcb)
             return
-    if state == State.TIME_WAIT:
-        if flags & FIN:
-            send_ack(tcb)  # a retransmitted FIN: ACK it, restart 2MSL
-            enter_time_wait(tcb)
-        return
+
+    # Sixth: the URG bit (Linux tcp_urg, which also watches for the byte a
+    # pointer seen earlier announced).
+    if acceptable and (flags & URG or tcb.urg_data == URG_NOTYET):
+        _urgent(tcb, seg)
 
     # Seventh: the segment text.
     if data or flags & FIN:
@@ -298,13 +432,42 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
                 tcp.ext["TCPAbortOnData"] += 1
                 tcp.abort(tcb)
                 return
-            _receive(tcb, seq, data, bool(flags & FIN))
+            _receive(tcb, seg, seq, data, bool(flags & FIN))
         elif data:
             pass  # CLOSE_WAIT, CLOSING, LAST_ACK: the peer already sent FIN; ignore
     output(tcb)
     if tcb.ack_pending and tcb.state != State.CLOSED:
-        _ack_policy(tcb, now=tcb.ack_now)
+        ack_snd_check(tcb)
     tcb.ack_now = False
+
+
+def _urgent(tcb: TCB, seg: Segment) -> None:
+    """RFC 9293 3.10.7.4 sixth check, RFC 6093, as Linux tcp_urg and
+    tcp_check_urg (tcp_stdurg = 0): the pointer points after the last urgent
+    byte; that byte is kept apart (unless SO_OOBINLINE) for recv(MSG_OOB),
+    and reads stop in front of it (the mark). A newer pointer replaces the
+    older one: a byte not read yet stays in the stream as ordinary data,
+    except that a reader standing right on it steps over it."""
+    seg_seq = unwrap(seg.seq, tcb.rcv_nxt)
+    if seg.flags & URG:
+        ptr = seg_seq + seg.urg_ptr - (1 if seg.urg_ptr else 0)
+        copied = tcb.copied_seq
+        # Neither urgent data already read past nor a pointer behind RCV.NXT
+        # (it names data already queued: Linux does not replay it), nor one
+        # at or below the pointer we hold.
+        if copied <= ptr and ptr >= tcb.rcv_nxt and not (tcb.urg_data and ptr <= tcb.urg_seq):
+            if tcb.urg_data and tcb.urg_seq == copied and not tcb.urg_inline \
+                    and copied != tcb.rcv_nxt:
+                del tcb.rcvq[:1]  # the old urgent byte under the reader: skip it
+                release_read(tcb)
+            tcb.urg_data = URG_NOTYET
+            tcb.urg_seq = ptr
+    if tcb.urg_data == URG_NOTYET:
+        # Is the byte the pointer names in this segment?
+        offset = tcb.urg_seq - seg_seq - (1 if seg.flags & SYN else 0)
+        if 0 <= offset < len(seg.payload):
+            tcb.urg_data = URG_VALID | seg.payload[offset]
+            tcb.wake()
 
 
 def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flags: int) -> bool:
@@ -324,18 +487,25 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
     tcb.keep_probes = 0
     tcb.rcv_tstamp = tcp.clock.now_ns()
     window = seg.window << tcb.snd_wscale
-    # SACK blocks (RFC 2018 / RFC 6675 scoreboard)
+    now = tcp.clock.now_ns()
+    # SACK blocks (RFC 2018; the RFC 6675 scoreboard and RACK's record)
     sack_news = False
+    delivered = 0  # segments newly ACKed or SACKed (Linux acked_sacked)
     if seg.sack and tcb.sack_ok:
         for left, right in seg.sack:
             s = unwrap(left, tcb.snd_una)
             e = unwrap(right, tcb.snd_una)
             if tcb.snd_una < e <= tcb.snd_max and s < e:
-                sack_news |= tcb.scoreboard.add(max(s, tcb.snd_una), e)
-    if ack > tcb.snd_una:
-        _new_ack(tcb, seg, ack)
+                if tcb.scoreboard.add(max(s, tcb.snd_una), e):
+                    sack_news = True
+                    delivered += rack.on_sack(tcb, max(s, tcb.snd_una), e, now)
+    acked = ack > tcb.snd_una
+    dup = False
+    if acked:
+        delivered += _new_ack(tcb, seg, ack, now)
     elif ack == tcb.snd_una and data_len == 0 and not flags & FIN and window == tcb.snd_wnd \
             and tcb.snd_max > tcb.snd_una:
+        dup = True
         _dupack(tcb, sack_news)
     # Window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (= and WL2 =< SEG.ACK)).
     if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
@@ -350,13 +520,34 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
             if tcb.persist_timer is not None and tcb.persist_timer.active:
                 stop_persist(tcb)
                 tcb.backoff = 0
+    if tcb.tlp_high_seq:
+        rack.process_tlp_ack(tcb, ack, acked or sack_news)
+    waiting = False
+    if tcb.sack_ok and (dup or sack_news or tcb.in_recovery):
+        # Linux tcp_fastretrans_alert for a "dubious" ACK: RACK marks what is
+        # lost (tcp_rack_mark_lost), which starts recovery; lost segments go
+        # again as cwnd allows.
+        waiting = rack.mark_lost_step(tcb)
+        # (After an RTO, until what was out then is acknowledged, Linux is in
+        # its Loss state: no recovery, the timeout's go-back-N goes on.)
+        if not tcb.in_recovery and tcb.snd_una >= tcb.loss_high and rack.lost_count(tcb):
+            enter_recovery(tcb)
+        if tcb.in_recovery:
+            cwnd_reduction(tcb, delivered, acked)
+            xmit_retransmit_queue(tcb)
+    if acked:
+        if not waiting:
+            set_xmit_timer(tcb)
+        # Linux grows the send buffer with the window (tcp_sndbuf_expand).
+        sndbuf_expand(tcb)
+        tcb.wake()
     return True
 
 
-def _new_ack(tcb: TCB, seg: Segment, ack: int) -> None:
-    tcp = tcb.tcp
-    now = tcp.clock.now_ns()
+def _new_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> int:
+    """Returns the segments this ACK delivered (not SACKed before)."""
     acked = ack - tcb.snd_una
+    delivered = rack.on_cumulative_ack(tcb, ack, now)
     data_acked = min(ack, tcb.snd_base + len(tcb.sndq)) - tcb.snd_base
     if data_acked > 0:
         del tcb.sndq[:data_acked]
@@ -384,9 +575,13 @@ def _new_ack(tcb: TCB, seg: Segment, ack: int) -> None:
     segs = max(1, (acked + mss - 1) // mss)
     if tcb.in_recovery:
         if ack >= tcb.recover:
-            # Full ACK (RFC 6582 3.2 step 3): deflate to ssthresh.
+            # Full ACK (RFC 6582 3.2 step 3): deflate to ssthresh (with SACK,
+            # Linux tcp_end_cwnd_reduction: ssthresh).
             tcb.in_recovery = False
-            tcb.cc.cwnd = max(min(tcb.cc.ssthresh, (tcb.snd_max - ack) // mss + 1), 1)
+            if tcb.sack_ok:
+                tcb.cc.cwnd = max(tcb.cc.ssthresh, 1)
+            else:
+                tcb.cc.cwnd = max(min(tcb.cc.ssthresh, (tcb.snd_max - ack) // mss + 1), 1)
             tcb.lost = 0
         elif not tcb.sack_ok:
             # Partial ACK (RFC 6582 3.2 step 4): resend the next hole, deflate.
@@ -397,30 +592,22 @@ def _new_ack(tcb: TCB, seg: Segment, ack: int) -> None:
             tcb.cc.on_ack(segs, now, tcb.srtt)
         tcb.lost = 0
     tcb.dupacks = 0
-    restart_rto(tcb)
-    if tcb.in_recovery and tcb.sack_ok:
-        _sack_recovery(tcb)
-    # Linux grows the send buffer with the window (tcp_sndbuf_expand).
-    sndbuf_expand(tcb)
-    tcb.wake()
+    return delivered
 
 
 def _dupack(tcb: TCB, sack_news: bool) -> None:
-    """RFC 5681 3.2 / RFC 6675 5: three duplicates (or SACKed data three
-    segments above the hole) start fast retransmit and recovery."""
+    """RFC 5681 3.2 without SACK: three duplicates start fast retransmit and
+    NewReno recovery. With SACK, RACK decides what is lost (rack.py); the
+    duplicates only count for limited transmit."""
     tcp = tcb.tcp
     tcb.dupacks += 1
-    mss = max(tcb.mss, 1)
-    if tcb.in_recovery:
-        if tcb.sack_ok:
-            _sack_recovery(tcb)
-        else:
-            tcb.cc.cwnd += 1  # RFC 5681 (4): inflate per duplicate
-            output(tcb)
+    if tcb.sack_ok:
         return
-    lost_by_sack = tcb.sack_ok and tcb.scoreboard.sacked_above(tcb.snd_una) >= \
-        (tcp.reordering - 1) * mss + 1
-    if tcb.dupacks < tcp.reordering and not lost_by_sack:
+    if tcb.in_recovery:
+        tcb.cc.cwnd += 1  # RFC 5681 (4): inflate per duplicate
+        output(tcb)
+        return
+    if tcb.dupacks < tcp.reordering:
         return
     now = tcp.clock.now_ns()
     tcb.cc.on_loss(now)
@@ -428,48 +615,74 @@ def _dupack(tcb: TCB, sack_news: bool) -> None:
     tcb.recover = tcb.snd_max
     tcb.high_rxt = tcb.snd_una
     tcp.ext["TCPFastRetrans"] += 1
-    tcp.ext["TCPSackRecovery" if tcb.sack_ok else "TCPRenoRecovery"] += 1
+    tcp.ext["TCPRenoRecovery"] += 1
     tcb.lost = 1
-    if tcb.sack_ok:
-        tcb.cc.cwnd = tcb.cc.ssthresh
-        _sack_recovery(tcb)
-    else:
-        retransmit_range(tcb, tcb.snd_una)
-        tcb.cc.cwnd = tcb.cc.ssthresh + 3  # RFC 5681 (4)
+    retransmit_range(tcb, tcb.snd_una)
+    tcb.cc.cwnd = tcb.cc.ssthresh + 3  # RFC 5681 (4)
 
 
-def _sack_recovery(tcb: TCB) -> None:
-    """RFC 6675 5 (loss recovery): while pipe < cwnd, resend the first lost
-    hole after HighRxt, else send new data."""
-    mss = max(tcb.mss, 1)
-    reordering = tcb.tcp.reordering
-    for _ in range(1024):
-        sacked = tcb.scoreboard.sacked_bytes()
-        # Bytes above HighRxt that are unSACKed and lost are not in the network.
-        hole = tcb.scoreboard.next_hole(max(tcb.high_rxt, tcb.snd_una), tcb.snd_max)
-        lost_pending = 0
-        if hole is not None:
-            start = hole[0]
-            if tcb.scoreboard.sacked_above(start) >= (reordering - 1) * mss + 1 \
-                    or start == tcb.snd_una:
-                lost_pending = hole[1] - hole[0]
-        pipe = (tcb.snd_max - tcb.snd_una) - sacked - lost_pending
-        if tcb.cc.cwnd * mss - pipe < mss and pipe > 0:
-            return
-        if hole is not None and lost_pending:
-            sent = retransmit_range(tcb, hole[0])
-            if sent == 0:
-                return
-            tcb.high_rxt = hole[0] + sent
-            continue
-        if output(tcb) == 0:
-            return
+def enter_recovery(tcb: TCB) -> None:
+    """Linux tcp_enter_recovery for a SACK connection, once RACK has marked
+    a segment lost: cwnd down to ssthresh (RFC 6675 5, step 4.2), recovery
+    until everything now outstanding is acknowledged."""
+    tcp = tcb.tcp
+    tcb.cc.on_loss(tcp.clock.now_ns())
+    tcb.in_recovery = True
+    tcb.recover = tcb.snd_max
+    tcb.high_rxt = tcb.snd_una
+    tcp.ext["TCPFastRetrans"] += 1
+    tcp.ext["TCPSackRecovery"] += 1
+    tcb.lost = rack.lost_count(tcb)
+    # tcp_init_cwnd_reduction: PRR (RFC 6937) takes cwnd down to ssthresh
+    # as the ACKs come, cwnd_reduction below.
+    tcb.prior_cwnd = tcb.cc.cwnd
+    tcb.prr_delivered = tcb.prr_out = 0
+    tcb.tlp_high_seq = 0
+
+
+def cwnd_reduction(tcb: TCB, delivered: int, una_advanced: bool) -> None:
+    """Linux tcp_cwnd_reduction (RFC 6937 PRR): per ACK in recovery, cwnd
+    lets out as many segments as keep the sending rate at ssthresh/prior
+    cwnd of what is delivered (while more than ssthresh are in flight), or
+    up to ssthresh (below it); at least one at the start: the fast
+    retransmit."""
+    if delivered <= 0 or not tcb.prior_cwnd:
         return
+    ssthresh = tcb.cc.ssthresh
+    pipe = rack.in_flight(tcb)
+    delta = ssthresh - pipe
+    tcb.prr_delivered += delivered
+    if delta < 0:
+        sndcnt = -(-ssthresh * tcb.prr_delivered // tcb.prior_cwnd) - tcb.prr_out
+    else:
+        sndcnt = max(tcb.prr_delivered - tcb.prr_out, delivered)
+        if una_advanced:
+            sndcnt += 1
+        sndcnt = min(delta, sndcnt)
+    sndcnt = max(sndcnt, 0 if tcb.prr_out else 1)
+    tcb.cc.cwnd = pipe + sndcnt
 
 
-def _receive(tcb: TCB, seq: int, data: memoryview, fin: bool) -> None:
+def xmit_retransmit_queue(tcb: TCB) -> None:
+    """Linux tcp_xmit_retransmit_queue: resend the lost segments in order
+    while fewer than cwnd are in flight, then new data as cwnd allows."""
+    pipe = rack.in_flight(tcb)
+    cwnd = tcb.cc.cwnd
+    for e in list(tcb.sent):
+        if pipe >= cwnd:
+            return
+        if e[3] & rack.LOST and not e[3] & (rack.RXMIT | rack.SACKED):
+            if retransmit_range(tcb, e[0]):
+                pipe += 1
+                tcb.prr_out += 1
+    tcb.prr_out += output(tcb)
+
+
+def _receive(tcb: TCB, seg: Segment, seq: int, data: memoryview, fin: bool) -> None:
     """Accept segment text and FIN (RFC 9293 3.10.7.4 seventh and eighth)."""
     tcp = tcb.tcp
+    if tcb.ts_ok and seg.tsval is not None and seg.tsecr:
+        rcv_rtt_measure_ts(tcb, seg.tsecr, len(data))
     if seq < tcb.rcv_nxt:
         cut = tcb.rcv_nxt - seq
         data = data[cut:]
@@ -487,8 +700,20 @@ def _receive(tcb: TCB, seq: int, data: memoryview, fin: bool) -> None:
             tcb.rcvq += data
             tcb.rcv_nxt += n
             tcb.bytes_received += n
+            charge(tcb, tcb.rcv_nxt, n)
+            # Linux tcp_event_data_recv: learn the peer's segment size and the
+            # receiver's RTT, time the delayed ACK, let the window grow.
+            if n >= tcb.rcv_mss:
+                measure_rcv_mss(tcb, n)
+            else:
+                small_segment(tcb, n, seg.flags, seg.hdr_len)
+            rcv_rtt_measure(tcb)
+            data_received(tcb)
+            if n >= 128:
+                grow_window(tcb, n)
         fin_now = fin
-        # Pull in whatever the out-of-order queue now continues.
+        # Pull in whatever the out-of-order queue now continues (its
+        # segments stay charged as they were; the ones now wholly old go).
         while tcb.ooo and tcb.ooo[0][0] <= tcb.rcv_nxt:
             oseq, odata = tcb.ooo.pop(0)
             tcb.ooo_bytes -= len(odata)
@@ -497,45 +722,53 @@ def _receive(tcb: TCB, seq: int, data: memoryview, fin: bool) -> None:
                 tcb.rcvq += piece
                 tcb.rcv_nxt += len(piece)
                 tcb.bytes_received += len(piece)
+                tcb.rcvq_skbs.append((tcb.rcv_nxt, truesize(len(odata))))
+            else:
+                tcb.rmem_alloc -= truesize(len(odata))
         if tcb.ooo_fin is not None and tcb.ooo_fin == tcb.rcv_nxt:
             fin_now = True
         if fin_now:
             _fin(tcb)
             return
-        tcb.ack_pending = True
-        if n > tcb.rcv_mss:
-            tcb.rcv_mss = n
-        if n >= tcb.rcv_mss:
-            tcb.unacked_segments += 1
         if had_ooo:
-            tcb.ack_now = True  # a hole was filled: tell the sender at once
+            # RFC 5681 4.2: a hole was filled: tell the sender at once.
+            tcb.ack_pending = tcb.ack_now = True
         if n:
             tcb.wake()
         return
     # Out of order: keep it (within the buffer), then a duplicate ACK with SACK.
     tcp.ext["TCPOFOQueue"] += 1
     if n:
-        if tcb.ooo_bytes + len(tcb.rcvq) + n > tcb.rcvbuf:
-            tcp.ext["TCPOFODrop"] += 1
+        if tcb.rmem_alloc + truesize(n) > tcb.rcvbuf:
+            tcp.ext["TCPOFODrop"] += 1  # Linux tcp_try_rmem_schedule
+        elif _ooo_insert(tcb, seq, bytes(data)):
+            tcb.last_ooo = (seq, seq + n)
+            if tcb.sack_ok and n >= 128:
+                # tcp_data_queue_ofo: with SACK the window grows here too
+                # (without, a steady window makes the duplicate ACKs).
+                grow_window(tcb, n)
         else:
-            _ooo_insert(tcb, seq, bytes(data))
             tcb.last_ooo = (seq, seq + n)
     if fin:
         tcb.ooo_fin = seq + n
     send_ack(tcb)
 
 
-def _ooo_insert(tcb: TCB, seq: int, data: bytes) -> None:
+def _ooo_insert(tcb: TCB, seq: int, data: bytes) -> bool:
+    """Keep an out-of-order segment (charged at its truesize); False if an
+    earlier one already holds all of it."""
     ooo = tcb.ooo
     end = seq + len(data)
     for s, d in ooo:
         if s <= seq and s + len(d) >= end:
-            return  # already held
+            return False
     i = 0
     while i < len(ooo) and ooo[i][0] < seq:
         i += 1
     ooo.insert(i, (seq, data))
     tcb.ooo_bytes += len(data)
+    tcb.rmem_alloc += truesize(len(data))
+    return True
 
 
 def _fin(tcb: TCB) -> None:
@@ -546,9 +779,17 @@ def _fin(tcb: TCB) -> None:
     tcb.ooo_fin = None
     state = tcb.state
     if state in (State.ESTABLISHED, State.SYN_RECV):
+        # Linux tcp_fin: CLOSE-WAIT, and the connection counts as interactive
+        # (pingpong): the FIN's ACK waits for the delayed-ACK timer, or for
+        # the reply the application may send first.
         tcb.state = State.CLOSE_WAIT
         tcp.on_state(tcb)
-    elif state == State.FIN_WAIT1:
+        tcb.pingpong = max(tcb.pingpong, PINGPONG_THRESH)
+        tcb.ack_pending = True
+        arm_keepalive(tcb)
+        tcb.wake()
+        return
+    if state == State.FIN_WAIT1:
         if tcb.fin_sent and tcb.snd_una >= tcb.snd_base + len(tcb.sndq) + 1:
             send_ack(tcb)
             enter_time_wait(tcb)
@@ -566,26 +807,25 @@ def _fin(tcb: TCB) -> None:
     tcb.wake()
 
 
-def _ack_policy(tcb: TCB, *, now: bool) -> None:
-    """Linux: quick ACKs at the start, then every second full-sized segment,
-    else the delayed-ACK timer (40 ms)."""
-    if now or tcb.quickacks > 0 or tcb.unacked_segments >= 2:
-        if tcb.quickacks > 0:
-            tcb.quickacks -= 1
-        send_ack(tcb)
-    else:
-        arm_delack(tcb)
-
-
-def window_update_after_read(tcb: TCB) -> None:
-    """Linux tcp_cleanup_rbuf(): after the application reads, advertise
-    the opened window if it at least doubles what the peer may send."""
+def window_update_after_read(tcb: TCB, copied: int) -> None:
+    """Linux tcp_cleanup_rbuf(), after the application read ``copied``
+    bytes: an ACK now if one is owed for more than a segment, or if the
+    window it would offer is at least twice the one the peer has (and that
+    one is at most half the clamp)."""
     if tcb.state not in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
         return
-    from .output import select_window
-
-    current = max(0, tcb.rcv_wup + tcb.rcv_wnd - tcb.rcv_nxt)
-    new = select_window(tcb)
-    if new >= 2 * current and new - current >= min(tcb.advmss, tcb.rcvbuf // 2) or (
-            current == 0 and new > 0):
+    # The ACK the input path left to the timer, once the application has read
+    # everything a peer pushed (not for pingpong connections: the reply
+    # carries it), or if more than a segment is unacknowledged.
+    time_to_ack = tcb.ack_pending and (
+        tcb.rcv_nxt - tcb.rcv_wup > tcb.rcv_mss
+        or copied > 0 and not tcb.rmem_alloc
+        and bool(tcb.ack_pushed & PUSHED2
+                 or tcb.ack_pushed & PUSHED and not in_pingpong(tcb)))
+    if copied > 0 and not time_to_ack and not (tcb.fin_received or tcb.shut_rd):
+        current = tcb.rcv_wup + tcb.rcv_wnd - tcb.rcv_nxt
+        if 2 * current <= tcb.window_clamp:
+            new = compute_window(tcb)
+            time_to_ack = new > 0 and new >= 2 * current
+    if time_to_ack:
         send_ack(tcb)

@@ -1,6 +1,6 @@
 """Sending: segments, options, the send loop (RFC 9293 3.8.6, Nagle with
 Minshall's refinement as Linux does, no sender-side SWS avoidance: Linux has
-none), window selection (RFC 9293 3.8.6.2.2, RFC 1122 4.2.3.3) and ACKs.
+none) and ACKs. The window each segment offers is window.py's.
 """
 
 from __future__ import annotations
@@ -9,9 +9,12 @@ import struct
 from typing import TYPE_CHECKING
 
 from ...wire.checksum import checksum, pseudo_sum
-from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN
+from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN, URG
+from . import rack
+from .ack import ack_sent, data_sent
 from .constants import MAX_WINDOW, State
 from .seq import wire
+from .window import select_window
 
 if TYPE_CHECKING:
     from .tcb import TCB
@@ -77,31 +80,6 @@ def _ooo_ranges(tcb: TCB) -> list[tuple[int, int]]:
     return out
 
 
-def select_window(tcb: TCB) -> int:
-    """The window to advertise (bytes): the free buffer space, never
-    shrinking the right edge already offered, and not opened by less than
-    min(buffer/2, MSS) at a time (receiver SWS avoidance, RFC 1122 4.2.3.3)."""
-    free = tcb.rcv_space
-    current = max(0, tcb.rcv_wup + tcb.rcv_wnd - tcb.rcv_nxt)
-    limit = MAX_WINDOW << tcb.rcv_wscale
-    if free < current:
-        window = current  # never shrink (RFC 9293 3.8.6.2.2)
-    elif free - current < min(tcb.rcvbuf // 2, tcb.advmss) and free < limit:
-        window = current
-        if window == 0 and free >= min(tcb.rcvbuf // 2, tcb.advmss):
-            window = free
-    else:
-        window = free
-    window = min(window, limit)
-    scale = tcb.rcv_wscale
-    if scale:
-        rounded = (window >> scale) << scale
-        if rounded < current:  # rounding must not shrink the offered edge either
-            rounded = ((current + (1 << scale) - 1) >> scale) << scale
-        window = rounded
-    return window
-
-
 def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memoryview = b"",
              options: bytes | None = None, window: int | None = None) -> None:
     """Build one segment and hand it to IP."""
@@ -112,20 +90,29 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     if options is None:
         options = data_options(tcb, with_sack=bool(flags & ACK) and not payload)
     if window is None:
-        if flags & SYN:
-            window = initial_window(tcb)
-            win_field = window
-        else:
-            window = select_window(tcb)
-            win_field = min(window >> tcb.rcv_wscale, MAX_WINDOW)
+        window = select_window(tcb)
+        win_field = min(window >> tcb.rcv_wscale, MAX_WINDOW)
         tcb.rcv_wnd = window
         tcb.rcv_wup = tcb.rcv_nxt
     else:
         win_field = window
     ack = wire(tcb.rcv_nxt) if flags & ACK else 0
+    urg_ptr = 0
+    snd_up = tcb.snd_up
+    if snd_up > seq and snd_up > tcb.snd_una:
+        # Urgent mode (RFC 9293 3.8.5, RFC 6093; Linux __tcp_transmit_skb):
+        # every segment that starts before the urgent pointer carries it,
+        # as the offset of the byte after the last urgent one; further than
+        # 64 KiB ahead it says 0xFFFF, "keep reading", while SND.NXT is near.
+        if snd_up - seq < 0x10000:
+            urg_ptr = snd_up - seq
+            flags |= URG
+        elif seq + 0xFFFF > tcb.snd_nxt:
+            urg_ptr = 0xFFFF
+            flags |= URG
     doff = (20 + len(options)) // 4
     head = _HDR.pack(tcb.local_port, tcb.remote_port, wire(seq), ack, (doff << 12) | flags,
-                     win_field, 0, 0)
+                     win_field, 0, urg_ptr)
     if rt.needs_checksums:
         segment = b"".join((head, options, payload))
         csum = checksum(segment, pseudo_sum(rt.src, rt.dst, PROTO_TCP, len(segment)))
@@ -134,10 +121,9 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     else:
         parts = (head, options, payload)  # joined once, with the IP header
     if flags & ACK:
-        tcb.ack_pending = False
-        tcb.unacked_segments = 0
-        if tcb.delack_timer is not None:
-            tcb.delack_timer.cancel()
+        ack_sent(tcb)
+    if payload:
+        data_sent(tcb)
     tcb.segs_out += 1
     tcp.mib["OutSegs"] += 1
     if flags & RST:
@@ -170,32 +156,20 @@ def send_rst(tcb: TCB) -> None:
     transmit(tcb, acceptable_seq(tcb), RST | ACK)
 
 
-def initial_window(tcb: TCB, synack: bool = False) -> int:
-    """Linux tcp_select_initial_window(): the free space, at most 65535
-    (SYN windows are never scaled, RFC 7323 2.2), rounded down to whole
-    segments. A SYN-ACK counts segments of the MSS less the timestamp option
-    when timestamps were agreed (tcp_openreq_init_rwin: 65160 = 45 * 1448 on
-    Ethernet, 65483 on lo); a SYN, of the plain MSS (64240, 65495)."""
-    mss = tcb.advmss - (TS_LEN if synack and tcb.ts_ok else 0)
-    space = min(tcb.rcv_space, MAX_WINDOW)
-    if space > mss:
-        space -= space % mss
-    return space
-
-
 def send_syn(tcb: TCB) -> None:
+    """The SYN offers the window connect() chose (window.select_initial_window)."""
     opts = syn_options(tcb, synack=False, peer_ts=False, peer_sack=False, peer_ws=False)
-    tcb.rcv_wnd = initial_window(tcb)
-    transmit(tcb, tcb.iss, SYN, options=opts, window=tcb.rcv_wnd)
+    transmit(tcb, tcb.iss, SYN, options=opts, window=min(tcb.rcv_wnd, MAX_WINDOW))
 
 
 def send_synack(tcb: TCB, peer_ts: bool, peer_sack: bool, peer_ws: bool,
                 tsval: int | None = None) -> None:
+    """The SYN-ACK offers the window the request chose (Linux
+    tcp_openreq_init_rwin; for a simultaneous open, connect()'s)."""
     opts = syn_options(tcb, synack=True, peer_ts=peer_ts, peer_sack=peer_sack,
                        peer_ws=peer_ws, tsval=tsval)
-    tcb.rcv_wnd = initial_window(tcb, synack=True)
     tcb.rcv_wup = tcb.rcv_nxt
-    transmit(tcb, tcb.iss, SYN | ACK, options=opts, window=tcb.rcv_wnd)
+    transmit(tcb, tcb.iss, SYN | ACK, options=opts, window=min(tcb.rcv_wnd, MAX_WINDOW))
 
 
 def effective_mss(tcb: TCB) -> int:
@@ -203,9 +177,10 @@ def effective_mss(tcb: TCB) -> int:
     return tcb.mss
 
 
-def output(tcb: TCB) -> int:
+def output(tcb: TCB, probe: bool = False) -> int:
     """Send what the windows allow (RFC 9293 3.8.6, RFC 5681). Returns the
-    number of segments sent."""
+    number of segments sent. ``probe``: one new segment whatever cwnd and
+    Nagle say (a tail loss probe, rack.py)."""
     if tcb.snd_nxt >= tcb.snd_base + len(tcb.sndq) and not tcb.fin_queued:
         return 0  # nothing queued beyond what is sent: the common case after an ACK
     state = tcb.state
@@ -220,7 +195,11 @@ def output(tcb: TCB) -> int:
         # Limited transmit (RFC 3042, RFC 6675 5 step 2): each of the first two
         # duplicate ACKs lets one new segment out beyond cwnd, cwnd unchanged.
         cwnd += min(tcb.dupacks, 2)
+    # In SACK recovery cwnd is held against the segments in flight (Linux
+    # tcp_packets_in_flight: not SACKed, not lost, or retransmitted).
+    pipe = rack.in_flight(tcb) if tcb.in_recovery and tcb.sack_ok else -1
     sent = 0
+    new_data = False
     tcp = tcb.tcp
     while True:
         seq = tcb.snd_nxt
@@ -240,7 +219,12 @@ def output(tcb: TCB) -> int:
         # cwnd counts segments, as Linux's snd_cwnd (tcp_cwnd_test): a
         # partial segment in flight uses a whole one, so cwnd never cuts a
         # sliver off the next segment (RFC 1122 4.2.3.4: no silly segments).
-        cwnd_room = (cwnd - -(-(seq - tcb.snd_una) // mss)) * mss
+        if probe:
+            cwnd_room = mss
+        elif pipe >= 0:
+            cwnd_room = (cwnd - pipe) * mss
+        else:
+            cwnd_room = (cwnd - -(-(seq - tcb.snd_una) // mss)) * mss
         n = min(max(avail, 0), mss, wnd_room, cwnd_room)
         if n < 0:
             n = 0
@@ -253,8 +237,10 @@ def output(tcb: TCB) -> int:
             break
         if 0 < n < mss and n == avail and not fin and seq >= tcb.snd_max:
             # Nagle (RFC 896), Minshall's variant as Linux: hold a partial
-            # segment while an earlier small segment is unacknowledged.
-            if not tcb.nodelay and tcb.snd_sml > tcb.snd_una:
+            # segment while an earlier small segment is unacknowledged; not
+            # in urgent mode (Linux tcp_nagle_test: tcp_urg_mode).
+            if not tcb.nodelay and tcb.snd_sml > tcb.snd_una and tcb.snd_up <= tcb.snd_una \
+                    and not probe:
                 break
         off = seq - tcb.snd_base
         # A view, not a copy: the segment is joined once, in IP output.
@@ -269,13 +255,19 @@ def output(tcb: TCB) -> int:
         if retransmit:
             tcp.mib["RetransSegs"] += 1
             tcb.total_retrans += 1
-        elif tcb.rtt_seq is None and not tcb.ts_ok:
-            tcb.rtt_seq = seq + n
-            tcb.rtt_start = tcp.clock.now_ns()
+        else:
+            new_data = True
+            if tcb.rtt_seq is None and not tcb.ts_ok:
+                tcb.rtt_seq = seq + n
+                tcb.rtt_start = tcp.clock.now_ns()
         transmit(tcb, seq, flags, payload)
         payload.release()  # let the send queue be resized again
         view.release()
+        now = tcp.clock.now_ns()
+        rack.on_sent(tcb, seq, seq + n + (1 if fin else 0), now)
         sent += 1
+        if pipe >= 0:
+            pipe += 1
         if n < mss and n:
             tcb.snd_sml = seq + n
         tcb.snd_nxt = seq + n + (1 if fin else 0)
@@ -284,9 +276,11 @@ def output(tcb: TCB) -> int:
         if tcb.snd_nxt > tcb.snd_max:
             tcb.snd_max = tcb.snd_nxt
         arm_rto(tcb)
-        tcb.last_send_ns = tcp.clock.now_ns()
-        if fin:
+        tcb.last_send_ns = now
+        if fin or probe:
             break
+    if new_data and not probe and tcb.sack_ok:
+        rack.schedule_loss_probe(tcb, False)  # Linux tcp_write_xmit's end
     return sent
 
 
@@ -294,7 +288,7 @@ def retransmit_range(tcb: TCB, seq: int) -> int:
     """Resend one segment at ``seq`` without moving snd_nxt (fast
     retransmit and SACK recovery). Returns the bytes resent."""
     data_end = tcb.snd_base + len(tcb.sndq)
-    n = max(0, min(tcb.mss, data_end - seq))
+    n = max(0, min(tcb.mss, data_end - seq, tcb.snd_max - seq))  # only what was sent
     if tcb.sack_ok:
         for s, _ in tcb.scoreboard.ranges:
             if s > seq:
@@ -308,4 +302,5 @@ def retransmit_range(tcb: TCB, seq: int) -> int:
     tcb.tcp.mib["RetransSegs"] += 1
     tcb.total_retrans += 1
     transmit(tcb, seq, flags, tcb.sndq[off : off + n])
+    rack.on_sent(tcb, seq, seq + n + (1 if fin else 0), tcb.tcp.clock.now_ns())
     return n + (1 if fin else 0)

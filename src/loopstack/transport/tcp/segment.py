@@ -31,6 +31,8 @@ class Segment:
     tsval: int | None = None
     tsecr: int = 0
     sack: tuple[tuple[int, int], ...] = ()
+    urg_ptr: int = 0  # the urgent pointer field, meaningful with URG (RFC 9293 3.1)
+    hdr_len: int = 20  # data offset, in bytes
 
 
 def parse_segment(data: memoryview) -> Segment:
@@ -38,13 +40,16 @@ def parse_segment(data: memoryview) -> Segment:
     (options never make it fail: see _parse_options)."""
     if len(data) < 20:
         raise MalformedPacket("truncated TCP header")
-    sport, dport, seq, ack, off_flags, window, _, _ = _FIXED.unpack_from(data)
+    sport, dport, seq, ack, off_flags, window, _, urg_ptr = _FIXED.unpack_from(data)
     hlen = (off_flags >> 12) * 4
     if hlen < 20 or hlen > len(data):
         raise MalformedPacket(f"bad TCP data offset {hlen // 4}")
     seg = Segment(sport, dport, seq, ack, off_flags & 0x0FFF, window, data[hlen:])
+    if urg_ptr:
+        seg.urg_ptr = urg_ptr
     if hlen == 20:
         return seg
+    seg.hdr_len = hlen
     if hlen == 32 and data[20:24] == _NOP_NOP_TS:
         _, seg.tsval, seg.tsecr = _TS_BLOCK.unpack_from(data, 20)
         return seg

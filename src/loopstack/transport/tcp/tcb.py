@@ -7,6 +7,7 @@ receive queue holds in-order bytes the application has not read yet.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from .constants import (
     State,
 )
 from .sack import Scoreboard
+from .window import DEFAULT_SCALING_RATIO
 
 if TYPE_CHECKING:
     from . import TCP
@@ -69,11 +71,29 @@ class TCB:
         self.rcv_wup = 0  # rcv_nxt when the window was last advertised
         self.rcv_wnd = 0  # last window advertised (bytes)
         self.rcvq = bytearray()
+        # receive buffer and window (Linux tcp_sock; window.py)
+        self.window_clamp = 0  # the largest window we will offer
+        self.rcv_ssthresh = 0  # the window's ceiling while it ramps up
+        self.scaling_ratio = DEFAULT_SCALING_RATIO  # payload per truesize, << 8
+        self.rmem_alloc = 0  # truesize of the queued segments (in order and not)
+        self.rcvq_skbs: deque[tuple[int, int]] = deque()  # (end_seq, truesize) in order
+        self.rcvq_space = 0  # DRS: bytes read in the last receiver RTT
+        self.rcvq_space_seq = 0
+        self.rcvq_space_time = 0  # microseconds
+        self.rcv_rtt_us = 0  # receiver's RTT estimate, times 8 (tcp_rcv_rtt_est)
+        self.rcv_rtt_seq = 0
+        self.rcv_rtt_time = 0  # microseconds, 0 = no measure started
+        self.rcv_rtt_last_tsecr = 0
         self.ooo: list[tuple[int, bytes]] = []  # out-of-order segments, sorted
         self.ooo_bytes = 0
         self.last_ooo: tuple[int, int] | None = None  # for the first SACK block
         self.ooo_fin: int | None = None  # sequence of a FIN that arrived out of order
         self.rcv_mss = 536  # largest segment seen (Linux icsk_ack.rcv_mss)
+        # urgent data (RFC 9293 3.8.5, RFC 6093), as Linux's tcp_sock keeps it
+        self.snd_up = 0  # sequence after our last urgent byte (tcp_mark_urg)
+        self.urg_seq = 0  # sequence of the peer's urgent byte (tcp_check_urg)
+        self.urg_data = 0  # 0 or a URG_* state, the byte in the low eight bits
+        self.urg_inline = False  # SO_OOBINLINE: the urgent byte stays in the stream
         self.ack_now = False
         self.fin_received = False
         # options
@@ -109,12 +129,32 @@ class TCB:
         self.in_recovery = False
         self.recover = 0
         self.high_rxt = 0  # RFC 6675 HighRxt
+        # RACK-TLP (RFC 8985; rack.py)
+        self.sent: list[list[int]] = []  # [start, end, xmit ns, flags] from SND.UNA on
+        self.rack_xmit = 0  # send time of the most recently sent delivered segment
+        self.rack_end = 0  # and its end
+        self.rack_rtt = 0  # its RTT, ns
+        self.rack_advanced = False
+        self.min_rtt = 1 << 62  # ns (Linux tcp_min_rtt)
+        self.tlp_high_seq = 0  # SND.NXT when the outstanding probe left; 0 = none
+        self.tlp_retrans = False  # that probe was a retransmission
+        self.xmit_kind = 0  # what the retransmission timer is for: rack.RTO, TLP, REO
+        self.loss_high = 0  # SND.MAX at the last RTO: below it, Linux's CA_Loss state
+        # Proportional Rate Reduction in SACK recovery (RFC 6937, tcp_cwnd_reduction)
+        self.prior_cwnd = 0
+        self.prr_delivered = 0
+        self.prr_out = 0
         self.last_send_ns = 0  # for restart after idle
         self.lost = 0  # tcp_info lost (segments)
-        # delayed ACK (Linux quickack mode at the start)
-        self.quickacks = 16
-        self.ack_pending = False
-        self.unacked_segments = 0  # full-sized segments received since our last ACK
+        # delayed ACK (Linux inet_connection_sock icsk_ack; ack.py)
+        self.quickacks = 0  # quick ACKs left (icsk_ack.quick)
+        self.ack_pending = False  # an ACK is owed (ICSK_ACK_SCHED)
+        self.ack_pushed = 0  # ack.PUSHED | ack.PUSHED2
+        self.ato = 0  # delayed-ACK timeout, jiffies; 0 until data arrive
+        self.lrcvtime = 0  # jiffies of the last data received
+        self.pingpong = 0  # interactive: replies carry the ACKs
+        self.last_seg_size = 0
+        self.delack_timeout = 0  # jiffies the delayed-ACK timer is due
         self.last_invalid_ack_ns = -(1 << 62)
         # application-facing
         self.rcvbuf = RMEM_DEFAULT
@@ -170,6 +210,11 @@ class TCB:
     def data_end(self) -> int:
         """Sequence number after the last byte the application queued."""
         return self.snd_base + len(self.sndq)
+
+    @property
+    def copied_seq(self) -> int:
+        """Sequence of the next byte the application will read (Linux copied_seq)."""
+        return self.rcv_nxt - len(self.rcvq) - (1 if self.fin_received else 0)
 
     @property
     def rcv_space(self) -> int:

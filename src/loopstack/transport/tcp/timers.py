@@ -1,6 +1,6 @@
 """TCP timers: retransmission (RFC 6298, Linux's 200 ms floor and SYN
-schedule), delayed ACK, persist (RFC 9293 3.8.6.1), keepalive (RFC 1122
-4.2.3.6), TIME_WAIT and FIN_WAIT_2. One Timer per kind per connection,
+schedule), persist (RFC 9293 3.8.6.1), keepalive (RFC 1122 4.2.3.6),
+TIME_WAIT and FIN_WAIT_2 (the delayed-ACK timer is ack.py's). One Timer per kind per connection,
 re-armed in place (DESIGN.md: never a heap entry per packet)."""
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from ...clock import NS_PER_SEC, Timer
 from .constants import (
-    DELACK_MIN,
     FIN_TIMEOUT,
     KEEPALIVE_INTVL,
     KEEPALIVE_PROBES,
@@ -43,6 +42,8 @@ def _stop(timer: Timer | None) -> None:
 # -- RTT and RTO (RFC 6298 2, Linux tcp_rtt_estimator / tcp_set_rto) ------------
 def rtt_sample(tcb: TCB, rtt_ns: int) -> None:
     rtt_ns = max(rtt_ns, 1000)
+    if rtt_ns < tcb.min_rtt:
+        tcb.min_rtt = rtt_ns  # Linux tcp_update_rtt_min (over the whole connection here)
     if tcb.srtt == 0:
         tcb.srtt = rtt_ns
         tcb.rttvar = rtt_ns // 2
@@ -59,19 +60,38 @@ def current_rto(tcb: TCB) -> int:
 
 
 def arm_rto(tcb: TCB) -> None:
-    """Start the retransmission timer unless it is already running (RFC 6298 5.1)."""
+    """Start the retransmission timer unless it is already running (RFC
+    6298 5.1), for the RTO or a loss probe or RACK's reordering timeout."""
     t = tcb.rto_timer
     if t is not None and t.active:
         return
+    tcb.xmit_kind = 0  # rack.RTO
     _arm(tcb, "rto_timer", current_rto(tcb), on_rto)
 
 
 def restart_rto(tcb: TCB) -> None:
     """RFC 6298 5.3: an ACK of new data restarts it (or stops it, 5.2)."""
+    tcb.xmit_kind = 0  # rack.RTO
     if tcb.snd_nxt > tcb.snd_una or (tcb.snd_max > tcb.snd_una):
         _arm(tcb, "rto_timer", current_rto(tcb), on_rto)
     else:
         _stop(tcb.rto_timer)
+
+
+def arm_xmit_timer(tcb: TCB, kind: int, delay_ns: int) -> None:
+    """The retransmission timer does another job for a while (Linux
+    inet_csk_reset_xmit_timer with ICSK_TIME_LOSS_PROBE or REO_TIMEOUT)."""
+    tcb.xmit_kind = kind
+    _arm(tcb, "rto_timer", delay_ns, on_rto)
+
+
+def set_xmit_timer(tcb: TCB) -> None:
+    """Linux tcp_set_xmit_timer, after an ACK that acknowledged data: a loss
+    probe if one may be sent, else the RTO."""
+    from .rack import schedule_loss_probe
+
+    if not schedule_loss_probe(tcb, True):
+        restart_rto(tcb)
 
 
 def syn_interval(tcb: TCB) -> int:
@@ -98,8 +118,18 @@ def model_timeout(boundary: int, rto_base: int) -> int:
 
 
 def on_rto(tcb: TCB) -> None:
+    from . import rack
     from .output import output, send_syn, send_synack
 
+    kind, tcb.xmit_kind = tcb.xmit_kind, rack.RTO
+    if kind == rack.TLP:
+        if tcb.state not in (State.CLOSED, State.LISTEN, State.TIME_WAIT):
+            rack.send_loss_probe(tcb)
+        return
+    if kind == rack.REO:
+        if tcb.state not in (State.CLOSED, State.LISTEN, State.TIME_WAIT):
+            rack.reo_timeout(tcb)
+        return
     tcp = tcb.tcp
     now = tcp.clock.now_ns()
     state = tcb.state
@@ -149,27 +179,12 @@ def on_rto(tcb: TCB) -> None:
     tcb.rtt_seq = None  # Karn: no samples from retransmitted data
     tcb.high_rxt = tcb.snd_una
     tcb.lost = max(1, (tcb.snd_max - tcb.snd_una) // max(tcb.mss, 1))
+    rack.timeout_mark_lost(tcb)
+    tcb.loss_high = tcb.snd_max  # Linux tcp_enter_loss: high_seq
     tcb.snd_nxt = tcb.snd_una
     _stop(tcb.rto_timer)
     if output(tcb) == 0:
         arm_rto(tcb)
-
-
-# -- delayed ACK (RFC 1122 4.2.3.2; Linux ato 40 ms) ---------------------------------
-def arm_delack(tcb: TCB) -> None:
-    t = tcb.delack_timer
-    if t is not None and t.active:
-        return
-    _arm(tcb, "delack_timer", DELACK_MIN, on_delack)
-
-
-def on_delack(tcb: TCB) -> None:
-    from .output import send_ack
-
-    if tcb.ack_pending and tcb.state in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2,
-                                         State.CLOSE_WAIT, State.CLOSING, State.LAST_ACK):
-        tcb.tcp.ext["DelayedACKs"] += 1
-        send_ack(tcb)
 
 
 # -- persist (zero-window probes) --------------------------------------------------------
@@ -199,6 +214,10 @@ def on_persist(tcb: TCB) -> None:
         tcp.fail(tcb, errno.ETIMEDOUT)
         return
     tcp.ext["TCPWinProbe"] += 1
+    if tcb.snd_una < tcb.snd_up <= tcb.snd_una + 0xFFFF:
+        # Linux tcp_write_wakeup: in urgent mode a first probe at SND.UNA
+        # carries the urgent pointer to the peer.
+        transmit(tcb, tcb.snd_una, ACK)
     transmit(tcb, tcb.snd_una - 1, ACK)
     tcb.backoff = min(tcb.backoff + 1, 15)
     _arm(tcb, "persist_timer", current_rto(tcb), on_persist)
@@ -270,6 +289,12 @@ def enter_time_wait(tcb: TCB) -> None:
     for t in (tcb.rto_timer, tcb.delack_timer, tcb.persist_timer, tcb.keepalive_timer,
               tcb.finwait2_timer):
         _stop(t)
+    tcb.last_invalid_ack_ns = -(1 << 62)  # tcp_time_wait: tw_last_oow_ack_time = 0
+    _arm(tcb, "timewait_timer", tcb.tcp.timewait_ns, on_timewait)
+
+
+def restart_time_wait(tcb: TCB) -> None:
+    """Linux inet_twsk_reschedule(tw, TCP_TIMEWAIT_LEN): TIME-WAIT starts over."""
     _arm(tcb, "timewait_timer", tcb.tcp.timewait_ns, on_timewait)
 
 
