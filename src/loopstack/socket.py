@@ -1,12 +1,21 @@
 """The BSD socket object: the methods, constants and exceptions of the
-standard library's ``socket.socket``, over a loopstack stack.
+standard library's ``socket.socket``, over a loopstack stack; and the
+datagram sockets (UDP, UDP-Lite).
 
+``Socket`` is a subclass of ``socket.socket`` whose C part never has a
+descriptor (made with ``_socket.socket.__new__``, its C ``__init__`` never
+run), so ``isinstance(s, socket.socket)`` holds; every method a program can
+reach is defined here in Python, with CPython's argument checks and words.
 Errors are raised as ``OSError(errno, strerror)``, which Python turns into
 the same subclasses the kernel's errors become (ConnectionRefusedError,
 BlockingIOError, ...); timeouts raise TimeoutError("timed out") as the
 stdlib does. ``fileno()`` makes a real descriptor (readiness.py) only when
 asked, so select, poll, epoll and selectors can watch the socket: it reads
-ready while the socket has something to read, and is always writable.
+ready while the socket has something to read, and writable while it can
+take data.
+
+One socket may have several objects (dup, fromfd, ``socket(fileno=)``, a
+fork's), as a kernel socket has several descriptors: see :class:`Socket`.
 """
 
 from __future__ import annotations
@@ -717,7 +726,7 @@ class Socket(_socket.socket):
 
     # -- sending ---------------------------------------------------------------
     def send(self, data: Any, flags: int = 0) -> int:
-        return self._sendto(data if type(data) is bytes else c_buffer(data),
+        return self._sendto(data if type(data) is bytes else bytes(c_buffer(data)),
                             flags if type(flags) is int else c_int(flags), None)
 
     def sendall(self, data: Any, flags: int = 0) -> None:
@@ -729,7 +738,8 @@ class Socket(_socket.socket):
             data, address = args
             if address is None:
                 self._sockaddr(address, "sendto")  # CPython's TypeError
-            return self._sendto(data if type(data) is bytes else c_buffer(data), 0, address)
+            return self._sendto(data if type(data) is bytes else bytes(c_buffer(data)), 0,
+                                address)
         if kwargs:
             raise TypeError("sendto() takes no keyword arguments")
         if len(args) == 2:
@@ -739,11 +749,11 @@ class Socket(_socket.socket):
             data, flags, address = args
         else:
             raise TypeError(f"sendto() takes 2 or 3 arguments ({len(args)} given)")
-        view = c_buffer(data)
+        payload = bytes(c_buffer(data))  # (no view outlives the call: an error frees the buffer)
         flags = c_int(flags)
         if address is None:
             self._sockaddr(address, "sendto")  # CPython's TypeError: no address is not None
-        return self._sendto(view, flags, address, what="sendto")
+        return self._sendto(payload, flags, address, what="sendto")
 
     def _sendmsg_args(self, buffers: Any, ancdata: Any, flags: Any, address: Any
                       ) -> tuple[bytes, list[tuple[int, int, bytes]], int]:
@@ -1038,9 +1048,17 @@ class Socket(_socket.socket):
         self._stack._unregister(self)
         fd, self._fd = self._fd, -1
         owners = self._fd_owners
+        if fd >= 0 and _DETACHED.get(fd) is self:
+            # The hidden holder of a detached number (closed with the stack):
+            # the number is the program's, not to be closed here.
+            del _DETACHED[fd]
+            keep_fd = True
         if fd in owners:
-            if keep_fd and owners[fd] > 1:
-                owners[fd] -= 1
+            if keep_fd:
+                if owners[fd] > 1:
+                    owners[fd] -= 1
+                else:
+                    del owners[fd]
             else:
                 del owners[fd]
                 efd = self._efd
@@ -1094,6 +1112,23 @@ class Socket(_socket.socket):
         if efd is not None:
             efd.close()
         return fd
+
+    def _take_over(self) -> Self:
+        """What ssl's wrap_socket does to the object it wraps: a new object
+        takes this one's place (its descriptor number, its reference, its
+        timeout, what other processes hold through it) and this one is left
+        closed as detach() leaves it, the socket open."""
+        with self._stack.locked:
+            if self._closed:
+                raise error(errno.EBADF)
+            new = self._twin()
+            new._fd, self._fd = self._fd, -1
+            rec, self._shared = self._shared, None
+            if rec is not None:
+                new._shared = rec
+                rec.sock = new
+            self._let_go()
+            return new
 
     def _adopt(self, fd: int, family: int = -1, type: int = -1, proto: int = -1) -> Socket:
         """``socket.socket(family, type, proto, fileno=fd)`` for a descriptor

@@ -323,6 +323,8 @@ class StreamSocket(Socket):
                     and len(t.sndq) < t.sndbuf),
                 None if limit is None else limit / HZ)
             if self._closed:
+                if sent:
+                    return sent  # what was queued before the close stays queued
                 raise error(errno.EBADF)
             if not ok:  # SO_SNDTIMEO, or a virtual clock with nothing left to happen
                 if sent:
@@ -336,16 +338,27 @@ class StreamSocket(Socket):
             State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_SENT, State.SYN_RECV)
 
     def send(self, data: Any, flags: int = 0) -> int:
-        view = memoryview(data).cast("B")
-        with self._stack.locked:
-            self._check_tcb()
-            self._poll_first(self._writable)
-            return self._send_once(view, self._timeout is None and not flags & MSG_DONTWAIT,
-                                   bool(flags & MSG_OOB))
+        view = c_buffer(data)
+        try:
+            with self._stack.locked:
+                self._check_tcb()
+                self._poll_first(self._writable)
+                return self._send_once(view, self._timeout is None and not flags & MSG_DONTWAIT,
+                                       bool(flags & MSG_OOB))
+        finally:
+            # As CPython's: the caller's buffer is free again when the call
+            # ends, an error too (asyncio clears its bytearray in the handler).
+            view.release()
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """As CPython's sock_sendall: send() until done; a timeout bounds the whole call."""
-        view = memoryview(data).cast("B")
+        view = c_buffer(data)
+        try:
+            self._sendall(view, flags)
+        finally:
+            view.release()  # (as send's)
+
+    def _sendall(self, view: memoryview, flags: int) -> None:
         with self._stack.locked:
             self._check_tcb()
             clock = self._stack.clock
@@ -700,8 +713,9 @@ class StreamSocket(Socket):
                         raise error(errno.EINVAL)
                     t.keepcnt = ival
                 elif optname == TCP_QUICKACK:
-                    if ival:
-                        t.quickacks = max(t.quickacks, 16)
+                    from .transport.tcp.ack import set_quickack
+
+                    set_quickack(t, ival)
                 else:
                     raise error(errno.ENOPROTOOPT)
             elif level == _socket.IPPROTO_IP and optname == IP_TTL:

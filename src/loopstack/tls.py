@@ -45,7 +45,11 @@ class TLSSocket:
         if self._connected():
             self._start()
             if do_handshake_on_connect:
-                self.do_handshake()
+                try:
+                    self.do_handshake()
+                except (OSError, ValueError):
+                    self.close()  # as SSLSocket._create: a failed handshake closes the socket
+                    raise
 
     def _connected(self) -> bool:
         try:
@@ -368,6 +372,8 @@ def wrap(context: ssl.SSLContext, sock: Socket, server_side: bool = False,
         raise ValueError("server_hostname can only be specified in client mode")
     if context.check_hostname and not server_side and not server_hostname:
         raise ValueError("check_hostname requires server_hostname")
+    if "_refs" in sock.__dict__:  # a socket of this process's stack (not an attached one's)
+        sock = sock._take_over()  # the object given is left detached, as SSLSocket leaves it
     return TLSSocket(context, sock, server_side=server_side, server_hostname=server_hostname,
                      do_handshake_on_connect=do_handshake_on_connect,
                      suppress_ragged_eofs=suppress_ragged_eofs, session=session)

@@ -441,6 +441,7 @@ def udplite_traffic_and_coverage(net: Net, rec: Recorder) -> None:
     lite.connect(uaddr)
     lite.send(b"to udp")
     rec("udp port", said(u.recv, 10))
+    net.wait(lite)  # the ICMP error: the kernel's comes from softirq
     rec("refused", said(lite.send, b"again"))
 
 

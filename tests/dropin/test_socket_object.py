@@ -61,8 +61,9 @@ def test_the_stack_keeps_no_object_alive_and_a_dropped_one_is_closed() -> None:
             warnings.simplefilter("always")
             del client
             gc.collect()
-        assert [str(w.message) for w in caught if w.category is ResourceWarning] == \
-            [f"unclosed {shown}"]
+        # (gc.collect() may also collect what earlier tests left: other warnings)
+        assert f"unclosed {shown}" in [str(w.message) for w in caught
+                                       if w.category is ResourceWarning]
         del caught  # (a warning keeps its source)
         assert ref() is None
         conn.settimeout(5)

@@ -172,6 +172,7 @@ def _become_attached(stack: Stack, server: Any, holder: Any, end: Any,
             fd = -1
         else:
             kept.add(fd)
+        remote._shared = None  # a slot: the owner's record stays with the owner
         remote._setup(rstack, handle, family, kind, proto, timeout, fd)
         remote._io_refs = io_refs
         remote._closing = closing

@@ -3,7 +3,9 @@ listeners, resets for closed ports, and the operations the socket layer
 calls (connect, listen, accept, send, receive, shutdown, close).
 
 Files: tcb.py (control block), input.py (segment arrival), output.py
-(sending), timers.py, congestion.py, sack.py, listen.py, isn.py.
+(sending), timers.py, window.py (receive window and buffer), ack.py (when
+to acknowledge), rack.py (RACK-TLP loss detection), congestion.py, sack.py,
+listen.py, isn.py.
 """
 
 from __future__ import annotations

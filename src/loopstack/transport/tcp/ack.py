@@ -17,7 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ...wire.tcp import FIN, PSH, SYN, URG
+from . import output
 from .constants import MAX_QUICKACKS, State
+from .window import compute_window
 
 if TYPE_CHECKING:
     from .tcb import TCB
@@ -115,13 +117,10 @@ def ack_snd_check(tcb: TCB) -> None:
     the application has read everything), in quick-ACK mode, or when the
     state asks for it (a filled hole, a simultaneous open); otherwise it
     waits for the delayed-ACK timer."""
-    from .output import send_ack
-    from .window import compute_window
-
     if tcb.ack_now or in_quickack_mode(tcb) or (
             tcb.rcv_nxt - tcb.rcv_wup > tcb.rcv_mss
             and (not tcb.rcvq or compute_window(tcb) >= tcb.rcv_wnd)):
-        send_ack(tcb)
+        output.send_ack(tcb)
         return
     send_delayed_ack(tcb)
 
@@ -130,8 +129,6 @@ def send_delayed_ack(tcb: TCB) -> None:
     """tcp_send_delayed_ack: arm the timer for ato, bounded by 200 ms when
     interactive or pushed (500 ms otherwise) and by the RTT; a timer about
     to fire anyway (within a quarter of ato) is pre-empted by an ACK now."""
-    from .output import send_ack
-
     ato = tcb.ato
     if ato > ATO_MIN:
         max_ato = HZ // 2
@@ -146,7 +143,7 @@ def send_delayed_ack(tcb: TCB) -> None:
     timeout = now + ato
     if tcb.delack_timer is not None and tcb.delack_timer.active:
         if tcb.delack_timeout <= now + (ato >> 2):
-            send_ack(tcb)
+            output.send_ack(tcb)
             return
         if tcb.delack_timeout <= timeout:
             tcb.ack_pending = True
@@ -172,8 +169,6 @@ def _arm_delack(tcb: TCB, deadline_ns: int) -> None:
 def on_delack(tcb: TCB) -> None:
     """tcp_delack_timer_handler: the ACK goes; a missed delayed ACK doubles
     ato (up to the RTO), or ends pingpong mode (ato back to 40 ms)."""
-    from .output import send_ack
-
     if tcb.state in (State.CLOSED, State.LISTEN, State.SYN_SENT, State.TIME_WAIT):
         return
     if not tcb.ack_pending:
@@ -184,7 +179,7 @@ def on_delack(tcb: TCB) -> None:
     else:
         tcb.ato = min(tcb.ato << 1, _rto_jiffies(tcb))
     tcb.tcp.ext["DelayedACKs"] += 1
-    send_ack(tcb)
+    output.send_ack(tcb)
 
 
 def ack_sent(tcb: TCB) -> None:

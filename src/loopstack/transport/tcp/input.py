@@ -1,7 +1,9 @@
-"""Segment arrival (RFC 9293 3.10.7) for SYN-SENT and the synchronized
-states, with RFC 5961 (challenge ACKs, ACK validity), RFC 7323 (PAWS,
-timestamps, window scaling), RFC 2018/6675 (SACK), RFC 5681/6582 (fast
-retransmit and recovery) and Linux's delayed-ACK policy."""
+"""Segment arrival (RFC 9293 3.10.7) for SYN-SENT, the synchronized states
+and TIME-WAIT, with RFC 5961 (challenge ACKs, ACK validity), RFC 7323
+(PAWS, timestamps, window scaling), RFC 2018 (SACK), RFC 5681/6582 (fast
+retransmit and NewReno recovery without SACK), RACK-TLP and PRR with it
+(RFC 8985, RFC 6937; rack.py), urgent data (RFC 6093), and Linux's
+receive-window (window.py) and ACK (ack.py) policies."""
 
 from __future__ import annotations
 
@@ -613,7 +615,6 @@ def _dupack(tcb: TCB, sack_news: bool) -> None:
     tcb.cc.on_loss(now)
     tcb.in_recovery = True
     tcb.recover = tcb.snd_max
-    tcb.high_rxt = tcb.snd_una
     tcp.ext["TCPFastRetrans"] += 1
     tcp.ext["TCPRenoRecovery"] += 1
     tcb.lost = 1
@@ -623,13 +624,12 @@ def _dupack(tcb: TCB, sack_news: bool) -> None:
 
 def enter_recovery(tcb: TCB) -> None:
     """Linux tcp_enter_recovery for a SACK connection, once RACK has marked
-    a segment lost: cwnd down to ssthresh (RFC 6675 5, step 4.2), recovery
-    until everything now outstanding is acknowledged."""
+    a segment lost: ssthresh from the congestion control, PRR from here on,
+    recovery until everything now outstanding is acknowledged."""
     tcp = tcb.tcp
     tcb.cc.on_loss(tcp.clock.now_ns())
     tcb.in_recovery = True
     tcb.recover = tcb.snd_max
-    tcb.high_rxt = tcb.snd_una
     tcp.ext["TCPFastRetrans"] += 1
     tcp.ext["TCPSackRecovery"] += 1
     tcb.lost = rack.lost_count(tcb)

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from ...wire.checksum import checksum, pseudo_sum
 from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN, URG
-from . import rack
-from .ack import ack_sent, data_sent
+from . import ack as ack_policy
+from . import rack, timers
 from .constants import MAX_WINDOW, State
 from .seq import wire
 from .window import select_window
@@ -121,9 +121,9 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     else:
         parts = (head, options, payload)  # joined once, with the IP header
     if flags & ACK:
-        ack_sent(tcb)
+        ack_policy.ack_sent(tcb)
     if payload:
-        data_sent(tcb)
+        ack_policy.data_sent(tcb)
     tcb.segs_out += 1
     tcp.mib["OutSegs"] += 1
     if flags & RST:
@@ -187,8 +187,6 @@ def output(tcb: TCB, probe: bool = False) -> int:
     if state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
                      State.LAST_ACK):
         return 0
-    from .timers import arm_persist, arm_rto
-
     mss = tcb.mss
     cwnd = tcb.cc.cwnd
     if tcb.dupacks and not tcb.in_recovery:
@@ -233,7 +231,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
             # Zero window with data or a FIN waiting and nothing in flight:
             # probe it (Linux tcp_check_probe_timer), or nothing ever moves.
             if tcb.snd_wnd == 0 and seq == tcb.snd_una and (avail > 0 or fin_pending):
-                arm_persist(tcb)
+                timers.arm_persist(tcb)
             break
         if 0 < n < mss and n == avail and not fin and seq >= tcb.snd_max:
             # Nagle (RFC 896), Minshall's variant as Linux: hold a partial
@@ -275,7 +273,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
             tcb.fin_sent = True
         if tcb.snd_nxt > tcb.snd_max:
             tcb.snd_max = tcb.snd_nxt
-        arm_rto(tcb)
+        timers.arm_rto(tcb)
         tcb.last_send_ns = now
         if fin or probe:
             break

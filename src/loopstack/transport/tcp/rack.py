@@ -29,6 +29,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from typing import TYPE_CHECKING
 
+from . import timers
 from .constants import MS, TIMEOUT_INIT
 
 if TYPE_CHECKING:
@@ -201,9 +202,7 @@ def mark_lost_step(tcb: TCB) -> bool:
     wait = detect_loss(tcb, now)
     if not wait:
         return False
-    from .timers import arm_xmit_timer
-
-    arm_xmit_timer(tcb, REO, min(_jiffies_ceil(wait + TIMEOUT_MIN_NS), tcb.rto))
+    timers.arm_xmit_timer(tcb, REO, min(_jiffies_ceil(wait + TIMEOUT_MIN_NS), tcb.rto))
     return True
 
 
@@ -211,7 +210,6 @@ def reo_timeout(tcb: TCB) -> None:
     """tcp_rack_reo_timeout: look again; what is lost now starts recovery
     and is resent."""
     from .input import cwnd_reduction, enter_recovery, xmit_retransmit_queue
-    from .timers import restart_rto
 
     before = in_flight(tcb)
     detect_loss(tcb, tcb.tcp.clock.now_ns())
@@ -220,7 +218,7 @@ def reo_timeout(tcb: TCB) -> None:
             enter_recovery(tcb)
             cwnd_reduction(tcb, 1, False)
         xmit_retransmit_queue(tcb)
-    restart_rto(tcb)
+    timers.restart_rto(tcb)
 
 
 def timeout_mark_lost(tcb: TCB) -> None:
@@ -247,9 +245,7 @@ def schedule_loss_probe(tcb: TCB, advancing_rto: bool) -> bool:
     rto_delta = tcb.rto if advancing_rto else tcb.sent[0][2] + tcb.rto - now
     if rto_delta > 0:
         pto = min(pto, rto_delta)
-    from .timers import arm_xmit_timer
-
-    arm_xmit_timer(tcb, TLP, pto)
+    timers.arm_xmit_timer(tcb, TLP, pto)
     return True
 
 
@@ -257,10 +253,9 @@ def send_loss_probe(tcb: TCB) -> None:
     """tcp_send_loss_probe: one new segment if the windows let one go (cwnd
     aside), else the last segment again; then the RTO from now."""
     from .output import output, retransmit_range
-    from .timers import restart_rto
 
     if tcb.tlp_high_seq or not tcb.sent:
-        restart_rto(tcb)
+        timers.restart_rto(tcb)
         return
     tcb.tlp_retrans = False
     sent = 0
@@ -276,7 +271,7 @@ def send_loss_probe(tcb: TCB) -> None:
         tcb.tlp_high_seq = tcb.snd_nxt
         ext = tcb.tcp.ext
         ext["TCPLossProbes"] = ext.get("TCPLossProbes", 0) + 1
-    restart_rto(tcb)
+    timers.restart_rto(tcb)
 
 
 def process_tlp_ack(tcb: TCB, ack: int, progress: bool) -> None:

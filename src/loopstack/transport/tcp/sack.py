@@ -1,5 +1,7 @@
-"""SACK: the receiver's blocks (RFC 2018 4) and the sender's scoreboard
-(RFC 6675). Sequence numbers here are unwrapped integers."""
+"""SACK: the receiver's blocks (RFC 2018 4) and the sender's scoreboard of
+SACKed ranges (what a retransmission after a timeout skips, RFC 6675 5.1;
+loss detection is RACK's, rack.py). Sequence numbers here are unwrapped
+integers."""
 
 from __future__ import annotations
 
@@ -51,24 +53,6 @@ class Scoreboard:
             if s > seq:
                 break
         return False
-
-    def highest(self) -> int | None:
-        return self.ranges[-1][1] if self.ranges else None
-
-    def sacked_above(self, seq: int) -> int:
-        """Bytes SACKed beyond ``seq`` (RFC 6675 IsLost's measure)."""
-        return sum(e - max(s, seq) for s, e in self.ranges if e > seq)
-
-    def next_hole(self, start: int, limit: int) -> tuple[int, int] | None:
-        """The first un-SACKed range at or after ``start`` below ``limit``."""
-        seq = start
-        for s, e in self.ranges:
-            if e <= seq:
-                continue
-            if s > seq:
-                return (seq, min(s, limit)) if seq < limit else None
-            seq = e
-        return None  # nothing SACKed above: not a hole in RFC 6675's sense
 
 
 def receiver_blocks(ooo: list[tuple[int, int]], recent: tuple[int, int] | None,

@@ -123,12 +123,11 @@ class TCB:
         self.total_retrans = 0
         self.syn_start = 0  # ns the first SYN left
         self.syn_timed = False  # syn_start holds a time (Karn: SYN not retransmitted)
-        # congestion control and recovery (RFC 5681, 6582, 6675)
+        # congestion control and recovery (RFC 5681, 6582; RACK-TLP and PRR below)
         self.cc: Reno = ALGORITHMS["cubic"](INIT_CWND)
         self.dupacks = 0
         self.in_recovery = False
         self.recover = 0
-        self.high_rxt = 0  # RFC 6675 HighRxt
         # RACK-TLP (RFC 8985; rack.py)
         self.sent: list[list[int]] = []  # [start, end, xmit ns, flags] from SND.UNA on
         self.rack_xmit = 0  # send time of the most recently sent delivered segment

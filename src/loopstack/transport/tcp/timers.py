@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ...clock import NS_PER_SEC, Timer
+from . import rack
 from .constants import (
     FIN_TIMEOUT,
     KEEPALIVE_INTVL,
@@ -88,9 +89,7 @@ def arm_xmit_timer(tcb: TCB, kind: int, delay_ns: int) -> None:
 def set_xmit_timer(tcb: TCB) -> None:
     """Linux tcp_set_xmit_timer, after an ACK that acknowledged data: a loss
     probe if one may be sent, else the RTO."""
-    from .rack import schedule_loss_probe
-
-    if not schedule_loss_probe(tcb, True):
+    if not rack.schedule_loss_probe(tcb, True):
         restart_rto(tcb)
 
 
@@ -118,7 +117,6 @@ def model_timeout(boundary: int, rto_base: int) -> int:
 
 
 def on_rto(tcb: TCB) -> None:
-    from . import rack
     from .output import output, send_syn, send_synack
 
     kind, tcb.xmit_kind = tcb.xmit_kind, rack.RTO
@@ -177,7 +175,6 @@ def on_rto(tcb: TCB) -> None:
     tcb.in_recovery = False
     tcb.dupacks = 0
     tcb.rtt_seq = None  # Karn: no samples from retransmitted data
-    tcb.high_rxt = tcb.snd_una
     tcb.lost = max(1, (tcb.snd_max - tcb.snd_una) // max(tcb.mss, 1))
     rack.timeout_mark_lost(tcb)
     tcb.loss_high = tcb.snd_max  # Linux tcp_enter_loss: high_seq
