@@ -385,7 +385,7 @@ def test_blocking_timeouts_select_poll_epoll_and_asyncio_in_children(tmp_path: P
             try:
                 server.accept()
             except TimeoutError:
-                out.append("timeout %.1f" % (time.monotonic() - t0))
+                out.append("timeout %s" % (time.monotonic() - t0 >= 0.19))
             server.settimeout(None)
             c = socket.create_connection(("127.0.0.1", port), timeout=10)
             s, _ = server.accept()
@@ -434,7 +434,7 @@ def test_blocking_timeouts_select_poll_epoll_and_asyncio_in_children(tmp_path: P
                            timeout=60)
     '''
     proc = run(tmp_path, body, str(pick_port()))
-    expected = ("timeout 0.2|select-empty True|select True|poll True|epoll True|selectors True"
+    expected = ("timeout True|select-empty True|select True|poll True|epoll True|selectors True"
                 "|recv x|sent-while-blocked y|late b'z'|asyncio async ok")
     assert lines(proc, "fork") == [expected]
     assert lines(proc, "exec") == [expected]
