@@ -35,6 +35,7 @@ import socket as _socket
 import struct
 import tempfile
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from .channel import (
@@ -145,6 +146,9 @@ class AttachServer:
         self.pid = os.getpid()
         self.token = os.urandom(TOKEN_LEN)
         self.dir = tempfile.mkdtemp(prefix="loopstack-")  # mode 0700
+        # Removed by close(), or at exit/collection if the stack was never
+        # closed (a forked child's copy of this hook leaves it alone).
+        weakref.finalize(self, _remove_dir, self.dir, self.pid)
         self.path = os.path.join(self.dir, "stack.sock")
         self._listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         self._listener.bind(self.path)
@@ -689,6 +693,11 @@ class _CallWatch:
         self.ident = ident  # the worker thread running the call
         self.ch = ch
         self.active = True
+
+
+def _remove_dir(path: str, pid: int) -> None:
+    if os.getpid() == pid:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class _Fd:
