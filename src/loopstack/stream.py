@@ -596,13 +596,6 @@ class StreamSocket(Socket):
         self._cond.notify_all()
         return self._forget_readiness()
 
-    def _decref_socketios(self) -> None:
-        if self._io_refs > 0:
-            self._io_refs -= 1
-        if self._closing and self._io_refs == 0:
-            self._closing = False
-            self.close()
-
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:

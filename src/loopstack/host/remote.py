@@ -504,11 +504,6 @@ class RemoteSocket(Socket):
             except OSError:
                 pass  # the owner is gone: nothing left to release
 
-    def _decref_socketios(self) -> None:
-        from ..stream import StreamSocket
-
-        StreamSocket._decref_socketios(self)  # type: ignore[arg-type]
-
     def makefile(self, mode: str = "r", buffering: int | None = None, *,
                  encoding: str | None = None, errors: str | None = None,
                  newline: str | None = None) -> Any:
