@@ -700,8 +700,18 @@ class Stack:
     def sockets(self) -> list[dict[str, Any]]:
         """Open sockets as `ss -uanp` / `ss -tanp` rows: proto, state, local,
         peer, recv_q, send_q."""
+        rows: list[dict[str, Any]] = []
+        seen: set[int] = set()
         with self.lock:
-            return [s._row() for s in list(self._sockets.values())]
+            for sock in list(self._sockets.values()):
+                # dup() and fromfd() make more objects of one socket (they
+                # share one __dict__, socket.py): one row, as `ss` shows one
+                # socket however many descriptors it has.
+                shared = id(vars(sock))
+                if shared not in seen:
+                    seen.add(shared)
+                    rows.append(sock._row())
+        return rows
 
     def create_connection(self, address: tuple[str, int], timeout: Any = _DEFAULT,
                           source_address: tuple[str, int] | None = None, *,
