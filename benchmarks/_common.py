@@ -52,3 +52,65 @@ def report_rates(title: str, rows: list[tuple[str, float, float]]) -> None:
     print(f"  {'case':<34} {'kernel':>12} {'loopstack':>12}  ratio (loopstack rate/kernel rate)")
     for label, k, loop in rows:
         print(f"  {label:<34} {1 / k:>10,.0f}/s {1 / loop:>10,.0f}/s  {k / loop:6.2f}x")
+
+
+# -- system figures (issue10.py, callcount.py) ----------------------------------------
+def loadavg() -> str:
+    """The first three fields of /proc/loadavg ("" where there is none)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return ""
+
+
+def proc_snmp() -> dict[str, dict[str, int]]:
+    """The kernel's /proc/net/snmp counters by group: ["Tcp"]["OutSegs"]."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        with open("/proc/net/snmp") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for head, vals in zip(lines[::2], lines[1::2], strict=False):
+        group, names = head.split(":", 1)
+        _, values = vals.split(":", 1)
+        out[group] = {n: int(v) for n, v in zip(names.split(), values.split(), strict=False)}
+    return out
+
+
+def rss_bytes() -> int:
+    """This process's resident set size in bytes."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def slabinfo() -> dict[str, tuple[int, int]]:
+    """/proc/slabinfo (root only): cache name -> (bytes in active objects,
+    bytes in the cache's slabs). Empty when unreadable."""
+    out: dict[str, tuple[int, int]] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/slabinfo") as f:
+            lines = f.read().splitlines()[2:]
+    except OSError:
+        return out
+    for line in lines:
+        f_ = line.split()
+        # name active_objs num_objs objsize objperslab pagesperslab : tunables ... : slabdata
+        # active_slabs num_slabs sharedavail
+        active, size, pages_per_slab, slabs = int(f_[1]), int(f_[3]), int(f_[5]), int(f_[-2])
+        out[f_[0]] = (active * size, slabs * pages_per_slab * page)
+    return out
+
+
+def meminfo_slab() -> int:
+    """The Slab: line of /proc/meminfo, in bytes (0 when absent)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("Slab:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
