@@ -9,7 +9,10 @@ in a fresh interpreter each time:
 and the counts unittest reports (passed, failed = failures + errors,
 skipped) are printed side by side, with the tests that fail under loopstack
 only and the last line of their tracebacks. A run that outlives its timeout
-is killed and reported as a hang. Full outputs go to --out.
+is killed and reported as a hang. Full outputs go to --out. A few modules
+get one more local resource (RESOURCES); tests that would reach the
+Internet are left out with -i (IGNORE); modules an install lacks are
+written out (SHIMS).
 
     .venv/bin/python benchmarks/cpython_tests.py [-j 2] [--timeout 300] [--heavy] [MODULE ...]
 
@@ -30,14 +33,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-# Every module of the stdlib's test suite whose tests talk over loopback
-# sockets (threaded servers on 127.0.0.1/::1, asyncio transports, TLS). Left
-# out: modules that reach the Internet only (test_urllib2net, test_urllibnet,
-# test_smtpnet, test_xmlrpc_net, test_nntplib's servers), that use AF_UNIX or
-# socketpair only (test_asyncio.test_unix_events), mocks only
-# (test_asyncio.test_selector_events, test_urllib2), other platforms
-# (test_asyncio.test_proactor_events, test_kqueue), and the test_multiprocessing_*
-# modules (many minutes each, their sockets are AF_UNIX).
+# Every module of the stdlib's test suite whose tests touch loopback sockets
+# (threaded servers on 127.0.0.1/::1, asyncio transports, TLS, name lookups,
+# descriptors of sockets handed to os, signal or select). Left out, each for
+# its reason:
+# - Internet only: test_urllib2net, test_urllibnet, test_smtpnet,
+#   test_xmlrpc_net; with `-u network` they would reach remote hosts, so they
+#   must not run. (The Internet tests inside listed modules are ignored, see
+#   IGNORE: test_nntplib's Networked* classes, test_site's license URL.)
+# - AF_UNIX or socketpair only, which stay real sockets under loopstack:
+#   test_stat, test_pathlib (a bound AF_UNIX socket's st_mode), test_mailbox,
+#   test_pty (socketpair).
+# - Other platforms: test_kqueue (BSD and macOS), test_asyncio.test_proactor_events
+#   and test_asyncio.test_windows_events (mocks of Windows' proactor), test_mmap
+#   (its socket test is Windows only), test_import (a UNC path from gethostname,
+#   Windows only).
+# - No socket made: test_exception_hierarchy (socket.error is OSError),
+#   test___all__ (imports), test_multiprocessing_main_handling (pipes only).
 MODULES = [
     "test_socketserver", "test_httpservers", "test_urllib2_localnet", "test_xmlrpc",
     "test_docxmlrpc", "test_ftplib", "test_smtplib", "test_poplib", "test_imaplib",
@@ -46,16 +58,74 @@ MODULES = [
     "test_asyncore", "test_asynchat", "test_timeout", "test_epoll",
     "test_asyncio.test_server", "test_asyncio.test_sendfile", "test_asyncio.test_base_events",
     "test_asyncio.test_sslproto",
+    # asyncio's loops on mocked or real TCP sockets (sendfile over AF_INET)
+    "test_asyncio.test_buffered_proto", "test_asyncio.test_selector_events",
+    "test_asyncio.test_unix_events",
+    # servers on loopback: smtpd (asyncore), pydoc's HTTP server, nntplib's
+    # local server, the test helpers (bind_port, find_unused_port)
+    "test_smtpd", "test_pydoc", "test_nntplib", "test_support",
+    # names (gethostbyname('localhost'), gethostname, getfqdn through
+    # email.utils.make_msgid) and unconnected sockets
+    "test_urllib", "test_urllib2", "test_urllib_response", "test_site", "test_email",
+    # a socket's descriptor given to the OS: os.sendfile, set_wakeup_fd,
+    # audit events of socket.__new__/bind, EINTR in accept/recv/send
+    "test_os", "test_signal", "test_audit", "test_eintr",
 ]
 # Run with --heavy: minutes rather than seconds each (TLS handshakes by the
-# hundred, every logging handler, every event-loop API), and
-# test_asyncio.test_ssl, whose threaded TLS servers (start_tls, unwrap on a
-# wrapped loopstack socket) hang under loopstack today until the timeout.
-HEAVY = ["test_ssl", "test_logging", "test_asyncio.test_events", "test_asyncio.test_ssl"]
+# hundred, every logging handler, every event-loop API, a 2.5 GB
+# socket.sendfile, multiprocessing's Listener/Client and managers on
+# 127.0.0.1 under each start method), and test_asyncio.test_ssl, whose
+# threaded TLS servers (start_tls, unwrap on a wrapped loopstack socket) hang
+# under loopstack today until the timeout, as do the test_multiprocessing_*
+# tests of multiprocessing.connection over AF_INET (TestTimeouts first: a
+# Connection reads and writes the descriptor detach() gave, which carries no
+# data); give them --timeout 1800.
+HEAVY = ["test_ssl", "test_logging", "test_asyncio.test_events", "test_asyncio.test_ssl",
+         "test_largefile", "test_multiprocessing_fork", "test_multiprocessing_forkserver",
+         "test_multiprocessing_spawn"]
 
 # Tests that hang on some hosts for reasons unrelated to loopback (a VM's
-# vsock transport), left out on both sides.
-IGNORE = {"test_socket": ["*VSOCK*"]}
+# vsock transport), and tests that reach the Internet under `-u network`:
+# left out on both sides.
+IGNORE = {
+    "test_socket": ["*VSOCK*"],
+    "test_nntplib": ["*NetworkedNNTP*"],  # news.trigofacile.com, nntp.aioe.org
+    "test_site": ["test_license_exists_at_url"],  # www.python.org
+    "test_ssl": ["*NetworkedTests*"],  # self-signed.pythontest.net, ipv6.google.com
+}
+
+# Resources besides `network` that a module's socket tests need (none of them
+# reaches beyond the host): test_eintr runs all of _test_eintr (accept, recv,
+# send, select interrupted by signals) only with `walltime`, test_largefile's
+# socket.sendfile of a 2.5 GB file needs `cpu`.
+RESOURCES = {"test_eintr": ["walltime"], "test_largefile": ["cpu"]}
+
+# Modules some installs leave out of the test package: 3.11.7's `make
+# install` forgets the test_multiprocessing_<method> packages (a few lines
+# each over _test_multiprocessing, which is installed). When missing, one
+# module with all of a method's tests (its processes, threads, manager and
+# misc submodules together) is written as test_shim_multiprocessing_<method>
+# to a directory given with --testdir (regrtest takes the real names for
+# packages of its own).
+_MP_SHIM = """import sys
+import unittest
+import test._test_multiprocessing
+from test import support
+
+if support.PGO:
+    raise unittest.SkipTest("test is not helpful for PGO")
+if sys.platform == "win32" and {method!r} != "spawn":
+    raise unittest.SkipTest("{method} is not available on Windows")
+if sys.platform == "darwin" and {method!r} == "fork":
+    raise unittest.SkipTest("test may crash on macOS (bpo-33725)")
+
+test._test_multiprocessing.install_tests_in_module_dict(globals(), {method!r})
+
+if __name__ == "__main__":
+    unittest.main()
+"""
+SHIMS = {f"test_multiprocessing_{m}": _MP_SHIM.format(method=m)
+         for m in ("fork", "forkserver", "spawn")}
 
 _RAN = re.compile(r"^Ran (\d+) tests? in ", re.M)
 _LINE = re.compile(r"^(\w+) \(([\w.]+)\)(?:\n[^\n]*?)? \.\.\. (.*)$", re.M)
@@ -139,8 +209,23 @@ def parse(res: Result) -> None:
         res.failures[test_id] = lines[-1].strip()[:160] if lines else "?"
 
 
-def command(module: str, side: str) -> list[str]:
-    test = ["-m", "test", "-u", "network", "-v", module]
+def _installed(module: str) -> bool:
+    import test
+
+    base = os.path.join(os.path.dirname(test.__file__), *module.split("."))
+    return os.path.exists(base + ".py") or os.path.isdir(base)
+
+
+def _shim_name(module: str) -> str:
+    return module.replace("test_", "test_shim_", 1)
+
+
+def command(module: str, side: str, testdir: str | None = None) -> list[str]:
+    resources = ",".join(["network", *RESOURCES.get(module, [])])
+    name = module if testdir is None else _shim_name(module)
+    test = ["-m", "test", "-u", resources, "-v", name]
+    if testdir is not None:
+        test += ["--testdir", testdir]
     for pattern in IGNORE.get(module, []):
         test += ["-i", pattern]
     if side == "kernel":
@@ -152,7 +237,13 @@ def run_one(module: str, side: str, timeout: float, out_dir: str) -> Result:
     res = Result(module, side)
     start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cpython-tests-") as cwd:
-        proc = subprocess.Popen(command(module, side), cwd=cwd, stdout=subprocess.PIPE,
+        testdir = None
+        if module in SHIMS and not _installed(module):
+            testdir = os.path.join(cwd, "shims")
+            os.mkdir(testdir)
+            with open(os.path.join(testdir, f"{_shim_name(module)}.py"), "w") as f:
+                f.write(SHIMS[module])
+        proc = subprocess.Popen(command(module, side, testdir), cwd=cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                                 errors="replace", start_new_session=True,
                                 env={**os.environ, "PYTHONFAULTHANDLER": "1"})

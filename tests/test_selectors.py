@@ -1,8 +1,9 @@
 """select, poll, epoll and selectors watching loopstack sockets.
 
-A loopstack socket's fileno() is an eventfd that reads ready exactly while
-the socket has something to read, and is always writable. The readiness
-tests run the same scenario on the kernel's sockets and on loopstack's, so
+A loopstack socket's fileno() is a readiness descriptor (readiness.py):
+readable, writable and exceptional (POLLPRI: TCP urgent data) exactly when
+the socket is. The readiness tests run the same scenario on the kernel's
+sockets and on loopstack's, so
 they check loopstack against the reference rather than against itself.
 Then a selectors-based echo server serves 100 non-blocking clients at once,
 with the server in a thread and the clients in the main thread, and the
@@ -11,11 +12,13 @@ other way round.
 
 from __future__ import annotations
 
+import errno
 import os
 import select
 import selectors
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +27,19 @@ from typing import Any
 import pytest
 
 import loopstack
+from loopstack import readiness
+from loopstack.readiness import Readiness, making
+
+
+@pytest.fixture
+def exact_urgent() -> Iterator[None]:
+    """Kernel TCP pairs for TCP sockets' descriptors (readiness.py), for the test."""
+    before = readiness.exact_urgent()
+    readiness.set_exact_urgent(True)
+    try:
+        yield
+    finally:
+        readiness.set_exact_urgent(before)
 
 WAIT = 2.0  # longest a readiness check waits for something that must happen
 CLIENTS = 100
@@ -265,6 +281,131 @@ def test_stack_close_releases_descriptors_and_reports_minus_one() -> None:
         s.fileno()
     stack.close()
     assert [s.fileno() for s in socks] == [-1, -1, -1]
+
+
+# -- the descriptor itself (readiness.py) --------------------------------------------
+STATES = [(r, w, u) for r in (False, True) for w in (False, True) for u in (False, True)]
+
+
+def poll_mask(fd: int) -> int:
+    p = select.poll()
+    p.register(fd, select.POLLIN | select.POLLPRI | select.POLLOUT)
+    got = p.poll(0)
+    return got[0][1] if got else 0
+
+
+def expected_mask(r: bool, w: bool, u: bool, lone_urgent_reads: bool) -> int:
+    readable = r or (u and lone_urgent_reads)
+    return ((select.POLLIN if readable else 0) | (select.POLLOUT if w else 0)
+            | (select.POLLPRI if u else 0))
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["tcp-pair", "unix-pair"])
+def test_readiness_every_transition(stream: bool, exact_urgent: None) -> None:
+    """From each (readable, writable, urgent) state to each other, twice
+    round: the descriptor shows exactly the bits asked for. The kernel TCP
+    pair shows POLLPRI alone (tcp_poll's lone urgent byte); the AF_UNIX
+    pair cannot (its MSG_OOB byte is POLLIN too)."""
+    rd = Readiness(stream)
+    try:
+        if stream:
+            assert rd._tcp, "127.0.0.1 refused the kernel TCP pair on this host"
+        lone_reads = not rd._tcp
+        fd = rd.fileno()
+        assert poll_mask(fd) == select.POLLOUT
+        for _ in range(2):
+            for a in STATES:
+                for b in STATES:
+                    rd.update(*a)
+                    assert poll_mask(fd) == expected_mask(*a, lone_reads), (a, "->")
+                    rd.update(*b)
+                    assert poll_mask(fd) == expected_mask(*b, lone_reads), (a, "->", b)
+        rd.update(False, True, False)
+        x = select.select([], [], [fd], 0)[2]
+        assert x == []
+        rd.update(False, True, True)
+        assert select.select([fd], [fd], [fd], 0) == ([fd] if lone_reads else [], [fd], [fd])
+    finally:
+        rd.close()
+
+
+def test_readiness_is_an_af_unix_pair_by_default() -> None:
+    """Without exact urgent readiness, no kernel network socket is made: a
+    TCP socket's descriptor is an AF_UNIX pair (readiness.py)."""
+    assert not readiness.exact_urgent()
+    rd = Readiness(True)
+    try:
+        assert not rd._tcp
+        assert rd._watched.family == socket.AF_UNIX
+    finally:
+        rd.close()
+
+
+def test_readiness_tcp_pair_is_marked_for_audit_hooks(exact_urgent: None) -> None:
+    """Its kernel sockets raise socket.__new__/bind/connect audit events;
+    making() is true for exactly those."""
+    seen: list[tuple[str, bool]] = []
+
+    def hook(event: str, args: Any) -> None:
+        if event in ("socket.__new__", "socket.bind", "socket.connect"):
+            seen.append((event, making()))
+
+    sys.addaudithook(hook)  # (hooks stay; this one only appends to a local list)
+    before = len(seen)
+    rd = Readiness(True)
+    rd.close()
+    mine = seen[before:]
+    seen.clear()
+    assert mine and all(flag for _, flag in mine)
+    assert {"socket.bind", "socket.connect"} <= {e for e, _ in mine}
+    assert not making()
+
+
+def test_stream_socket_urgent_byte_is_select_exceptional(exact_urgent: None) -> None:
+    """asyncore's handle_expt: the exceptional set, not the readable one,
+    while the lone urgent byte waits; recv(MSG_OOB) ends it."""
+    with loopstack.Stack() as stack:
+        srv = stack.create_server(("127.0.0.1", 0))
+        c = stack.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+        fd = s.fileno()
+        c.send(b"!", socket.MSG_OOB)
+        assert select.select([fd], [], [fd], 0) == ([], [], [fd])
+        assert s.recv(1, socket.MSG_OOB) == b"!"
+        assert select.select([fd], [], [fd], 0) == ([], [], [])
+        for x in (c, s, srv):
+            x.close()
+
+
+def test_lone_urgent_byte_by_default_is_readable_and_exceptional() -> None:
+    """The default (AF_UNIX) descriptor's one documented difference: a lone
+    out-of-line urgent byte shows as readable too; a recv() then finds
+    nothing (EAGAIN) and steps over the byte, as Linux's tcp_recvmsg does
+    when a program reads at the mark, so recv(MSG_OOB) no longer has it.
+    Taken first, it ends both bits; normal data after it reads as usual."""
+    with loopstack.Stack() as stack:
+        srv = stack.create_server(("127.0.0.1", 0))
+        c = stack.create_connection(srv.getsockname())
+        s, _ = srv.accept()
+        fd = s.fileno()
+        c.send(b"!", socket.MSG_OOB)  # (on lo it has arrived when send returns)
+        assert s.sockatmark()
+        assert select.select([fd], [], [fd], 0) == ([fd], [], [fd])
+        with pytest.raises(BlockingIOError):
+            s.recv(1, socket.MSG_DONTWAIT)
+        with pytest.raises(OSError) as lost:
+            s.recv(1, socket.MSG_OOB)
+        assert lost.value.errno == errno.EINVAL
+        assert select.select([fd], [], [fd], 0) == ([], [], [])
+        c.send(b"?", socket.MSG_OOB)
+        assert select.select([fd], [], [fd], 0) == ([fd], [], [fd])
+        assert s.recv(1, socket.MSG_OOB) == b"?"
+        assert select.select([fd], [], [fd], 0) == ([], [], [])
+        c.send(b"data")
+        assert select.select([fd], [], [], 0)[0] == [fd]
+        assert s.recv(10) == b"data"
+        for x in (c, s, srv):
+            x.close()
 
 
 # -- a selectors echo server and 100 clients ---------------------------------------

@@ -6,8 +6,8 @@ server is exposed on the host's real loopback and a real client in another
 process (curl, or a fresh Python without loopstack) fetches it across the
 boundary; ping crosses 127.0.0.1 and ::1. Then the packets of the urllib
 exchange in order (handshake, request, response, teardown) as tcpdump prints
-them, the socket table, the counters and the capture file, which Wireshark
-opens.
+them, the socket table, the counters, the capture file, which Wireshark
+opens, and the report page that draws the exchange.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import urllib.request
 
 from .cli.flow import FlowPrinter
 from .cli.ping import ping_and_print
-from .cli.report import counter_lines, socket_table
+from .cli.tables import counter_lines, socket_table
 from .host.bridge import endpoint
 from .patch import patch
 from .stack import Stack
@@ -102,6 +102,8 @@ def across_the_boundary(stack: Stack) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loopstack.demo")
     parser.add_argument("--pcap", default="loopstack-demo.pcap", help="capture file to write")
+    parser.add_argument("--report", default="loopstack-demo-report",
+                        help="directory for the report page of the HTTP exchange")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between pings")
     args = parser.parse_args(argv)
 
@@ -120,11 +122,14 @@ def main(argv: list[str] | None = None) -> int:
             thread = threading.Thread(target=server.serve_forever, daemon=True)
             thread.start()
             tap = stack.lo.tap(lambda p, d: http_packets.append(p))
+            recorder = stack.report(args.report)  # the pictures of this exchange
             with urllib.request.urlopen("http://127.0.0.1:8080/index.html") as response:
                 body = response.read()
                 print(f"  client: HTTP {response.status}, {len(body)} bytes: "
                       f"{body.decode().strip()[:60]}...")
             tap.remove()
+            recorder.stop()
+            page = recorder.write(title="make demo: an HTTP exchange on the virtual loopback")
             table = socket_table(stack)
             section("across the boundary: the same virtual server, a real client outside")
             across_the_boundary(stack)
@@ -161,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {cap.packets} packets in {os.path.abspath(args.pcap)} ({cap.format}, "
               "Ethernet framing with zero MACs as tcpdump -i lo writes)")
         print("  open it with Wireshark, `tshark -r`, or scapy's rdpcap.")
+        section("the HTTP exchange, drawn (ladder diagram, time-sequence graphs)")
+        print(f"  {os.path.abspath(page)}")
+        print("  one self-contained page: open it in a browser (it fetches nothing).")
     return 0
 
 

@@ -5,7 +5,6 @@ carried over), so such a test can reach the real network on purpose."""
 
 from __future__ import annotations
 
-import socket as _socket
 from typing import Any
 
 from .stack import Stack
@@ -13,12 +12,9 @@ from .stack import Stack
 
 class PassthroughSocket:
     """A loopstack socket that turns real for destinations outside the stack.
-    ``isinstance(s, socket.socket)`` holds, as for every socket the patch
-    makes; ``type(s)`` tells the truth."""
-
-    @property  # type: ignore[misc]
-    def __class__(self) -> type:  # what isinstance() consults
-        return _socket.socket
+    The program holds it through a front (socket.py's ``front``), an object
+    of ``socket.socket`` itself, as for every socket the patch makes;
+    ``loopstack.socket.implementation(s)`` is this object."""
 
     def __init__(self, stack: Stack, family: int, type: int, proto: int) -> None:
         self._stack = stack

@@ -4,9 +4,21 @@
 AF_INET6), ``socket.create_connection``, ``socket.create_server``,
 ``socket.getaddrinfo``, ``gethostbyname`` and friends and ``socket.getfqdn``
 work on a loopstack stack. The class itself is intercepted (its ``__new__``),
-so code that did ``from socket import socket`` before the patch is caught too;
-the sockets it returns are instances of ``socket.socket`` (a subclass whose C
-part has no descriptor, socket.py). A descriptor a loopstack socket gave
+so code that did ``from socket import socket`` before the patch is caught too.
+The object it returns for a loopstack socket is a *front*: an instance of
+``socket.socket`` itself (``type(s) is socket.socket``), whose C part has no
+descriptor and whose calls the loopstack socket carries out (socket.py,
+``front``): the first patch (or :func:`prepare`) replaces ``socket.socket``'s
+methods and properties by dispatchers, which stay for the rest of the process
+— a front keeps working after the patch ends, and a kernel socket's calls
+reach the class's own methods unchanged. Objects accept() and dup() return are
+fronts too; ``Stack.socket()`` gives the loopstack socket itself. Code that
+took ``socket.socket.recv`` (the C method) before the dispatchers were put
+on would hand a front to it: installing them points such references in the
+modules already loaded (globals, classes, closures, defaults) at the
+dispatchers; a copy kept elsewhere is not found, so import such code after
+:func:`prepare` (``pytest --loopstack`` calls it before conftest files are
+imported). A descriptor a loopstack socket gave
 (``fileno()``, ``detach()``, a dup of either) makes a loopstack socket again
 (``socket.socket(fileno=fd)``, ``socket.fromfd``). AF_UNIX sockets,
 ``socket.socketpair`` and sockets made from other descriptors stay real
@@ -42,8 +54,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from . import sendfile as _sendfile
+from . import tls as _tls
 from .clock import RealClock
-from .socket import find_descriptor
+from .socket import Socket, find_descriptor, front, implementation, install_dispatchers
 from .stack import Stack
 
 _REAL = {
@@ -81,35 +95,26 @@ def _new(cls: type, family: int = -1, type: int = -1, proto: int = -1,
                 if passthrough:
                     from .passthrough import PassthroughSocket
 
-                    return PassthroughSocket(stack, fam, kind, 0 if proto == -1 else proto)
-                return _init_skipped(stack.socket(fam, kind, 0 if proto == -1 else proto))
+                    return front(PassthroughSocket(stack, fam, kind, 0 if proto == -1 else proto))
+                return front(stack.socket(fam, kind, 0 if proto == -1 else proto))
         elif isinstance(fileno, int) and fileno >= 0:
             sock = find_descriptor(fileno)
             if sock is not None:
-                return _init_skipped(sock._adopt(fileno, family, type, proto))
+                return front(sock._adopt(fileno, family, type, proto))
     return _REAL_NEW(cls, family, type, proto, fileno)  # type: ignore[call-arg]
 
 
-# Python calls __init__ on what __new__ returns when it is an instance of the
-# class called: a loopstack socket is a socket.socket, already made, whose own
-# __init__ takes other arguments. It goes back as an instance of a subclass
-# whose __init__ only restores the real class (same layout: no slots added).
-_SKIP_INIT: dict[type, type] = {}
-
-
-def _restore_class(self: Any, *args: Any, **kwargs: Any) -> None:
-    object.__setattr__(self, "__class__", type(self).__bases__[0])
-
-
-def _init_skipped(sock: Any) -> Any:
-    cls = type(sock)
-    shim = _SKIP_INIT.get(cls)
-    if shim is None:
-        shim = _SKIP_INIT[cls] = type(cls.__name__, (cls,), {
-            "__slots__": (), "__init__": _restore_class, "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__})
-    sock.__class__ = shim
-    return sock
+def prepare() -> None:
+    """Put the dispatchers on ``socket.socket`` now (socket.py's
+    ``install_dispatchers``; the first patch does it otherwise). For code
+    that takes ``socket.socket``'s methods when it is imported (trio does:
+    ``_stdlib_socket.socket.recv``): what it took before is the C method,
+    which a loopstack socket's object (no descriptor) cannot serve.
+    Installing points the references it finds in loaded modules' globals,
+    classes, closures and defaults at the dispatchers; code that keeps a
+    copy elsewhere must be imported after this. ``pytest --loopstack``
+    calls it before conftest files are imported."""
+    install_dispatchers()
 
 
 def _nothing() -> None:
@@ -161,21 +166,28 @@ def _getfqdn(name: str = "") -> str:
 
 
 def _wrap_socket(self: _ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) -> Any:
-    from .socket import Socket
+    from .passthrough import PassthroughSocket
     from .tls import wrap as tls_wrap
 
-    if isinstance(sock, Socket):
-        return tls_wrap(self, sock, *args, **kwargs)
-    return _REAL_WRAP(self, sock, *args, **kwargs)
+    impl = implementation(sock)
+    if type(impl) is PassthroughSocket and not impl._real:
+        impl = impl._inner  # not real yet: TLS on the loopstack socket
+    if type.__instancecheck__(Socket, impl):
+        return tls_wrap(self, impl, *args, **kwargs)
+    wrapped = _tls.wrap_by_descriptor(self, sock, *args, **kwargs)  # a wrapper of one
+    return wrapped if wrapped is not None else _REAL_WRAP(self, sock, *args, **kwargs)
 
 
 def _install() -> None:
+    install_dispatchers()  # (once: they stay when the patch ends)
     _SOCKET.__new__ = _new  # type: ignore[method-assign]
     for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr",
                  "getnameinfo"):
         setattr(_socket, name, _resolver_fn(name))
     _socket.getfqdn = _getfqdn
     _ssl.SSLContext.wrap_socket = _wrap_socket  # type: ignore[method-assign]
+    _tls.install()  # ssl.SSLSocket's dispatchers to loopstack sockets (once, as above)
+    _sendfile.install()  # os.sendfile on loopstack descriptors (sendfile.py)
 
 
 def _uninstall() -> None:
@@ -183,6 +195,7 @@ def _uninstall() -> None:
     for name, fn in _REAL.items():
         setattr(_socket, name, fn)
     _ssl.SSLContext.wrap_socket = _REAL_WRAP  # type: ignore[method-assign]
+    _sendfile.uninstall()
 
 
 @contextmanager
@@ -225,4 +238,4 @@ def patch(stack: Stack | None = None, *, passthrough: bool = False,
             st.close()
 
 
-__all__ = ["patch", "current"]
+__all__ = ["patch", "current", "prepare"]

@@ -27,6 +27,11 @@ Options:
 - ``--loopstack-pcap DIR``: capture each test on its stack; keep the pcap and
   the socket table (taken when the test failed) of the tests that fail.
   Under pytest-xdist the file names start with the worker's id (``gw0-``).
+- ``--loopstack-report DIR``: record each test on its stack (packets, the
+  ones netem drops, cwnd/ssthresh/RTT, counters) and write a report page
+  (``loopstack report``'s ladder diagrams and time-sequence graphs) for
+  each test that fails, next to its pcap; the failure's summary line names
+  the page.
 - ``--loopstack-forward VPORT:HOST:PORT`` (repeatable): each stack gets a
   virtual listener on 127.0.0.1:VPORT relayed to a real service on the host
   (``Stack.forward``), so a patched suite still reaches, say, a database on
@@ -71,7 +76,8 @@ from typing import Any
 import pytest
 
 from .link.netem import NetemSpec
-from .patch import patch
+from .patch import patch, prepare
+from .report.recorder import Recorder
 from .stack import Stack
 
 # --loopstack-scope's names, and pytest's scopes from narrow to wide.
@@ -100,9 +106,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="seed for every stack (failures print the seed for replay)")
     group.addoption("--loopstack-pcap", metavar="DIR", default=None,
                     help="keep a pcap and the socket table of each failing test in DIR")
+    group.addoption("--loopstack-report", metavar="DIR", default=None,
+                    help="write a report page (ladder diagrams, time-sequence graphs) of each "
+                    "failing test in DIR, next to its pcap")
     group.addoption("--loopstack-forward", metavar="VPORT:HOST:PORT", action="append",
                     default=[], help="relay virtual 127.0.0.1:VPORT of every stack to a real "
                     "service at HOST:PORT on the host (repeatable)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser,
+                                  args: list[str]) -> None:
+    # Before conftest files import code that takes socket.socket's methods (patch.prepare).
+    if getattr(early_config.known_args_namespace, "loopstack", False):
+        prepare()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -290,22 +307,32 @@ class _Test:
         self.stack = stack
         self.scope = scope
         self.owned = owned  # a fixture's fresh stack, closed with the test
+        self.nodeid = item.nodeid
         self.pcap_path: str | None = None
         self.capture: Any = None
+        self.recorder: Recorder | None = None
+        self.page: str | None = None
         self.failed = False
         pcap_dir = item.config.getoption("--loopstack-pcap")
-        if pcap_dir:
-            os.makedirs(pcap_dir, exist_ok=True)
+        report_dir = item.config.getoption("--loopstack-report")
+        if pcap_dir or report_dir:
             name = re.sub(r"[^A-Za-z0-9_.-]+", "_", item.nodeid)[-150:]
             worker = _worker()
             if worker is not None:
                 name = f"{worker}-{name}"
-            self.pcap_path = os.path.join(pcap_dir, name + ".pcap")
-            self.capture = stack.capture(self.pcap_path)
+            folder = pcap_dir or report_dir
+            os.makedirs(folder, exist_ok=True)
+            self.pcap_path = os.path.join(folder, name + ".pcap")
+            if report_dir:
+                os.makedirs(report_dir, exist_ok=True)
+                self.recorder = stack.report(os.path.join(report_dir, name + ".html"),
+                                             pcap=self.pcap_path)
+            else:
+                self.capture = stack.capture(self.pcap_path)
 
     def fail(self) -> tuple[str, str]:
         """The test failed: keep its socket table; what its report should say."""
-        from .cli.report import socket_table
+        from .cli.tables import socket_table
 
         self.failed = True
         table = "\n".join(socket_table(self.stack)) + "\n"
@@ -319,6 +346,10 @@ class _Test:
         worker = _worker()
         if worker is not None:
             notes.append(f"worker: {worker}")
+        if self.recorder is not None:
+            self.recorder.freeze()  # the report's socket table: as the test failed
+            self.page = self.recorder.page
+            notes.append(f"report: {self.page}")
         if self.pcap_path is not None:
             with open(self._table_path(), "w") as f:
                 f.write(table)
@@ -331,7 +362,19 @@ class _Test:
         return self.pcap_path[:-5] + ".sockets.txt"
 
     def finish(self) -> None:
-        """Keep the capture and socket table of a failure; drop the rest."""
+        """Keep the capture, socket table and report of a failure; drop the rest."""
+        if self.recorder is not None:
+            self.recorder.stop()
+            if self.failed:
+                try:
+                    self.recorder.write(title=f"loopstack report: {self.nodeid} failed")
+                except (OSError, ValueError) as e:
+                    warnings.warn(pytest.PytestWarning(
+                        f"loopstack: the report of {self.nodeid} could not be written: {e}"),
+                        stacklevel=1)
+            else:
+                os.unlink(self.recorder.pcap)
+            self.recorder = None
         if self.capture is not None:
             self.capture.stop()
             self.capture = None
@@ -445,3 +488,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     test = item.stash.get(_KEY, None)
     if test is not None and report.failed and not test.failed:
         report.sections.append(test.fail())
+        if test.page is not None:
+            _name_page(item.config, report, test.page)
+
+
+_PAGES = pytest.StashKey[list[tuple[str, str]]]()
+
+
+def _name_page(config: pytest.Config, report: pytest.TestReport, page: str) -> None:
+    """Put the report page at the front of the failure's one-line summary,
+    and list it at the end of the run."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and isinstance(getattr(crash, "message", None), str):
+        crash.message = f"[loopstack report: {page}] {crash.message}"
+    config.stash.setdefault(_PAGES, []).append((report.nodeid, page))
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    pages = config.stash.get(_PAGES, [])
+    if pages:
+        terminalreporter.section("loopstack reports")
+        for nodeid, page in pages:
+            terminalreporter.write_line(f"{nodeid}: {page}")

@@ -27,10 +27,12 @@ import os
 import socket as _socket
 import stat
 import struct
+import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
+from types import FunctionType as _FunctionType
 from typing import TYPE_CHECKING, Any, Self
 
 from .ip.addr import AF_INET, AF_INET6, V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, to_text
@@ -313,10 +315,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_unshare_after_fork)
 
 
-class Socket(_socket.socket):
+class _Implementation(type):
+    """Socket's metaclass: ``isinstance(front, Socket)`` holds for a front
+    (below) whose implementation is a Socket, as the front stands for it;
+    ``type(front)`` is still ``socket.socket``."""
+
+    def __instancecheck__(cls, obj: Any) -> bool:
+        if type.__instancecheck__(cls, obj):
+            return True
+        impl = _FRONTS.get(id(obj))
+        return impl is not None and type.__instancecheck__(cls, impl)
+
+
+class Socket(_socket.socket, metaclass=_Implementation):
     """A socket on a loopstack :class:`~loopstack.Stack`; behaves as
     ``socket.socket`` does on Linux's loopback, and is one: a subclass whose
-    C part never has a descriptor (every method is below, in Python).
+    C part never has a descriptor (every method is below, in Python). Under
+    :func:`loopstack.patch` the program holds a *front* for it instead (an
+    instance of ``socket.socket`` itself: see :func:`front`); ``Stack.socket()``
+    and the other methods of a stack give Socket objects themselves.
 
     A kernel socket is one open file that several descriptors may refer to
     (dup, fromfd, fork); here a socket is one ``__dict__`` that several
@@ -327,10 +344,15 @@ class Socket(_socket.socket):
     never keeps a program's object alive: one dropped unclosed is closed, with
     the ResourceWarning CPython gives."""
 
-    __slots__ = ("_timeout", "_fd", "_closing", "_shared", "_made_as", "__dict__")
+    # _closed and _io_refs are socket.socket's slots too: declared again here
+    # so that this class's code reads them as plain slots, while
+    # socket.socket's own are dispatchers for fronts (install_dispatchers).
+    __slots__ = ("_closed", "_io_refs", "_timeout", "_fd", "_closing", "_shared", "_made_as",
+                 "_fronted", "__dict__")
 
+    _closed: bool
     _timeout: float | None
-    _io_refs: int  # socket.socket's slot: makefile() objects open on this object
+    _io_refs: int  # makefile() objects open on this object
     _fd: int  # this object's descriptor number, -1 until fileno() makes one
     _closing: bool  # close() called while makefile() objects use it
     # (family, type, proto) this object was made with from a descriptor
@@ -338,6 +360,9 @@ class Socket(_socket.socket):
     _made_as: tuple[int, int, int] | None
     # Set by host/owner.py while other processes hold this object's socket too.
     _shared: Any
+    # The program holds this object through a front (below): collected
+    # unclosed, it is named in the ResourceWarning as the front was shown.
+    _fronted: bool
     # A socket of loopstack's own machinery (a bridge's): not handed to a fork.
     _private = False
 
@@ -350,6 +375,7 @@ class Socket(_socket.socket):
         self._closing = False
         self._shared = None
         self._made_as = None
+        self._fronted = False
         return self
 
     def __init__(self, stack: Stack, family: int = -1, type: int = -1, proto: int = -1,
@@ -480,7 +506,9 @@ class Socket(_socket.socket):
     # -- readiness -----------------------------------------------------------
     def _wake(self) -> None:
         """The protocol says something changed: wake waiters, update the fd."""
-        self._cond.notify_all()
+        cond = self._cond
+        if cond._waiters:  # type: ignore[attr-defined]  # (nobody waits: no calls)
+            cond.notify_all()
         if self._efd is not None:
             self._sync_fd()
 
@@ -512,7 +540,7 @@ class Socket(_socket.socket):
             if self._fd < 0:
                 efd = self._efd
                 if efd is None:
-                    efd = self._efd = Readiness()
+                    efd = self._efd = Readiness(self._kind == _socket.SOCK_STREAM)
                     self._sync_fd()
                     _BY_FILE[efd.identity] = weakref.ref(self._core)
                 watched = efd.fileno()
@@ -1206,7 +1234,9 @@ class Socket(_socket.socket):
         if self._closed:
             return
         try:
-            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1, source=self)
+            shown = repr(self) if not self._fronted else \
+                "<socket.socket" + Socket.__repr__(self)[len("<loopstack.socket"):]
+            warnings.warn(f"unclosed {shown}", ResourceWarning, stacklevel=1, source=self)
         except Exception:  # noqa: BLE001 - the warning is best effort (interpreter exit)
             pass
         try:
@@ -1217,19 +1247,11 @@ class Socket(_socket.socket):
     # -- sendfile -----------------------------------------------------------------------
     def _sendfile_use_sendfile(self, file: Any, offset: int = 0,
                                count: int | None = None) -> int:
-        """socket.sendfile()'s zero-copy path, with its checks and answers;
-        the data goes through send(), since the descriptor carries none."""
-        self._check_sendfile_params(file, offset, count)  # type: ignore[attr-defined]
-        try:
-            fsize = os.fstat(file.fileno()).st_size
-        except (AttributeError, OSError, ValueError) as err:
-            raise _socket._GiveupOnSendfile(err) from None  # type: ignore[attr-defined]
-        if not fsize:
-            return 0  # an empty file
-        if self.gettimeout() == 0:
-            raise ValueError("non-blocking sockets are not supported")
-        sent: int = self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined]
-        return sent
+        """socket.sendfile()'s zero-copy path: CPython's, with an os.sendfile
+        that knows loopstack descriptors (sendfile.py)."""
+        from .sendfile import use_sendfile
+
+        return use_sendfile(self, file, offset, count)
 
     # -- options -------------------------------------------------------------------
     # Linux dispatches by level: SOL_SOCKET to sk_setsockopt/sk_getsockopt,
@@ -1470,4 +1492,330 @@ class Socket(_socket.socket):
         }
 
 
-__all__ = ["Socket", "error"]
+# -- the program's object: a front --------------------------------------------------
+# Under patch() the program gets an instance of socket.socket itself, so that
+# type(s) is socket.socket (code may demand it: trio's from_stdlib_socket
+# does). Its C part has no descriptor; it holds nothing of its own. Its
+# calls are carried out by its implementation (a Socket, passthrough.py's
+# socket, an attached process's RemoteSocket), found in _FRONTS by the
+# front's identity. socket.socket's methods and properties, its own and
+# those it inherits from the C type, are replaced on the class by
+# dispatchers (install_dispatchers): a front's call goes to its
+# implementation, any other object's (a kernel socket, an ssl.SSLSocket, a
+# Socket) to what the class had, with the same arguments, so with the same
+# results and errors.
+_STDLIB_SOCKET: Any = _socket.socket  # the class, as imported (a program may swap the module's)
+_C_NEW = _socket.SocketType.__new__
+_CLOSED_SLOT: Any = vars(_STDLIB_SOCKET)["_closed"]
+_IO_REFS_SLOT: Any = vars(_STDLIB_SOCKET)["_io_refs"]
+# id(front) -> its implementation. A plain dict by identity: the lookup is on
+# every call (~60 ns; a WeakKeyDictionary's is ~160 ns). Each entry goes when
+# its front is collected (the weak reference's callback, which runs before
+# the identity can be reused), taking the implementation with it: an
+# unclosed Socket is then closed with the ResourceWarning (Socket.__del__).
+_FRONTS: dict[int, Any] = {}
+_FRONT_REFS: dict[int, weakref.ref[Any]] = {}
+# What socket.socket had under each name replaced, once installed.
+_ORIGINAL: dict[str, Any] = {}
+_installed = False
+_install_lock = threading.Lock()
+# Names left alone: how the object is made, found and finalized, and plain data.
+_NOT_DISPATCHED = frozenset({"__new__", "__del__", "__getattribute__", "__weakref__",
+                             "__dict__", "__doc__", "__module__", "__slots__", "__qualname__"})
+# The original slots' values a front keeps, though every read goes to its implementation.
+_SETTABLE = frozenset({"_closed", "_io_refs"})
+
+
+def implementation(obj: Any) -> Any:
+    """What carries out ``obj``'s socket calls: a front's implementation;
+    ``obj`` itself for anything else (a Socket, a kernel socket). Everything
+    in loopstack that takes a program's socket object looks through this."""
+    impl = _FRONTS.get(id(obj))
+    return obj if impl is None else impl
+
+
+def front(impl: Any) -> Any:
+    """A new ``socket.socket`` object whose calls ``impl`` carries out (what
+    patch.py gives the program). Installs the dispatchers if not yet done."""
+    if not _installed:
+        install_dispatchers()
+    obj = _C_NEW(_STDLIB_SOCKET)  # descriptor -1; socket.socket.__init__ never runs on it
+    _CLOSED_SLOT.__set__(obj, False)
+    _IO_REFS_SLOT.__set__(obj, 0)
+    key = id(obj)
+    _FRONT_REFS[key] = weakref.ref(obj, _forgetter(key))
+    _FRONTS[key] = impl
+    if type.__instancecheck__(Socket, impl):
+        impl._fronted = True
+    return obj
+
+
+def _forgetter(key: int) -> Callable[[Any], None]:
+    def forget(_ref: Any) -> None:
+        try:
+            _FRONT_REFS.pop(key, None)
+            _FRONTS.pop(key, None)
+        except Exception:  # noqa: BLE001 - interpreter exit: the module may be gone
+            pass
+
+    return forget
+
+
+def _front_of(obj: Any) -> Any:
+    """A loopstack socket a method returned, as the program gets it: in a
+    new front (accept, dup). Anything else (a kernel socket a passthrough
+    socket gave) as it is."""
+    return front(obj) if type.__instancecheck__(Socket, obj) else obj
+
+
+def _named(dispatch: Any, original: Any) -> Any:
+    """The dispatcher under the original's name and text; ``__wrapped__``
+    lets ``inspect.signature`` show the original's signature."""
+    for attr in ("__name__", "__qualname__", "__doc__"):
+        try:
+            setattr(dispatch, attr, getattr(original, attr))
+        except (AttributeError, TypeError):
+            pass
+    dispatch.__wrapped__ = original
+    return dispatch
+
+
+def _method(name: str, original: Any) -> Any:
+    get = _FRONTS.get
+
+    def dispatch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        impl = get(id(self))
+        if impl is None:
+            return original(self, *args, **kwargs)
+        result = getattr(impl, name)(*args, **kwargs)
+        return self if result is impl else result  # (__enter__ gives the object itself)
+
+    return _named(dispatch, original)
+
+
+def _repr(original: Any) -> Any:
+    def __repr__(self: Any) -> str:
+        # socket.socket's own text for a front too (its calls dispatch):
+        # "<socket.socket fd=5, family=2, type=1, proto=0, laddr=...>"
+        return str(original(self))
+
+    return _named(__repr__, original)
+
+
+def _init(original: Any) -> Any:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if id(self) not in _FRONTS:  # a front is whole when made (patch.py's __new__)
+            original(self, *args, **kwargs)
+
+    return _named(__init__, original)
+
+
+def _accept(original: Any) -> Any:
+    get = _FRONTS.get
+
+    def accept(self: Any, *args: Any, **kwargs: Any) -> Any:
+        impl = get(id(self))
+        if impl is None:
+            return original(self, *args, **kwargs)
+        sock, address = impl.accept(*args, **kwargs)
+        return _front_of(sock), address
+
+    return _named(accept, original)
+
+
+def _c_accept(original: Any) -> Any:
+    get = _FRONTS.get
+
+    def _accept(self: Any) -> tuple[int, Any]:
+        # socket.socket.accept's C half, for code that kept socket.py's
+        # accept from before the dispatchers: a descriptor of the new
+        # socket, which socket.socket(fileno=) (patch.py) takes back.
+        impl = get(id(self))
+        if impl is None:
+            return original(self)  # type: ignore[no-any-return]
+        if not type.__instancecheck__(Socket, impl):
+            return impl._accept()  # type: ignore[no-any-return]
+        sock, address = impl.accept()
+        return sock.detach(), address
+
+    return _named(_accept, original)
+
+
+def _dup(original: Any) -> Any:
+    get = _FRONTS.get
+
+    def dup(self: Any, *args: Any, **kwargs: Any) -> Any:
+        impl = get(id(self))
+        if impl is None:
+            return original(self, *args, **kwargs)
+        return _front_of(impl.dup(*args, **kwargs))
+
+    return _named(dup, original)
+
+
+def _property(name: str, original: Any) -> property:
+    get = _FRONTS.get
+    settable = name in _SETTABLE
+
+    def fget(self: Any) -> Any:
+        impl = get(id(self))
+        if impl is None:
+            return original.__get__(self, type(self))
+        return getattr(impl, name)
+
+    def fset(self: Any, value: Any) -> None:
+        impl = get(id(self))
+        if impl is None or not settable:
+            original.__set__(self, value)  # (a read-only one says so in its own words)
+        else:
+            setattr(impl, name, value)
+
+    def fdel(self: Any) -> None:
+        impl = get(id(self))
+        if impl is None or not settable:
+            original.__delete__(self)
+        else:
+            delattr(impl, name)
+
+    return property(fget, fset, fdel, getattr(original, "__doc__", None))
+
+
+def _getattr(self: Any, name: str) -> Any:
+    """A name socket.socket does not have: a front gives its
+    implementation's public ones (``stack``, ``tcp_info``); anything else
+    fails as it would without this."""
+    if not name.startswith("_"):
+        impl = _FRONTS.get(id(self))
+        if impl is not None:
+            try:
+                return getattr(impl, name)
+            except AttributeError:
+                pass
+    raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'",
+                         name=name, obj=self)
+
+
+_getattr.__name__ = _getattr.__qualname__ = "__getattr__"
+_SPECIAL: dict[str, Callable[[Any], Any]] = {"__init__": _init, "__repr__": _repr,
+                                              "accept": _accept, "_accept": _c_accept,
+                                              "dup": _dup}
+
+
+def dispatched_names() -> dict[str, Any]:
+    """What socket.socket has under each name it has, its own or the C
+    type's, that install_dispatchers replaces: name -> the original."""
+    found: dict[str, Any] = {}
+    for klass in reversed(_STDLIB_SOCKET.__mro__[:-1]):  # _socket.socket, then socket.socket
+        for name, value in vars(klass).items():
+            if name in _NOT_DISPATCHED:
+                continue
+            if name in _SPECIAL or callable(value) or hasattr(type(value), "__set__"):
+                found[name] = value
+    return found
+
+
+def install_dispatchers() -> None:
+    """Replace socket.socket's methods and properties by dispatchers, for
+    the rest of the process (patch.py's first patch, or its prepare()).
+    They stay after the patch ends, so a front keeps working, and so that
+    code which took ``socket.socket.recv`` while they were on keeps a
+    function that serves fronts. Other objects' calls reach what the class
+    had, with the same arguments: only a Python call's time (and a frame in
+    tracebacks) is added."""
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        originals = dispatched_names()
+        new: dict[str, Any] = {}
+        for name, value in originals.items():
+            if name in _SPECIAL:
+                new[name] = _SPECIAL[name](value)
+            elif hasattr(type(value), "__set__"):
+                new[name] = _property(name, value)
+            else:
+                new[name] = _method(name, value)
+        new["__getattr__"] = _getattr
+        _ORIGINAL.update(originals)
+        for name, value in new.items():
+            setattr(_STDLIB_SOCKET, name, value)
+        _installed = True
+        _repoint({id(originals[name]): (originals[name], new[name]) for name in originals
+                  if not isinstance(new[name], property)})
+
+
+def _repoint(replaced: dict[int, tuple[Any, Any]]) -> None:
+    """Code imported before the dispatchers went on may hold socket.socket's
+    methods themselves (trio's socket class wraps ``socket.socket.recv``
+    and friends when it is imported; pytest loads anyio's plugin, which
+    imports trio, before any hook of loopstack's runs). A front given to
+    such a method fails (a C method finds no descriptor). So the loaded
+    modules' own functions and classes are looked through, once, and each
+    reference to a replaced method (a global, a class attribute, a
+    closure's cell, a default) is pointed at its dispatcher, which does
+    the same for anything but a front. loopstack's own modules keep theirs."""
+    seen: set[int] = set()
+
+    def swap(value: Any) -> Any:
+        hit = replaced.get(id(value))
+        return hit[1] if hit is not None and hit[0] is value else None
+
+    def function(fn: Any, depth: int) -> None:
+        if id(fn) in seen or depth > 3:
+            return
+        seen.add(id(fn))
+        for cell in fn.__closure__ or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            new = swap(value)
+            if new is not None:
+                cell.cell_contents = new
+            elif isinstance(value, _FunctionType):
+                function(value, depth + 1)
+        defaults = fn.__defaults__
+        if defaults and any(swap(d) is not None for d in defaults):
+            fn.__defaults__ = tuple(swap(d) or d for d in defaults)
+        kwdefaults = fn.__kwdefaults__
+        if kwdefaults:
+            for key, value in kwdefaults.items():
+                new = swap(value)
+                if new is not None:
+                    kwdefaults[key] = new
+
+    def members(owner: Any, namespace: dict[str, Any]) -> None:
+        for key, value in list(namespace.items()):
+            new = swap(value)
+            if new is not None:
+                try:
+                    setattr(owner, key, new)
+                except (AttributeError, TypeError):  # a class that refuses
+                    pass
+                continue
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            elif isinstance(value, property):
+                for part in (value.fget, value.fset, value.fdel):
+                    if isinstance(part, _FunctionType):
+                        function(part, 0)
+                continue
+            if isinstance(value, _FunctionType):
+                function(value, 0)
+
+    seen.update(id(klass) for klass in _STDLIB_SOCKET.__mro__)  # where the originals live
+    for name, module in list(sys.modules.items()):
+        if module is None or name in ("socket", "_socket") or name.split(".")[0] == "loopstack":
+            continue
+        try:
+            namespace = vars(module)
+        except TypeError:
+            continue
+        for value in list(namespace.values()):
+            if isinstance(value, type) and value.__module__ == name and id(value) not in seen:
+                seen.add(id(value))
+                members(value, dict(vars(value)))
+        members(module, namespace)
+
+
+__all__ = ["Socket", "error", "front", "implementation", "install_dispatchers"]

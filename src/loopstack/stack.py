@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from .host.bridge import Bridge, Exposure, Forward
     from .host.owner import AttachServer
     from .ping import PingReply, PingResult
+    from .report.recorder import Recorder
 
 # Every stack not yet closed: a fork hands them to the child (host/attach.py).
 live_stacks: weakref.WeakSet[Stack] = weakref.WeakSet()
@@ -420,6 +421,18 @@ class Stack:
             else:
                 ifaces = [i if isinstance(i, Interface) else self.interface(i) for i in interfaces]
             return Capture(path, ifaces, self.wall_ns, format)
+
+    def report(self, path: str, *, pcap: str | None = None) -> Recorder:
+        """Record this stack for a report from now on: the packets (to
+        ``pcap``, by default ``capture.pcap`` beside the page), the ones
+        netem drops, each TCP connection's cwnd, ssthresh and smoothed RTT,
+        the counters and the socket table. ``path`` is a directory (the page
+        is ``path/index.html``) or an ``.html`` file. As a context manager
+        the page is written when the block ends; otherwise call ``write()``
+        (any time) and ``stop()``. Nothing is recorded unless asked for."""
+        from .report.recorder import Recorder
+
+        return Recorder(self, path, pcap=pcap).start()
 
     def wall_ns(self) -> int:
         """Wall-clock time as the stack sees it: virtual time counts from the

@@ -43,6 +43,7 @@ from .transport.tcp.constants import (
     CORE_WMEM_MAX,
     MIN_RCVBUF,
     MIN_SNDBUF,
+    URG_VALID,
 )
 
 if TYPE_CHECKING:
@@ -105,6 +106,18 @@ class StreamSocket(Socket):
         data = bool(t.rcvq) if not t.urg_data else self._stack.tcp.recv_avail(t) > 0
         return data or t.fin_received or t.so_error != 0 or t.shut_rd or \
             self._state(t) == State.CLOSED
+
+    def _urgent(self) -> bool:
+        """POLLPRI, select's exceptional condition (tcp_poll): an urgent byte
+        arrived and recv(MSG_OOB) has not taken it (inline or not)."""
+        t = self._tcb
+        return bool(t.urg_data & URG_VALID) and \
+            t.state not in (State.LISTEN, State.SYN_SENT, State.SYN_RECV)
+
+    def _sync_fd(self) -> None:
+        fd = self._efd
+        if fd is not None:
+            fd.update(self._readable(), self._writable(), self._urgent())
 
     def _writable(self) -> bool:
         """POLLOUT, POLLHUP or POLLERR."""
@@ -309,6 +322,9 @@ class StreamSocket(Socket):
                 raise e
             if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
                 sent += tcp.send(t, data[sent:], urgent)
+                efd = self._efd
+                if efd is not None and efd.writable and not self._writable():
+                    self._sync_fd()  # the send buffer is full: POLLOUT ends now
                 if sent >= len(data):
                     return sent
             if not block:
@@ -412,6 +428,8 @@ class StreamSocket(Socket):
             tcp = self._stack.tcp
             if t.urg_data and not peek:
                 tcp.urgent_skip(t)  # a read starting on the urgent byte steps over it
+                if not t.urg_data:
+                    self._sync_fd()  # and the urgent data is over: POLLPRI ends
             # Under a timeout CPython's descriptor is non-blocking, so MSG_WAITALL
             # takes what is there once the poll said readable (facts).
             want = n if flags & MSG_WAITALL and not peek and self._timeout is None else 1
@@ -431,7 +449,7 @@ class StreamSocket(Socket):
                 except BlockingIOError:
                     if not t.rcvq or not tcp.recv_avail(t):
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
-            if t.rcvq and (not t.urg_data or tcp.recv_avail(t)):
+            if len(t.rcvq) and (not t.urg_data or tcp.recv_avail(t)):
                 if into is not None:
                     count = self._stack.tcp.recv_into(t, into[:n], peek)
                     self._sync_fd()

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from loopstack import readiness
+
 from .harness import Entry, LoopNet, Net, Recorder, Scenarios, as_default, run
 
 V4, V6, STREAM = S.AF_INET, S.AF_INET6, S.SOCK_STREAM
@@ -1960,7 +1962,13 @@ def _params() -> list[Any]:
 def test_tcp(entry: Entry) -> None:
     # A scenario that blocks forever is a failure, not a hung suite.
     faulthandler.dump_traceback_later(60, exit=True)
+    # Urgent-data scenarios look at the descriptor's poll bits: with exact
+    # urgent readiness, as a program that needs them runs (readiness.py; the
+    # default descriptor's one difference is in tests/test_selectors.py).
+    before = readiness.exact_urgent()
+    readiness.set_exact_urgent(entry.name.startswith("urgent"))
     try:
         run(entry)
     finally:
+        readiness.set_exact_urgent(before)
         faulthandler.cancel_dump_traceback_later()

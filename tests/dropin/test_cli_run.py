@@ -19,6 +19,7 @@ from .conftest import KernelLog
 ECHO = textwrap.dedent('''
     """Echo over TCP: a server thread and a client; exits with argv[2]."""
     import socket, sys, threading, time
+    from loopstack.socket import implementation  # the loopstack socket behind the object
 
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -38,7 +39,7 @@ ECHO = textwrap.dedent('''
         while data := c.recv(1024):
             reply += data
     print(f"echo={reply.decode()} port={port} elapsed={time.monotonic() - start:.3f}")
-    print(f"socket={type(c).__module__}.{type(c).__name__}")
+    print(f"socket={type(implementation(c)).__module__}.{type(implementation(c)).__name__}")
     sys.exit(int(sys.argv[2]) if len(sys.argv) > 2 else 0)
 ''')
 
@@ -109,6 +110,7 @@ def test_threads_left_running_are_waited_for(tmp_path: Path,
     prog = tmp_path / "threads.py"
     prog.write_text(textwrap.dedent('''
         import socket, threading, time
+        from loopstack.socket import implementation
         server = socket.create_server(("127.0.0.1", 0))
         def serve():
             conn, _ = server.accept()
@@ -118,7 +120,7 @@ def test_threads_left_running_are_waited_for(tmp_path: Path,
             time.sleep(0.1)
             with socket.create_connection(server.getsockname()) as c:
                 c.sendall(b"late")
-                print("reply", c.recv(100).decode(), type(c).__module__)
+                print("reply", c.recv(100).decode(), type(implementation(c)).__module__)
         threading.Thread(target=serve).start()
         threading.Thread(target=client).start()
     '''))
@@ -147,9 +149,10 @@ def test_console_script(prog: Path) -> None:
 # -- the program's arguments are the program's, as python passes them ------------------
 ARGV = textwrap.dedent('''
     import json, socket, sys
+    from loopstack.socket import implementation
     s = socket.socket()
     print(json.dumps({"argv": sys.argv, "name": __name__,
-                      "loopstack": type(s).__module__.startswith("loopstack")}))
+                      "loopstack": type(implementation(s)).__module__.startswith("loopstack")}))
     s.close()
 ''')
 
@@ -190,7 +193,8 @@ def test_program_arguments_are_the_programs(tmp_path: Path,
 def test_code_form_is_python_c(capsys: pytest.CaptureFixture[str]) -> None:
     """`-c CODE ARGS` as `python -c`: sys.argv[0] is "-c", the code runs as
     __main__, its exit status is the command's."""
-    code = "import sys, socket; print(sys.argv, __name__, type(socket.socket()).__module__)"
+    code = ("import sys, socket; from loopstack.socket import implementation; "
+            "print(sys.argv, __name__, type(implementation(socket.socket())).__module__)")
     assert main(["run", "-c", code + "; sys.exit(4)", "a", "--stats", "-m"]) == 4
     out = capsys.readouterr().out
     assert out.split("]")[0] + "]" == "['-c', 'a', '--stats', '-m']"

@@ -135,3 +135,23 @@ def test_unknown_clock_is_one_sentence(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["run", "--clock", "fast", "-c", "pass"]) == 2
     err = capsys.readouterr().err
     assert "invalid choice" in err and err.count("\n") == 1
+
+
+URGENT = textwrap.dedent('''
+    import select, socket
+    s = socket.create_server(("127.0.0.1", 0))
+    c = socket.create_connection(s.getsockname())
+    a, _ = s.accept()
+    fd = a.fileno()
+    c.send(b"!", socket.MSG_OOB)
+    r, _, x = select.select([fd], [], [fd], 0)
+    print(f"readable={bool(r)} exceptional={bool(x)}")
+''')
+
+
+@pytest.mark.parametrize("option,readable", [([], "True"), (["--exact-urgent"], "False")])
+def test_exact_urgent_option(tmp_path: Path, option: list[str], readable: str) -> None:
+    """A lone urgent byte: exceptional either way; readable too only with the
+    default AF_UNIX descriptor (readiness.py, docs/differences.md)."""
+    seen = _run(tmp_path, URGENT, *option)
+    assert seen == {"readable": readable, "exceptional": "True"}

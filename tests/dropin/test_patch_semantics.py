@@ -18,6 +18,7 @@ import pytest
 import requests
 
 import loopstack
+from loopstack import sendfile as lsf
 from loopstack.socket import Socket
 
 from .conftest import KernelLog, watch_kernel
@@ -206,10 +207,10 @@ def test_tls_wrap_of_a_kernel_socket_stays_the_kernels() -> None:
 
 
 def test_sendfile_and_the_descriptor(tmp_path: Path) -> None:
-    """socket.sendfile works through send(); the descriptor behind fileno()
-    (readiness.py) refuses os.sendfile with EINVAL, so code that tries the
-    fast path first (asyncio's loop.sendfile) falls back instead of pouring
-    the file into a descriptor that carries no data."""
+    """Under the patch os.sendfile on a loopstack descriptor sends the file
+    (sendfile.py), and socket.sendfile takes that path; the real
+    os.sendfile refuses the descriptor (readiness.py: O_APPEND) with EINVAL
+    instead of pouring the file into a descriptor that carries no data."""
     blob = os.urandom(100_000)
     (tmp_path / "blob").write_bytes(blob)
     with loopstack.patch():
@@ -217,10 +218,15 @@ def test_sendfile_and_the_descriptor(tmp_path: Path) -> None:
         client = socket.create_connection(server.getsockname())
         conn, _ = server.accept()
         with open(tmp_path / "blob", "rb") as f:
+            assert os.sendfile is not lsf._REAL
+            assert os.sendfile(client.fileno(), f.fileno(), 0, 1000) == 1000
+            assert f.tell() == 0  # an offset given: the position stays
+            assert lsf._REAL is not None
             with pytest.raises(OSError) as e:
-                os.sendfile(client.fileno(), f.fileno(), 0, 1000)
+                lsf._REAL(client.fileno(), f.fileno(), 0, 1000)
             assert e.value.errno == errno.EINVAL
-            assert client.sendfile(f) == len(blob)
+            assert client.sendfile(f, 1000) == len(blob) - 1000
+            assert f.tell() == len(blob)
         client.close()
         got = b""
         while data := conn.recv(65536):
@@ -228,3 +234,4 @@ def test_sendfile_and_the_descriptor(tmp_path: Path) -> None:
         assert got == blob
         conn.close()
         server.close()
+    assert os.sendfile is lsf._REAL  # the patch's end restores it

@@ -110,11 +110,15 @@ import os
 import socket
 import sys
 
+from loopstack.readiness import making
+
 _INET = (socket.AF_INET, socket.AF_INET6)
 KERNEL = []  # what reached the kernel's socket module for the network
 
 
 def _audit(event, args):
+    if making():
+        return  # a readiness descriptor's kernel pair (readiness.py)
     if event == "socket.__new__" and args[1] in _INET:
         KERNEL.append([event, args[1]])
     elif event in ("socket.bind", "socket.connect", "socket.sendto") and isinstance(

@@ -1,6 +1,7 @@
 """The socket object under ``loopstack.patch``: a ``socket.socket`` whose C
-part has no descriptor (socket.py), its descriptors (dup, detach, fromfd),
-its collection when dropped unclosed, and what stays real."""
+part has no descriptor, a front for a loopstack socket (socket.py); its
+descriptors (dup, detach, fromfd), its collection when dropped unclosed,
+and what stays real."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ import weakref
 import pytest
 
 import loopstack
-from loopstack.socket import Socket
+from loopstack.socket import Socket, implementation
 
 
 def test_instances_are_socket_objects_and_subclasses_stay_real() -> None:
     with loopstack.patch():
         s = socket.socket()
         assert isinstance(s, socket.socket) and isinstance(s, socket.SocketType)
-        assert isinstance(s, Socket) and type(s).__module__ == "loopstack.stream"
+        assert type(s) is socket.socket  # a front (socket.py): exactly the stdlib's class
+        assert isinstance(s, Socket) and type(implementation(s)).__module__ == "loopstack.stream"
         s.close()
 
         class Mine(socket.socket):
@@ -41,7 +43,7 @@ def test_instances_are_socket_objects_and_subclasses_stay_real() -> None:
             socket.socket = real_class  # type: ignore[misc]
     with loopstack.patch(passthrough=True):
         p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        assert isinstance(p, socket.socket)
+        assert type(p) is socket.socket
         p.close()
 
 

@@ -182,7 +182,7 @@ def test_fork_under_patch(tmp_path: Path) -> None:
                 c.sendall(b"hi")
                 print("reply", c.recv(100).decode())
             print("status", os.waitpid(pid, 0)[1])
-            print("socket", type(c).__module__)
+            print("socket", type(loopstack.socket.implementation(c)).__module__)
     ''', str(pick_port()), patch_only=True)
     assert lines(proc, "reply") == ["forked child hi"]
     assert lines(proc, "status") == ["0"]
@@ -532,7 +532,8 @@ def test_user_sitecustomize_still_runs(tmp_path: Path) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + os.path.abspath("site_dir")
         out = subprocess.run([sys.executable, "-c",
-            "import builtins, socket; print(builtins.USER_HOOK, type(socket.socket()).__name__)"],
+            "import builtins, socket, loopstack.socket as L; "
+            "print(builtins.USER_HOOK, type(L.implementation(socket.socket())).__name__)"],
             capture_output=True, text=True, env=env, timeout=30)
         print("child", out.stdout.strip(), out.stderr.strip())
     ''')
@@ -557,7 +558,8 @@ def test_pytest_plugin_shares_the_test_stack_with_subprocesses(
         def test_fixture_too(loopstack_patch):
             listener = socket.create_server(("127.0.0.1", 0))
             child = subprocess.run([sys.executable, "-c",
-                "import socket, sys; print(type(socket.socket()).__name__)"],
+                "import socket, sys, loopstack.socket as L; "
+                "print(type(L.implementation(socket.socket())).__name__)"],
                 capture_output=True, text=True, timeout=30)
             assert child.stdout.strip() == "RemoteSocket"
     ''')

@@ -678,8 +678,9 @@ def test_forks_while_calls_wait(tmp_path: Path) -> None:
         pid = os.fork()
         if pid == 0:
             out = subprocess.run([sys.executable, "-c",
-                "import socket; c = socket.create_connection(('127.0.0.1', %d), timeout=10);"
-                "print(type(c).__name__, c.recv(100).decode())" % port],
+                "import socket, loopstack.socket as L; "
+                "c = socket.create_connection(('127.0.0.1', %d), timeout=10);"
+                "print(type(L.implementation(c)).__name__, c.recv(100).decode())" % port],
                 capture_output=True, text=True, timeout=30)
             say("grandchild", out.stdout.strip())
             os._exit(0)

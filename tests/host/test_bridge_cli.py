@@ -41,6 +41,7 @@ SERVER = textwrap.dedent('''
     digest service (virtual 127.0.0.1:9000: reads to EOF, answers "LENGTH
     SHA256"); runs until its standard input closes."""
     import functools, hashlib, http.server, socket, sys, threading
+    from loopstack.socket import implementation
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
@@ -67,7 +68,7 @@ SERVER = textwrap.dedent('''
             threading.Thread(target=answer, args=(conn,), daemon=True).start()
 
     threading.Thread(target=serve_digests, daemon=True).start()
-    print("server: ready", type(digest).__module__, file=sys.stderr, flush=True)
+    print("server: ready", type(implementation(digest)).__module__, file=sys.stderr, flush=True)
     sys.stdin.read()
     web.shutdown()
     web.server_close()
@@ -77,6 +78,7 @@ SERVER = textwrap.dedent('''
 CLIENT = textwrap.dedent('''
     """Through virtual 127.0.0.1:7000 (a --forward) to a real echo service."""
     import hashlib, socket, sys, threading
+    from loopstack.socket import implementation
 
     payload = bytes(range(256)) * 4096
     with socket.create_connection(("127.0.0.1", 7000), timeout=30) as c:
@@ -87,7 +89,7 @@ CLIENT = textwrap.dedent('''
         while data := c.recv(65536):
             back += data
     print(first.decode(), hashlib.sha256(back).hexdigest() == hashlib.sha256(payload).hexdigest(),
-          type(c).__module__)
+          type(implementation(c)).__module__)
 ''')
 
 
@@ -380,11 +382,12 @@ def test_unreachable_target_closes_what_was_opened(prog: str,
 # -- the pytest plugin ------------------------------------------------------------------------
 INNER = '''
 import socket
+from loopstack.socket import implementation
 
 
 def test_database_on_the_host():
     with socket.create_connection(("127.0.0.1", 7000), timeout=10) as c:
-        assert type(c).__module__ == "loopstack.stream"
+        assert type(implementation(c)).__module__ == "loopstack.stream"
         c.sendall(b"select 1")
         assert c.recv(100) == b"select 1"
 

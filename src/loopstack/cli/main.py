@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from .. import __version__
-from . import doctor, ping, run, serve
+from . import doctor, ping, report, run, serve
 from .errors import CliError
 
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     serve.add_parser(sub)
     doctor.add_parser(sub)
+    report.add_parser(sub)
     return parser
 
 

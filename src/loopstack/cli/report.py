@@ -1,44 +1,43 @@
-"""Human-readable views of a stack: the socket table (`ss`), counters (`nstat`)."""
+"""`loopstack report CAPTURE -o DIR`: draw a pcap or pcapng file as a
+self-contained HTML page (summary, ladder diagrams, time-sequence graphs)."""
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+import argparse
+import os
+import sys
+from typing import Any
 
-from ..stack import Stack
-
-
-def _addr(a: Any) -> str:
-    if a is None:
-        return "*:*"
-    host, port = a[0], a[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+from ..report import NotACapture, write_report
+from .errors import CliError
 
 
-def socket_table(stack: Stack) -> list[str]:
-    """Rows as `ss -tuan` prints them."""
-    lines = [f"{'Netid':<6} {'State':<11} {'Recv-Q':>7} {'Send-Q':>7} "
-             f"{'Local Address:Port':<28} Peer Address:Port"]
-    for row in stack.sockets():
-        lines.append(f"{row['proto']:<6} {row['state']:<11} {row['recv_q']:>7} "
-                     f"{row['send_q']:>7} {_addr(row['local']):<28} {_addr(row['peer'])}")
-    return lines
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "report", help="draw a capture as an HTML page: ladder diagrams, time-sequence graphs",
+        description="Read CAPTURE (pcap or pcapng: Ethernet, raw IP or Linux cooked) and "
+        "write DIR/index.html: one self-contained page (it fetches nothing) with a summary "
+        "of hosts, connections and flows, and per TCP connection a ladder diagram and "
+        "time-sequence graphs. Packets that cannot be read are counted on the page. "
+        "`loopstack run --report DIR` draws a run, with what a capture cannot know.")
+    p.add_argument("capture", metavar="CAPTURE", help="a .pcap or .pcapng file")
+    p.add_argument("-o", "--output", metavar="DIR", default=None,
+                   help="where to write index.html (default: CAPTURE's name without its "
+                   "extension, plus -report); a name ending in .html is the page itself")
+    p.add_argument("--title", help="the page's heading")
+    p.set_defaults(func=run)
 
 
-def counter_lines(stack: Stack) -> list[str]:
-    """Counters that are not zero, as `nstat -a` names them (group + name)."""
-    out = []
-    for group, counters in stack.stats().items():
-        for name, value in counters.items():
-            if value and name not in ("Forwarding", "DefaultTTL", "RtoAlgorithm", "RtoMin",
-                                      "RtoMax", "MaxConn"):
-                out.append(f"{group + name:<32} {value}")
-    return out
-
-
-def print_stats(stack: Stack, out: TextIO) -> None:
-    print("\n-- sockets (ss -tuan) --", file=out)
-    for line in socket_table(stack):
-        print(line, file=out)
-    print("\n-- counters (nstat) --", file=out)
-    for line in counter_lines(stack):
-        print(line, file=out)
+def run(args: argparse.Namespace) -> int:
+    capture: str = args.capture
+    out = args.output or os.path.splitext(capture)[0] + "-report"
+    if not os.path.exists(capture):
+        raise CliError(f"{capture}: no such file: give a pcap or pcapng capture")
+    try:
+        page = write_report(capture, out, title=args.title)
+    except NotACapture as e:
+        raise CliError(str(e)) from None
+    except OSError as e:
+        raise CliError(f"cannot write the report to {out}: {e.strerror or e}") from None
+    print(page, file=sys.stdout)
+    return 0

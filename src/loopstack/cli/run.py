@@ -25,11 +25,13 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from .. import readiness
 from ..host.bridge import Bridge, endpoint, parse_expose, parse_forward
 from ..patch import patch
+from ..report import Recorder
 from ..stack import Stack
 from .errors import CliError
-from .report import print_stats
+from .tables import print_stats
 
 
 def add_parser(sub: Any) -> None:
@@ -48,8 +50,18 @@ def add_parser(sub: Any) -> None:
                    "loops run on it (a 30 s timeout costs no wall time; with --seed a run "
                    "repeats)")
     p.add_argument("--pcap", metavar="FILE", help="capture every packet to FILE")
+    p.add_argument("--report", metavar="DIR",
+                   help="write DIR/index.html when the program ends: ladder diagrams and "
+                   "time-sequence graphs of its connections, with the packets netem dropped, "
+                   "cwnd, ssthresh and RTT over time, the counters and the socket table (the "
+                   "capture goes to DIR/capture.pcap, or to --pcap FILE)")
     p.add_argument("--stats", action="store_true",
                    help="print the socket table and the counters when the program ends")
+    p.add_argument("--exact-urgent", action="store_true",
+                   help="give TCP sockets descriptors whose poll bits for urgent data "
+                   "(MSG_OOB) are exactly Linux's: a kernel TCP pair on the host's 127.0.0.1 "
+                   "per socket (by default an AF_UNIX pair, which also shows a lone urgent "
+                   "byte as readable; docs/differences.md)")
     p.add_argument("--passthrough", action="store_true",
                    help="let names and addresses the stack does not know reach the real "
                    "network (the real resolver; real sockets for unroutable destinations)")
@@ -128,6 +140,9 @@ def run(args: argparse.Namespace) -> int:
     virtual = getattr(args, "clock", "real") == "virtual"
     if virtual:
         _refuse_real_sockets(args)
+    if getattr(args, "exact_urgent", False):
+        readiness.set_exact_urgent(True)
+        os.environ["LOOPSTACK_EXACT_URGENT"] = "1"  # (for exec'd children, who attach)
     stack = Stack(clock="virtual" if virtual else "real", seed=args.seed)
     if virtual:
         stack.autojump()  # programs that wait in select or a thread-free loop
@@ -138,7 +153,17 @@ def run(args: argparse.Namespace) -> int:
             stack.close()
             raise CliError(f"--netem: {e}") from None
     bridges = _open_bridges(stack, exposes, forwards)
-    capture = stack.capture(args.pcap) if args.pcap else None
+    report_dir: str | None = getattr(args, "report", None)
+    recorder = None
+    if report_dir:
+        try:
+            recorder = stack.report(report_dir, pcap=args.pcap)
+        except OSError as e:
+            for bridge in bridges:
+                bridge.close()
+            stack.close()
+            raise CliError(f"--report {report_dir}: {e.strerror or e}") from None
+    capture = stack.capture(args.pcap) if args.pcap and recorder is None else None
     saved_argv = sys.argv[:]
     saved_path = sys.path[:]
     code = 0
@@ -174,12 +199,25 @@ def run(args: argparse.Namespace) -> int:
         sys.path[:] = saved_path
         if capture is not None:
             capture.stop()
+        if recorder is not None:
+            _write_report(recorder)
         if args.stats:
             print_stats(stack, sys.stderr)
         for bridge in bridges:
             bridge.close()
         stack.close()
     return code
+
+
+def _write_report(recorder: Recorder) -> None:
+    """Stop recording and write the page; say where it is on stderr."""
+    recorder.stop()
+    try:
+        page = recorder.write()
+    except (OSError, ValueError) as e:
+        print(f"loopstack: the report could not be written: {e}", file=sys.stderr)
+        return
+    print(f"loopstack: report: {page}", file=sys.stderr, flush=True)
 
 
 class _VirtualTimePolicy(asyncio.DefaultEventLoopPolicy):

@@ -29,6 +29,7 @@ from __future__ import annotations
 import errno
 import hmac
 import os
+import select
 import selectors
 import shutil
 import socket as _socket
@@ -250,8 +251,20 @@ class AttachServer:
 
     # -- connections -----------------------------------------------------------------
     def _accept_loop(self) -> None:
+        # Wait for a connection before calling accept(): Linux takes the new
+        # descriptor's number when accept() is entered, not when a connection
+        # comes (__sys_accept4_file), so a thread blocked in accept() holds
+        # the process's lowest free number, unseen in /proc/self/fd, and the
+        # program's next open() or dup() skips it (test_os's test_closerange
+        # cannot get two consecutive descriptors). close() shuts the listener
+        # down, which wakes the poll (POLLHUP); the timeout only bounds a
+        # close that lands between the check of _closed and the poll.
+        poller = select.poll()
+        poller.register(self._listener.fileno(), select.POLLIN)
         while not self._closed:
             try:
+                if not poller.poll(1000):
+                    continue
                 conn, _ = self._listener.accept()
             except OSError:
                 if self._closed:

@@ -91,6 +91,12 @@ class Capture:
 
         return write
 
+    def flush(self) -> None:
+        """Write out what is buffered, so the file can be read while the
+        capture goes on (a report written mid-run)."""
+        if not self._file.closed:
+            self._file.flush()
+
     def stop(self) -> None:
         """Detach from the interfaces and close the file (idempotent)."""
         for h in self._handles:

@@ -13,6 +13,7 @@ import heapq
 import math
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from statistics import NormalDist
@@ -436,6 +437,17 @@ def _paretonormal(u: float) -> float:
 _QUANTILES = {"normal": _normal, "pareto": _pareto, "paretonormal": _paretonormal}
 
 
+# Told of every packet a netem drops, as (netem, packet): the report
+# recorders (report/recorder.py) register here while a report is requested,
+# so a stack nobody observes pays nothing.
+drop_observers: list[Callable[[Netem, bytes], None]] = []
+
+
+def _tell_dropped(netem: Netem, packet: bytes) -> None:
+    for observer in list(drop_observers):
+        observer(netem, packet)
+
+
 class Netem:
     """One netem qdisc. The same seed and the same packets give the same results.
 
@@ -476,6 +488,8 @@ class Netem:
             copies -= 1
         if copies == 0:
             stats.dropped += 1
+            if drop_observers:
+                _tell_dropped(self, packet)
             return
         if copies == 2:
             # The clone goes through netem first, and is never duplicated again.
@@ -493,6 +507,8 @@ class Netem:
         if len(self._waiting) >= spec.limit:
             stats.dropped += 1
             stats.overlimits += 1
+            if drop_observers:
+                _tell_dropped(self, packet)
             return
 
         if (
