@@ -39,39 +39,49 @@ def _call(callback: Callback) -> None:
 class Timer:
     """A handle on one callback; fires once per arming, never before its deadline."""
 
-    __slots__ = ("_clock", "_callback", "_deadline", "_seq", "_active", "_entry")
+    __slots__ = ("_clock", "_callback", "_deadline", "_seq", "active", "_entry")
 
     def __init__(self, clock: Clock, callback: Callback) -> None:
         self._clock = clock
         self._callback = callback
         self._deadline = 0
         self._seq = 0  # order of the latest arming: breaks ties between equal deadlines
-        self._active = False
+        # Armed, and neither fired nor cancelled since (read it; the clock writes it).
+        self.active = False
         self._entry: _Entry | None = None  # this timer's live heap entry, if any
 
     @property
     def deadline(self) -> int:
         return self._deadline
 
-    @property
-    def active(self) -> bool:
-        """Armed, and neither fired nor cancelled since."""
-        return self._active
-
     def cancel(self) -> None:
         with self._clock._lock:
-            self._active = False
+            self.active = False
 
     def reschedule(self, deadline_ns: int) -> None:
         """Arm again for deadline_ns, whether pending, fired or cancelled."""
-        with self._clock._lock:
-            self._clock._arm(self, deadline_ns)
+        clock = self._clock
+        with clock._lock:
+            entry = self._entry
+            if self.active and entry is not None and entry[0] <= deadline_ns \
+                    and clock._later_is_quiet:
+                # Later than its heap entry: only the deadline moves; the entry
+                # is moved when it surfaces (_top). Whoever fires timers
+                # already waits for something no later than that entry.
+                clock._next_seq += 1
+                self._deadline = deadline_ns
+                self._seq = clock._next_seq
+                return
+            clock._arm(self, deadline_ns)
 
 
 class Clock:
     """The timer heap; subclasses say what "now" is and who fires due timers."""
 
     is_virtual: ClassVar[bool]
+    # A timer re-armed later than its live heap entry need not tell the
+    # clock's waker (_armed): true where _armed only wakes for an earlier deadline.
+    _later_is_quiet: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -111,7 +121,7 @@ class Clock:
         with self._lock:
             self._closed = True
             for _, _, timer in self._heap:
-                timer._active = False
+                timer.active = False
                 timer._entry = None
             self._heap.clear()
 
@@ -126,7 +136,7 @@ class Clock:
         self._next_seq += 1
         timer._deadline = deadline_ns
         timer._seq = self._next_seq
-        timer._active = True
+        timer.active = True
         entry = timer._entry
         if entry is None or entry[0] > deadline_ns:
             entry = (deadline_ns, timer._seq, timer)
@@ -145,7 +155,7 @@ class Clock:
             _, seq, timer = entry
             if timer._entry is not entry:  # superseded by an earlier re-arming
                 heapq.heappop(heap)
-            elif not timer._active:  # cancelled
+            elif not timer.active:  # cancelled
                 heapq.heappop(heap)
                 timer._entry = None
             elif seq != timer._seq:  # re-armed since this entry was pushed: move it
@@ -162,7 +172,7 @@ class Clock:
             return None
         heapq.heappop(self._heap)
         timer._entry = None
-        timer._active = False
+        timer.active = False
         return timer
 
 
@@ -176,15 +186,15 @@ class RealClock(Clock):
     """
 
     is_virtual = False
+    _later_is_quiet = True
+    # A C function, not a method: the hot path reads the clock often.
+    now_ns = staticmethod(time.monotonic_ns)
 
     def __init__(self) -> None:
         super().__init__()
         self._wakeup = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._wake_at: int | None = None  # deadline the thread sleeps until; None: no limit
-
-    def now_ns(self) -> int:
-        return time.monotonic_ns()
 
     def close(self) -> None:
         super().close()

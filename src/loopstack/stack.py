@@ -202,7 +202,8 @@ class Stack:
         self.hosts: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_HOSTS.items()}
         self._interfaces: dict[str, Interface] = {}
         self._addresses: list[InterfaceAddress] = []
-        self._backlog: deque[tuple[Interface, bytes]] = deque()
+        # (device, packet); device None: a record (ip/packet.py Record) from lo
+        self._backlog: deque[tuple[Interface | None, Any]] = deque()
         self._draining = False
         self._depth = 0
         self.locked = _Operation(self)
@@ -264,6 +265,9 @@ class Stack:
             v6 = self.ipv6.input
             while backlog:
                 dev, pkt = backlog.popleft()
+                if dev is None:  # a datagram that crossed lo as its record (ip/packet.py)
+                    pkt.deliver(pkt)
+                    continue
                 version = pkt[0] >> 4 if pkt else 0
                 if version == 4:
                     v4(dev, pkt)

@@ -103,7 +103,7 @@ class StreamSocket(Socket):
         if t.listening:
             return bool(t._listen_state and t._listen_state.accept_queue)
         # (An out-of-line urgent byte at the mark is not readable data: tcp_poll.)
-        data = bool(t.rcvq) if not t.urg_data else self._stack.tcp.recv_avail(t) > 0
+        data = t.rcvq.size != 0 if not t.urg_data else self._stack.tcp.recv_avail(t) > 0
         return data or t.fin_received or t.so_error != 0 or t.shut_rd or \
             self._state(t) == State.CLOSED
 
@@ -127,7 +127,7 @@ class StreamSocket(Socket):
             return True
         if state in (State.LISTEN, State.SYN_SENT, State.SYN_RECV):
             return False
-        return t.shut_wr or t.fin_queued or len(t.sndq) < t.sndbuf
+        return t.shut_wr or t.fin_queued or t.sndq.size < t.sndbuf
 
     def _poll_first(self, ready: Any) -> None:
         """CPython polls a socket that has a timeout before each call
@@ -336,7 +336,7 @@ class StreamSocket(Socket):
                 self._cond,
                 lambda: self._closed or self._send_error_pending(t) or (
                     t.state in (State.ESTABLISHED, State.CLOSE_WAIT)
-                    and len(t.sndq) < t.sndbuf),
+                    and t.sndq.size < t.sndbuf),
                 None if limit is None else limit / HZ)
             if self._closed:
                 if sent:
@@ -437,9 +437,9 @@ class StreamSocket(Socket):
             def ready() -> bool:
                 if t.urg_data:  # reads stop at the urgent mark (tcp_recvmsg_locked)
                     avail = tcp.recv_avail(t)
-                    if avail >= want or 0 < avail < len(t.rcvq):
+                    if avail >= want or 0 < avail < t.rcvq.size:
                         return True
-                elif len(t.rcvq) >= want:
+                elif t.rcvq.size >= want:
                     return True
                 return t.fin_received or t.so_error != 0 or t.shut_rd \
                     or self._state(t) == State.CLOSED
@@ -449,7 +449,7 @@ class StreamSocket(Socket):
                 except BlockingIOError:
                     if not t.rcvq or not tcp.recv_avail(t):
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
-            if len(t.rcvq) and (not t.urg_data or tcp.recv_avail(t)):
+            if t.rcvq.size and (not t.urg_data or tcp.recv_avail(t)):
                 if into is not None:
                     count = self._stack.tcp.recv_into(t, into[:n], peek)
                     self._sync_fd()
@@ -866,8 +866,8 @@ class StreamSocket(Socket):
             peer = self._text(self._shown(t.remote_addr), t.remote_port)
         local_addr = t.local_addr if not listening and t.local_addr else (
             t.bind_addr or (V6_ANY if t.v6 else V4_ANY))
-        recv_q = len(t.listen_state.accept_queue) if listening else len(t.rcvq)
-        send_q = t.listen_state.backlog if listening else len(t.sndq)
+        recv_q = len(t.listen_state.accept_queue) if listening else t.rcvq.size
+        send_q = t.listen_state.backlog if listening else t.sndq.size
         return {
             "proto": "tcp6" if self._family == AF_INET6 else "tcp",
             "state": state.ss_name if state != State.CLOSED else "UNCONN",

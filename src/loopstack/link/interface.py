@@ -93,6 +93,14 @@ class Interface:
         self._clock = clock
         self._lock = lock
 
+    def carries_records(self) -> bool:
+        """Whether a packet may cross this device as its parsed record (only
+        an unobserved loopback: see Loopback.carries_records)."""
+        return False
+
+    def transmit_record(self, record: object, length: int) -> None:
+        raise NotImplementedError("only an interface that carries records takes one")
+
     # -- checksum offload ------------------------------------------------------
     @property
     def checksum_offload(self) -> bool:

@@ -33,5 +33,23 @@ class Loopback(Interface):
         stats.rx_bytes += n
         self._rx_handler(self, packet)
 
+    def carries_records(self) -> bool:
+        """Whether a transport segment may cross now as its parsed record
+        (``transmit_record``) instead of bytes: nothing watches or changes
+        what crosses lo (no capture or other tap, no netem, no path rule)
+        and it is up. The record path counts exactly as :meth:`transmit`."""
+        return self._netem is None and not self._taps and not self.rules and self.up
+
+    def transmit_record(self, record: object, length: int) -> None:
+        """A packet of ``length`` bytes, given as its record (see
+        ip/packet.py, ``Record``): counted out and in as :meth:`transmit`
+        counts it, and handed to the stack (interface ``None`` marks a record)."""
+        stats = self.stats
+        stats.tx_packets += 1
+        stats.tx_bytes += length
+        stats.rx_packets += 1
+        stats.rx_bytes += length
+        self._rx_handler(None, record)  # type: ignore[arg-type]  # (the stack's _netif_rx)
+
     def _xmit(self, packet: bytes) -> None:
         self._receive(packet, "in")

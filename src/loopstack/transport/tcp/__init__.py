@@ -20,7 +20,7 @@ from ...clock import NS_PER_SEC, Clock
 from ...ip.addr import V4_ANY, V6_ANY, is_multicast
 from ...ip.ipv4 import IPv4
 from ...ip.ipv6 import IPv6
-from ...ip.packet import Inbound, OutRoute
+from ...ip.packet import Inbound, OutRoute, Record
 from ...ip.route import BROADCAST
 from ...wire.checksum import checksum, pseudo_sum
 from ...wire.errors import MalformedPacket
@@ -114,6 +114,7 @@ class TCP:
         self.tw_count = 0  # connections in TIME_WAIT
         self.orphans = 0  # closed by their application, still finishing
         ipv4.handlers[PROTO_TCP] = self.input
+        ipv4.record_handlers[PROTO_TCP] = self.input_record
         ipv6.handlers[PROTO_TCP] = self.input
         icmp4.err_handlers[PROTO_TCP] = self.icmp_error
         icmp6.err_handlers[PROTO_TCP] = self.icmp_error
@@ -328,6 +329,26 @@ class TCP:
         if tcb is not None:
             segment_arrives(tcb, seg)
             return
+        self._demux(pkt, seg)
+
+    def input_record(self, rec: Record) -> None:
+        """A segment that crossed an unobserved lo as its record (IP has
+        counted it): what :meth:`input` does with its bytes, without the
+        checks that hold by construction (length, data offset, checksum
+        offloaded on lo, options: timestamps at most; a local unicast
+        destination). No connection: the byte way from the demultiplexer."""
+        self.mib["InSegs"] += 1
+        seg: Segment = rec.segment
+        tcb = self.conns.get((rec.dst, seg.dport, rec.src, seg.sport))
+        if tcb is not None:
+            segment_arrives(tcb, seg)
+            return
+        packet = rec.packet()
+        self._demux(Inbound(rec.iface, rec.src, rec.dst, rec.proto, rec.ttl, packet,
+                            memoryview(packet)[20:]), seg)
+
+    def _demux(self, pkt: Inbound, seg: Segment) -> None:
+        """No connection: a listener's, or RFC 9293 3.10.7.1's reset."""
         lst = self._listener(pkt.dst, seg.dport, len(pkt.src) == 16)
         if lst is not None:
             self._listen_input(lst, pkt, seg)
@@ -681,16 +702,16 @@ class TCP:
         """Queue as much of ``data`` as the send buffer takes; send. With
         ``urgent`` (MSG_OOB) the urgent pointer moves to the end of what was
         queued (Linux tcp_mark_urg: after the last urgent byte, RFC 6093)."""
-        room = tcb.sndbuf - len(tcb.sndq)
+        room = tcb.sndbuf - tcb.sndq.size
         if room <= 0:
             return 0
         chunk = data[:room]
-        if not tcb.sndq and tcb.snd_nxt == tcb.snd_max and self.slow_start_after_idle \
+        if not tcb.sndq.size and tcb.snd_nxt == tcb.snd_max and self.slow_start_after_idle \
                 and tcb.last_send_ns and \
                 self.clock.now_ns() - tcb.last_send_ns > timers.current_rto(tcb):
             # RFC 5681 4.1 / Linux tcp_slow_start_after_idle: restart window.
             tcb.cc.cwnd = min(tcb.cc.cwnd, 10)
-        tcb.sndq += chunk
+        tcb.sndq.append(chunk)  # immutable bytes by reference (bufq.py)
         if urgent and len(chunk):
             tcb.snd_up = tcb.data_end
         output(tcb)
@@ -699,15 +720,7 @@ class TCP:
     def recv(self, tcb: TCB, n: int, peek: bool) -> bytes:
         if tcb.urg_data:
             return self._recv_urgent_aware(tcb, n, peek)
-        q = tcb.rcvq
-        if n >= len(q):
-            data = bytes(q)
-            if not peek:
-                q.clear()
-        else:
-            data = bytes(q[:n])
-            if not peek:
-                del q[:n]
+        data = tcb.rcvq.read(n, peek)
         if data and not peek:
             self._after_read(tcb, len(data))
         return data
@@ -718,12 +731,8 @@ class TCP:
             data = self._recv_urgent_aware(tcb, len(view), peek)
             view[:len(data)] = data
             return len(data)
-        q = tcb.rcvq
-        n = min(len(view), len(q))
-        with memoryview(q) as src:
-            view[:n] = src[:n]
+        n = tcb.rcvq.read_into(view, peek)
         if not peek and n:
-            del q[:n]
             self._after_read(tcb, n)
         return n
 
@@ -734,7 +743,7 @@ class TCP:
         urgent data: a byte recv(MSG_OOB) did not take is lost."""
         if tcb.urg_data and not tcb.urg_inline and tcb.rcvq and \
                 tcb.urg_seq == tcb.copied_seq:
-            del tcb.rcvq[:1]
+            tcb.rcvq.drop(1)
             tcb.urg_data = 0
             self._after_read(tcb, 1)
 
@@ -742,7 +751,7 @@ class TCP:
         """Bytes the next read may return (what poll's POLLIN means, Linux
         tcp_poll/tcp_stream_is_readable): a read stops in front of the mark,
         and one starting on an out-of-line urgent byte does not count it."""
-        n = len(tcb.rcvq)
+        n = tcb.rcvq.size
         if not tcb.urg_data or not n:
             return n
         offset = tcb.urg_seq - tcb.copied_seq
@@ -763,9 +772,9 @@ class TCP:
             start = 1  # MSG_PEEK steps over it without consuming anything
         count = min(n, self.recv_avail(tcb))
         q = tcb.rcvq
-        data = bytes(q[start:start + count])
+        data = q.copy(start, count)
         if not peek and count:
-            del q[:count]
+            q.drop(count)
             if tcb.urg_data and tcb.copied_seq > tcb.urg_seq:
                 tcb.urg_data = 0  # read past the mark (inline): it is over
             self._after_read(tcb, count)

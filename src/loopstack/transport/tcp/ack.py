@@ -96,7 +96,7 @@ def data_received(tcb: TCB) -> None:
     by the RTO; a gap longer than the RTO means the sender restarted, so
     quick ACKs again."""
     tcb.ack_pending = True
-    now = jiffies(tcb)
+    now = tcb.tcp.clock.now_ns() // JIFFY_NS  # (jiffies(), inline: per segment)
     if not tcb.ato:
         incr_quickack(tcb, MAX_QUICKACKS)
         tcb.ato = ATO_MIN
@@ -119,7 +119,7 @@ def ack_snd_check(tcb: TCB) -> None:
     waits for the delayed-ACK timer."""
     if tcb.ack_now or in_quickack_mode(tcb) or (
             tcb.rcv_nxt - tcb.rcv_wup > tcb.rcv_mss
-            and (not tcb.rcvq or compute_window(tcb) >= tcb.rcv_wnd)):
+            and (not tcb.rcvq.size or compute_window(tcb) >= tcb.rcv_wnd)):
         output.send_ack(tcb)
         return
     send_delayed_ack(tcb)
@@ -202,7 +202,7 @@ def ack_sent(tcb: TCB) -> None:
 def data_sent(tcb: TCB) -> None:
     """tcp_event_data_sent: data sent within ato of the last data received
     is a reply: the connection counts as interactive (pingpong)."""
-    if jiffies(tcb) - tcb.lrcvtime < tcb.ato and tcb.pingpong < 255:
+    if tcb.tcp.clock.now_ns() // JIFFY_NS - tcb.lrcvtime < tcb.ato and tcb.pingpong < 255:
         tcb.pingpong += 1
 
 

@@ -12,6 +12,7 @@ INFINITE_SSTHRESH = 0x7FFFFFFF
 class Reno:
     """RFC 5681 3.1: slow start below ssthresh, then one segment per RTT."""
 
+    __slots__ = ("cwnd", "ssthresh", "_cwnd_cnt")
     name = "reno"
 
     def __init__(self, initial_cwnd: int) -> None:
@@ -54,6 +55,7 @@ class Cubic(Reno):
     """RFC 9438: W_cubic(t) = C (t - K)^3 + W_max, with the Reno-friendly
     estimate (4.3) and fast convergence (4.7). C = 0.4, beta = 0.7."""
 
+    __slots__ = ("w_max", "w_last_max", "k", "epoch_start", "w_est", "_acc")
     name = "cubic"
     C = 0.4
     BETA = 0.7

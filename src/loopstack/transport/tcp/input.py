@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from ...wire.tcp import ACK, FIN, RST, SYN, URG
+from ...wire.tcp import ACK, FIN, PSH, RST, SYN, URG
 from . import rack
 from .ack import (
     PINGPONG_THRESH,
@@ -36,7 +36,7 @@ from .constants import (
 )
 from .output import output, retransmit_range, send_ack, send_synack, transmit
 from .segment import Segment
-from .seq import unwrap
+from .seq import HALF, unwrap
 from .sizing import sndbuf_expand, sync_mss
 from .timers import (
     arm_finwait2,
@@ -159,12 +159,69 @@ def negotiate(tcb: TCB, seg: Segment) -> None:
 
 def segment_arrives(tcb: TCB, seg: Segment) -> None:
     tcb.segs_in += 1
+    if tcb.state == State.ESTABLISHED and _predicted(tcb, seg):
+        return
     if tcb.state == State.SYN_SENT:
         _syn_sent(tcb, seg)
     elif tcb.state == State.TIME_WAIT:
         _time_wait(tcb, seg)
     else:
         _synchronized(tcb, seg)
+
+
+# -- header prediction ------------------------------------------------------------------
+def _predicted(tcb: TCB, seg: Segment) -> bool:
+    """Header prediction (Van Jacobson; Linux tcp_rcv_established's fast
+    path) for ESTABLISHED: a segment with ACK (PSH allowed) and no other
+    control bit, at RCV.NXT, with a timestamp not older than TS.Recent, no
+    SACK blocks, that acknowledges something new or carries data inside the
+    window, while nothing is pending that the general path would look at
+    (out-of-order data, recovery, urgent data). Every check of RFC 9293
+    3.10.7.4 then passes: this does what _synchronized does for such a
+    segment, in the same order, without asking again. False (nothing done):
+    the general path decides."""
+    if seg.flags & ~PSH != ACK or seg.sack or tcb.ooo or tcb.ooo_fin is not None \
+            or tcb.in_recovery or tcb.urg_data:
+        return False
+    seq = tcb.rcv_nxt
+    if seg.seq != seq & 0xFFFFFFFF:
+        return False
+    tsval = seg.tsval
+    ts_ok = tcb.ts_ok
+    if ts_ok and (tsval is None or 0 < (tcb.ts_recent - tsval) & 0xFFFFFFFF < 0x80000000):
+        return False  # no timestamp, or one behind TS.Recent: PAWS decides (RFC 7323 5.3)
+    snd_una = tcb.snd_una
+    ack = snd_una + ((seg.ack - snd_una + HALF) & 0xFFFFFFFF) - HALF  # (seq.unwrap)
+    if ack < snd_una or ack > tcb.snd_max:
+        return False
+    data = seg.payload
+    n = len(data)
+    if n:
+        if seq + n > tcb.rcv_wup + tcb.rcv_wnd:
+            return False  # beyond the window (or a zero window): trimmed or dropped
+    elif ack == snd_una:
+        return False  # a duplicate ACK or a window update
+    tcp = tcb.tcp
+    now = tcp.clock.now_ns()  # one clock read for the segment
+    # Fifth check (_process_ack, without SACK blocks or a duplicate).
+    tcb.keep_probes = 0
+    tcb.rcv_tstamp = now
+    window = seg.window << tcb.snd_wscale
+    acked = ack > snd_una
+    delivered = _new_ack(tcb, seg, ack, now) if acked else 0
+    _ack_tail(tcb, seq, ack, window, acked, False, False, delivered)
+    # RFC 7323 4.3 (TSval is not behind TS.Recent: tcp_replace_ts_recent's test passes).
+    if ts_ok and tsval is not None and seq <= tcb.rcv_wup:
+        tcb.ts_recent = tsval
+        tcb.ts_recent_stamp = now
+    # Seventh: the text.
+    if n:
+        _receive(tcb, seg, seq, data, False)
+    output(tcb)
+    if tcb.ack_pending and tcb.state != State.CLOSED:
+        ack_snd_check(tcb)
+    tcb.ack_now = False
+    return True
 
 
 # -- SYN-SENT (RFC 9293 3.10.7.3) ----------------------------------------------------
@@ -406,7 +463,7 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
 
     state = tcb.state
     if state in (State.FIN_WAIT1, State.CLOSING, State.LAST_ACK) and tcb.fin_sent \
-            and tcb.snd_una >= tcb.snd_base + len(tcb.sndq) + 1:
+            and tcb.snd_una >= tcb.snd_base + tcb.sndq.size + 1:
         # Our FIN is acknowledged.
         if state == State.FIN_WAIT1:
             tcb.state = State.FIN_WAIT2
@@ -460,7 +517,7 @@ def _urgent(tcb: TCB, seg: Segment) -> None:
         if copied <= ptr and ptr >= tcb.rcv_nxt and not (tcb.urg_data and ptr <= tcb.urg_seq):
             if tcb.urg_data and tcb.urg_seq == copied and not tcb.urg_inline \
                     and copied != tcb.rcv_nxt:
-                del tcb.rcvq[:1]  # the old urgent byte under the reader: skip it
+                tcb.rcvq.drop(1)  # the old urgent byte under the reader: skip it
                 release_read(tcb)
             tcb.urg_data = URG_NOTYET
             tcb.urg_seq = ptr
@@ -509,6 +566,14 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
             and tcb.snd_max > tcb.snd_una:
         dup = True
         _dupack(tcb, sack_news)
+    _ack_tail(tcb, seq, ack, window, acked, dup, sack_news, delivered)
+    return True
+
+
+def _ack_tail(tcb: TCB, seq: int, ack: int, window: int, acked: bool, dup: bool,
+              sack_news: bool, delivered: int) -> None:
+    """The fifth check's end (after SND.UNA moved, or did not): the send
+    window, a loss probe's outcome, SACK recovery, the timers."""
     # Window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (= and WL2 =< SEG.ACK)).
     if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
         if window != tcb.snd_wnd:
@@ -543,16 +608,15 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
         # Linux grows the send buffer with the window (tcp_sndbuf_expand).
         sndbuf_expand(tcb)
         tcb.wake()
-    return True
 
 
 def _new_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> int:
     """Returns the segments this ACK delivered (not SACKed before)."""
     acked = ack - tcb.snd_una
     delivered = rack.on_cumulative_ack(tcb, ack, now)
-    data_acked = min(ack, tcb.snd_base + len(tcb.sndq)) - tcb.snd_base
+    data_acked = min(ack, tcb.snd_base + tcb.sndq.size) - tcb.snd_base
     if data_acked > 0:
-        del tcb.sndq[:data_acked]
+        tcb.sndq.drop(data_acked)
         tcb.snd_base += data_acked
     tcb.snd_una = ack
     if tcb.snd_nxt < ack:
@@ -697,7 +761,7 @@ def _receive(tcb: TCB, seg: Segment, seq: int, data: memoryview, fin: bool) -> N
     if seq == tcb.rcv_nxt:
         had_ooo = bool(tcb.ooo)
         if n:
-            tcb.rcvq += data
+            tcb.rcvq.append(data)
             tcb.rcv_nxt += n
             tcb.bytes_received += n
             charge(tcb, tcb.rcv_nxt, n)
@@ -719,7 +783,7 @@ def _receive(tcb: TCB, seg: Segment, seq: int, data: memoryview, fin: bool) -> N
             tcb.ooo_bytes -= len(odata)
             if oseq + len(odata) > tcb.rcv_nxt:
                 piece = odata[tcb.rcv_nxt - oseq:]
-                tcb.rcvq += piece
+                tcb.rcvq.append(piece)
                 tcb.rcv_nxt += len(piece)
                 tcb.bytes_received += len(piece)
                 tcb.rcvq_skbs.append((tcb.rcv_nxt, truesize(len(odata))))
@@ -772,7 +836,19 @@ def _ooo_insert(tcb: TCB, seq: int, data: bytes) -> bool:
 
 
 def _fin(tcb: TCB) -> None:
-    """Eighth check: the peer's FIN."""
+    """Eighth check: the peer's FIN. Out-of-order data beyond it cannot be
+    part of the stream: after the state change (and the ACK it sends),
+    Linux tcp_fin drops it and forgets its SACK blocks."""
+    _fin_state(tcb)
+    if tcb.ooo:
+        for _, odata in tcb.ooo:
+            tcb.rmem_alloc -= truesize(len(odata))
+        tcb.ooo.clear()
+        tcb.ooo_bytes = 0
+        tcb.last_ooo = None
+
+
+def _fin_state(tcb: TCB) -> None:
     tcp = tcb.tcp
     tcb.rcv_nxt += 1
     tcb.fin_received = True
@@ -790,7 +866,7 @@ def _fin(tcb: TCB) -> None:
         tcb.wake()
         return
     if state == State.FIN_WAIT1:
-        if tcb.fin_sent and tcb.snd_una >= tcb.snd_base + len(tcb.sndq) + 1:
+        if tcb.fin_sent and tcb.snd_una >= tcb.snd_base + tcb.sndq.size + 1:
             send_ack(tcb)
             enter_time_wait(tcb)
             tcb.wake()

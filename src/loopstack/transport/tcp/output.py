@@ -13,6 +13,7 @@ from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN, URG
 from . import ack as ack_policy
 from . import rack, timers
 from .constants import MAX_WINDOW, State
+from .segment import Segment
 from .seq import wire
 from .window import select_window
 
@@ -87,8 +88,20 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     rt = tcb.route
     if rt is None:
         return
+    # On an unobserved lo the segment crosses as its record (ip/packet.py
+    # Record): no bytes built here, none parsed at the other end. Only the
+    # options every synchronized segment carries (timestamps, RFC 7323 3.2)
+    # go that way; SYNs and SACK blocks take the byte path.
+    direct = False
+    tsval: int | None = None
     if options is None:
-        options = data_options(tcb, with_sack=bool(flags & ACK) and not payload)
+        if not (flags & ACK and not payload and tcb.sack_ok and tcb.ooo) \
+                and len(rt.dst) == 4 and rt.iface.carries_records():
+            direct = True
+            if tcb.ts_ok:  # (ts_now)
+                tsval = (tcp.clock.now_ns() // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF
+        else:
+            options = data_options(tcb, with_sack=bool(flags & ACK) and not payload)
     if window is None:
         window = select_window(tcb)
         win_field = min(window >> tcb.rcv_wscale, MAX_WINDOW)
@@ -96,7 +109,7 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
         tcb.rcv_wup = tcb.rcv_nxt
     else:
         win_field = window
-    ack = wire(tcb.rcv_nxt) if flags & ACK else 0
+    ack = tcb.rcv_nxt & 0xFFFFFFFF if flags & ACK else 0  # (seq.wire)
     urg_ptr = 0
     snd_up = tcb.snd_up
     if snd_up > seq and snd_up > tcb.snd_una:
@@ -110,6 +123,21 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
         elif seq + 0xFFFF > tcb.snd_nxt:
             urg_ptr = 0xFFFF
             flags |= URG
+    if direct:
+        seg = Segment(tcb.local_port, tcb.remote_port, seq & 0xFFFFFFFF, ack, flags, win_field,
+                      payload if type(payload) is memoryview else memoryview(payload))
+        if urg_ptr:
+            seg.urg_ptr = urg_ptr
+        if tsval is not None:
+            seg.tsval = tsval
+            seg.tsecr = tcb.ts_recent
+            seg.hdr_len = 20 + TS_LEN
+        _count_sent(tcb, flags, payload)
+        if not tcp.ipv4.output_record(rt, PROTO_TCP, seg.hdr_len + len(payload), tcb.ttl, seg,
+                                      build_segment):
+            tcp.ip_output(rt, build_segment(seg), tcb.ttl)
+        return
+    assert options is not None
     doff = (20 + len(options)) // 4
     head = _HDR.pack(tcb.local_port, tcb.remote_port, wire(seq), ack, (doff << 12) | flags,
                      win_field, 0, urg_ptr)
@@ -120,15 +148,31 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
             segment[:16], csum.to_bytes(2, "big"), segment[18:])
     else:
         parts = (head, options, payload)  # joined once, with the IP header
+    _count_sent(tcb, flags, payload)
+    tcp.ip_output(rt, parts, tcb.ttl)
+
+
+def _count_sent(tcb: TCB, flags: int, payload: bytes | bytearray | memoryview) -> None:
+    """A segment leaves: the ACK policy hears of it, the counters move."""
     if flags & ACK:
         ack_policy.ack_sent(tcb)
     if payload:
         ack_policy.data_sent(tcb)
     tcb.segs_out += 1
-    tcp.mib["OutSegs"] += 1
+    mib = tcb.tcp.mib
+    mib["OutSegs"] += 1
     if flags & RST:
-        tcp.mib["OutRsts"] += 1
-    tcp.ip_output(rt, parts, tcb.ttl)
+        mib["OutRsts"] += 1
+
+
+def build_segment(seg: Segment) -> bytes:
+    """The bytes of a segment the direct path made (checksum zero: it is
+    offloaded on lo), exactly as :func:`transmit` builds them."""
+    head = _HDR.pack(seg.sport, seg.dport, seg.seq, seg.ack,
+                     ((seg.hdr_len // 4) << 12) | seg.flags, seg.window, 0, seg.urg_ptr)
+    if seg.tsval is not None:
+        return b"".join((head, _TS.pack(1, 1, 8, 10, seg.tsval, seg.tsecr), seg.payload))
+    return b"".join((head, seg.payload))
 
 
 def acceptable_seq(tcb: TCB) -> int:
@@ -181,7 +225,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
     """Send what the windows allow (RFC 9293 3.8.6, RFC 5681). Returns the
     number of segments sent. ``probe``: one new segment whatever cwnd and
     Nagle say (a tail loss probe, rack.py)."""
-    if tcb.snd_nxt >= tcb.snd_base + len(tcb.sndq) and not tcb.fin_queued:
+    if tcb.snd_nxt >= tcb.snd_base + tcb.sndq.size and not tcb.fin_queued:
         return 0  # nothing queued beyond what is sent: the common case after an ACK
     state = tcb.state
     if state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
@@ -201,7 +245,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
     tcp = tcb.tcp
     while True:
         seq = tcb.snd_nxt
-        data_end = tcb.snd_base + len(tcb.sndq)
+        data_end = tcb.snd_base + tcb.sndq.size
         avail = data_end - seq
         fin_pending = tcb.fin_queued and seq <= data_end
         if avail <= 0 and not fin_pending:
@@ -240,10 +284,9 @@ def output(tcb: TCB, probe: bool = False) -> int:
             if not tcb.nodelay and tcb.snd_sml > tcb.snd_una and tcb.snd_up <= tcb.snd_una \
                     and not probe:
                 break
-        off = seq - tcb.snd_base
-        # A view, not a copy: the segment is joined once, in IP output.
-        view = memoryview(tcb.sndq)
-        payload = view[off : off + n]
+        # A view of the queued chunk, not a copy, when the segment lies in
+        # one (see bufq.py).
+        payload = tcb.sndq.view(seq - tcb.snd_base, n)
         flags = ACK
         if fin:
             flags |= FIN
@@ -259,8 +302,6 @@ def output(tcb: TCB, probe: bool = False) -> int:
                 tcb.rtt_seq = seq + n
                 tcb.rtt_start = tcp.clock.now_ns()
         transmit(tcb, seq, flags, payload)
-        payload.release()  # let the send queue be resized again
-        view.release()
         now = tcp.clock.now_ns()
         rack.on_sent(tcb, seq, seq + n + (1 if fin else 0), now)
         sent += 1
@@ -285,7 +326,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
 def retransmit_range(tcb: TCB, seq: int) -> int:
     """Resend one segment at ``seq`` without moving snd_nxt (fast
     retransmit and SACK recovery). Returns the bytes resent."""
-    data_end = tcb.snd_base + len(tcb.sndq)
+    data_end = tcb.snd_base + tcb.sndq.size
     n = max(0, min(tcb.mss, data_end - seq, tcb.snd_max - seq))  # only what was sent
     if tcb.sack_ok:
         for s, _ in tcb.scoreboard.ranges:
@@ -299,6 +340,6 @@ def retransmit_range(tcb: TCB, seq: int) -> int:
     flags = ACK | (FIN if fin else 0) | (PSH if n and seq + n == data_end else 0)
     tcb.tcp.mib["RetransSegs"] += 1
     tcb.total_retrans += 1
-    transmit(tcb, seq, flags, tcb.sndq[off : off + n])
+    transmit(tcb, seq, flags, tcb.sndq.view(off, n))
     rack.on_sent(tcb, seq, seq + n + (1 if fin else 0), tcb.tcp.clock.now_ns())
     return n + (1 if fin else 0)

@@ -11,6 +11,8 @@ from bisect import bisect_left
 class Scoreboard:
     """Ranges the peer has SACKed above snd_una, sorted and disjoint."""
 
+    __slots__ = ("ranges",)
+
     def __init__(self) -> None:
         self.ranges: list[tuple[int, int]] = []
 

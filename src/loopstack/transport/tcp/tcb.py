@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...clock import Timer
 from ...ip.packet import OutRoute
+from .bufq import ByteQueue
 from .congestion import ALGORITHMS, Reno
 from .constants import (
     INIT_CWND,
@@ -35,6 +36,34 @@ def _nothing() -> None:
 
 
 class TCB:
+    # Every field, declared: no per-connection __dict__ (memory, and each
+    # attribute read on the hot path is a slot).
+    __slots__ = ("tcp", "v6", "state", "local_addr", "local_port", "remote_addr", "remote_port",
+                 "bind_addr", "v6only", "reuseaddr", "reuseport", "bound", "listening", "iss",
+                 "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2", "max_window",
+                 "sndq", "snd_base", "fin_queued", "fin_sent", "snd_sml", "irs", "rcv_nxt",
+                 "rcv_wup", "rcv_wnd", "rcvq", "window_clamp", "rcv_ssthresh", "scaling_ratio",
+                 "rmem_alloc", "rcvq_skbs", "rcvq_space", "rcvq_space_seq", "rcvq_space_time",
+                 "rcv_rtt_us", "rcv_rtt_seq", "rcv_rtt_time", "rcv_rtt_last_tsecr", "ooo",
+                 "ooo_bytes", "last_ooo", "ooo_fin", "rcv_mss", "snd_up", "urg_seq", "urg_data",
+                 "urg_inline", "ack_now", "fin_received", "mss_clamp", "peer_mss", "advmss",
+                 "mss", "mss_base", "snd_wscale", "rcv_wscale", "wscale_ok", "ts_ok", "ts_recent",
+                 "ts_recent_stamp", "ts_offset", "sack_ok", "scoreboard", "srtt", "rttvar", "rto",
+                 "rtt_seq", "rtt_start", "backoff", "retrans_stamp", "retransmits",
+                 "total_retrans", "syn_start", "syn_timed", "cc", "dupacks", "in_recovery",
+                 "recover", "sent", "rack_xmit", "rack_end", "rack_rtt", "rack_advanced",
+                 "min_rtt", "tlp_high_seq", "tlp_retrans", "xmit_kind", "loss_high", "prior_cwnd",
+                 "prr_delivered", "prr_out", "last_send_ns", "lost", "quickacks", "ack_pending",
+                 "ack_pushed", "ato", "lrcvtime", "pingpong", "last_seg_size", "delack_timeout",
+                 "last_invalid_ack_ns", "rcvbuf", "sndbuf", "rcvbuf_locked", "sndbuf_locked",
+                 "nodelay", "keepalive", "keepidle", "keepintvl", "keepcnt", "keep_probes",
+                 "rcv_tstamp", "linger", "shut_rd", "shut_wr", "orphan", "so_error", "reset_seen",
+                 "error_reported", "bytes_acked", "bytes_received", "segs_in", "segs_out",
+                 "listener", "accept_pending", "wake", "owner", "rto_timer", "delack_timer",
+                 "persist_timer", "keepalive_timer", "timewait_timer", "finwait2_timer",
+                 "rto_min", "route", "ttl", "autobound", "counted_estab", "counted_tw",
+                 "counted_orphan", "soft_error", "_listen_state")
+
     def __init__(self, tcp: TCP, v6: bool) -> None:
         self.tcp = tcp
         self.v6 = v6  # the socket's family (AF_INET6 may carry IPv4)
@@ -60,7 +89,7 @@ class TCB:
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.max_window = 0  # largest window the peer offered (RFC 5961 5.2)
-        self.sndq = bytearray()  # unacknowledged and unsent data, starting at snd_base
+        self.sndq = ByteQueue()  # unacknowledged and unsent data, starting at snd_base
         self.snd_base = 0  # sequence number of sndq[0]
         self.fin_queued = False  # the application closed its sending side
         self.fin_sent = False
@@ -70,7 +99,7 @@ class TCB:
         self.rcv_nxt = 0
         self.rcv_wup = 0  # rcv_nxt when the window was last advertised
         self.rcv_wnd = 0  # last window advertised (bytes)
-        self.rcvq = bytearray()
+        self.rcvq = ByteQueue()
         # receive buffer and window (Linux tcp_sock; window.py)
         self.window_clamp = 0  # the largest window we will offer
         self.rcv_ssthresh = 0  # the window's ceiling while it ramps up
@@ -208,17 +237,17 @@ class TCB:
     @property
     def data_end(self) -> int:
         """Sequence number after the last byte the application queued."""
-        return self.snd_base + len(self.sndq)
+        return self.snd_base + self.sndq.size
 
     @property
     def copied_seq(self) -> int:
         """Sequence of the next byte the application will read (Linux copied_seq)."""
-        return self.rcv_nxt - len(self.rcvq) - (1 if self.fin_received else 0)
+        return self.rcv_nxt - self.rcvq.size - (1 if self.fin_received else 0)
 
     @property
     def rcv_space(self) -> int:
         """Free receive-buffer space: what the window may offer."""
-        return max(0, self.rcvbuf - len(self.rcvq) - self.ooo_bytes)
+        return max(0, self.rcvbuf - self.rcvq.size - self.ooo_bytes)
 
     @property
     def key(self) -> tuple[bytes, int, bytes, int]:
@@ -241,7 +270,13 @@ class TCB:
         self.cc = cc
 
     def cancel_timers(self) -> None:
+        """Stop every timer and let go of them: each one's callback holds
+        this block, a cycle the garbage collector would otherwise have to
+        find for every connection that ends (a timer armed again later is
+        made anew)."""
         for t in (self.rto_timer, self.delack_timer, self.persist_timer, self.keepalive_timer,
                   self.timewait_timer, self.finwait2_timer):
             if t is not None:
                 t.cancel()
+        self.rto_timer = self.delack_timer = self.persist_timer = None
+        self.keepalive_timer = self.timewait_timer = self.finwait2_timer = None

@@ -202,7 +202,7 @@ def on_persist(tcb: TCB) -> None:
     if tcb.state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
                          State.LAST_ACK):
         return
-    if tcb.snd_wnd > 0 or tcb.snd_base + len(tcb.sndq) <= tcb.snd_nxt and not tcb.fin_queued:
+    if tcb.snd_wnd > 0 or tcb.snd_base + tcb.sndq.size <= tcb.snd_nxt and not tcb.fin_queued:
         output(tcb)
         return
     tcb.keep_probes += 1

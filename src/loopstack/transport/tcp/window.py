@@ -136,8 +136,11 @@ def compute_window(tcb: TCB) -> int:
     segments."""
     shift = tcb.rcv_wscale
     mss = tcb.rcv_mss
-    free = free_space(tcb)
-    allowed = full_space(tcb)
+    # tcp_space and tcp_full_space (free_space, full_space), inline: every
+    # segment sent comes here.
+    ratio = tcb.scaling_ratio
+    free = ((tcb.rcvbuf - tcb.rmem_alloc) * ratio) >> RMEM_TO_WIN_SCALE
+    allowed = (tcb.rcvbuf * ratio) >> RMEM_TO_WIN_SCALE
     full = min(tcb.window_clamp, allowed)
     window = 0
     if mss > full:
