@@ -76,10 +76,11 @@ MODULES = [
 # socket.sendfile, multiprocessing's Listener/Client and managers on
 # 127.0.0.1 under each start method), and test_asyncio.test_ssl, whose
 # threaded TLS servers (start_tls, unwrap on a wrapped loopstack socket) hang
-# under loopstack today until the timeout, as do the test_multiprocessing_*
-# tests of multiprocessing.connection over AF_INET (TestTimeouts first: a
-# Connection reads and writes the descriptor detach() gave, which carries no
-# data); give them --timeout 1800.
+# under loopstack today until the timeout; give them --timeout 1800. (The
+# test_multiprocessing_* tests of multiprocessing.connection over AF_INET,
+# TestTimeouts, RemoteManager, ManagerRestart, TestListenerClient and
+# PicklingConnections, run as on the kernel: a Connection reads and writes
+# the descriptor detach() gave, which carries the connection's data.)
 HEAVY = ["test_ssl", "test_logging", "test_asyncio.test_events", "test_asyncio.test_ssl",
          "test_largefile", "test_multiprocessing_fork", "test_multiprocessing_forkserver",
          "test_multiprocessing_spawn"]

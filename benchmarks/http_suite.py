@@ -100,7 +100,19 @@ def _local_name(host):
     return _local_ip(host)
 
 
+try:
+    # Under loopstack, its sockets and lookups raise the same events as the
+    # kernel's; they never leave the stack (passthrough sockets that turn
+    # real raise the kernel's own).
+    from loopstack.socket import loopstack_event
+except ImportError:
+    def loopstack_event():
+        return False
+
+
 def _hook(event, args):
+    if loopstack_event():
+        return
     if event in ("socket.connect", "socket.sendto"):
         sock, address = args[0], args[1]
         if getattr(sock, "family", None) not in (socket.AF_INET, socket.AF_INET6):

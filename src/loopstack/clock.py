@@ -16,8 +16,9 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 NS_PER_SEC = 1_000_000_000
 
@@ -34,6 +35,92 @@ def seconds_to_ns(seconds: float) -> int:
 
 def _call(callback: Callback) -> None:
     callback()
+
+
+# Shared by every Condition nobody has waited on yet: maxlen 0, so nothing
+# can be kept in it by mistake.
+_NO_WAITERS: deque[Any] = deque(maxlen=0)
+
+
+class Condition(threading.Condition):
+    """``threading.Condition`` over an ``RLock`` (the stack's lock), in a
+    fraction of the memory: every socket has one, and most are never waited
+    on. The stdlib's keeps five bound methods of the lock and a deque
+    (about 1.2 KB a socket); this one keeps the lock and makes the deque at
+    the first wait. Same semantics: ``wait`` releases the lock whatever its
+    recursion depth and restores it, returns False on timeout;
+    ``notify``/``notify_all`` need the lock held and wake waiters in order
+    of arrival."""
+
+    __slots__ = ("_lock", "_waiters")
+    _lock: Any  # threading.RLock (a factory function, not a type, in typeshed)
+    _waiters: deque[Any]
+
+    def __init__(self, lock: Any) -> None:  # noqa: D107 (no super().__init__: no bound copies)
+        self._lock = lock
+        self._waiters = _NO_WAITERS
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return bool(self._lock.acquire(blocking, timeout))
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def _is_owned(self) -> bool:
+        return bool(self._lock._is_owned())
+
+    def _release_save(self) -> Any:
+        return self._lock._release_save()
+
+    def _acquire_restore(self, state: Any) -> None:
+        self._lock._acquire_restore(state)
+
+    def _at_fork_reinit(self) -> None:
+        self._lock._at_fork_reinit()
+        self._waiters = _NO_WAITERS
+
+    def wait(self, timeout: float | None = None) -> bool:
+        lock = self._lock
+        if not lock._is_owned():
+            raise RuntimeError("cannot wait on un-acquired lock")
+        waiter = threading.Lock()
+        waiter.acquire()
+        waiters = self._waiters
+        if waiters is _NO_WAITERS:
+            waiters = self._waiters = deque()
+        waiters.append(waiter)
+        saved = lock._release_save()
+        got = False
+        try:  # restore the lock whatever happens (KeyboardInterrupt)
+            if timeout is None:
+                got = waiter.acquire()
+            elif timeout > 0:
+                got = waiter.acquire(True, timeout)
+            else:
+                got = waiter.acquire(False)
+            return got
+        finally:
+            lock._acquire_restore(saved)
+            if not got:
+                try:
+                    waiters.remove(waiter)
+                except ValueError:
+                    pass
+
+    def notify(self, n: int = 1) -> None:
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters
+        while waiters and n > 0:
+            waiters.popleft().release()
+            n -= 1
+
+    def notify_all(self) -> None:
+        if not self._lock._is_owned():
+            raise RuntimeError("cannot notify on un-acquired lock")
+        waiters = self._waiters
+        while waiters:
+            waiters.popleft().release()
 
 
 class Timer:

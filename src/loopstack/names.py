@@ -8,6 +8,7 @@ an unknown name (EAI_NONAME), exactly as a DNS miss would.
 from __future__ import annotations
 
 import operator
+import os
 import re
 import socket
 from dataclasses import dataclass
@@ -107,11 +108,63 @@ OWN_NAME_ADDRESS = b"\x7f\x00\x01\x01"  # 127.0.1.1
 
 
 def _own_name() -> str:
-    """The machine's name (gethostname, a local call)."""
+    """The machine's name, as gethostname() gives it (uname's nodename), read
+    without socket.gethostname(): that would raise an audit event the
+    program's lookup does not raise on a kernel (glibc asks uname itself)."""
     try:
-        return socket.gethostname()
+        return os.uname().nodename
     except OSError:
         return ""
+
+
+# /etc/services, read as glibc's files backend reads it (getaddrinfo and
+# getnameinfo look services up there themselves; socket.getservbyname would
+# raise an audit event of its own): (name and aliases, port, protocol) rows.
+SERVICES = "/etc/services"
+_services: tuple[tuple[int, int], list[tuple[tuple[str, ...], int, str]]] | None = None
+
+
+def _service_rows() -> list[tuple[tuple[str, ...], int, str]]:
+    global _services
+    try:
+        st = os.stat(SERVICES)
+    except OSError:
+        return []
+    stamp = (st.st_mtime_ns, st.st_size)
+    cached = _services
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    rows = []
+    try:
+        with open(SERVICES, encoding="latin-1") as f:
+            for line in f:
+                fields = line.split("#", 1)[0].split()
+                if len(fields) < 2:
+                    continue
+                port, _, proto = fields[1].partition("/")
+                if not port.isdigit() or not proto:
+                    continue
+                rows.append(((fields[0], *fields[2:]), int(port) & 0xFFFF, proto))
+    except OSError:
+        return []
+    _services = (stamp, rows)
+    return rows
+
+
+def service_port(name: str, proto: str) -> int | None:
+    """getservbyname(name, proto)'s port, or None."""
+    for names, port, p in _service_rows():
+        if p == proto and name in names:
+            return port
+    return None
+
+
+def service_name(port: int, proto: str) -> str | None:
+    """getservbyport(port, proto)'s name, or None."""
+    for names, number, p in _service_rows():
+        if number == port and p == proto:
+            return names[0]
+    return None
 
 
 # The interfaces a scope may name: every stack has lo, index 1.
@@ -160,6 +213,7 @@ def _service_text(port: Any) -> str | None:
             raise OverflowError("Python int too large to convert to C long")
         return str(port)
     if isinstance(port, str):
+        port.encode("utf-8")  # PyUnicode_AsUTF8: a lone surrogate is UnicodeEncodeError
         return port
     if isinstance(port, bytes):
         return port.decode("latin-1")
@@ -251,11 +305,9 @@ class Resolver:
                     r for r in _TYPEPROTO if not r.no_service]
                 out = []
                 for r in rows:
-                    try:
-                        p = socket.getservbyname(service, r.name)  # /etc/services: a local file
-                    except OSError:
-                        continue
-                    out.append((r.socktype, r.protocol, p))
+                    p = service_port(service, r.name)  # /etc/services: a local file
+                    if p is not None:
+                        out.append((r.socktype, r.protocol, p))
                 if not out:
                     raise _gai(socket.EAI_SERVICE, "Servname not supported for ai_socktype")
                 return out
@@ -416,10 +468,7 @@ class Resolver:
                     raise noname() from None
         service = str(port)
         if not flags & socket.NI_NUMERICSERV:
-            try:
-                service = socket.getservbyport(port, "udp" if flags & socket.NI_DGRAM else "tcp")
-            except OSError:
-                pass
+            service = service_name(port, "udp" if flags & socket.NI_DGRAM else "tcp") or service
         return name, service
 
 

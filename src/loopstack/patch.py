@@ -47,6 +47,7 @@ subclass cannot be a loopstack socket); functions bound before the patch
 
 from __future__ import annotations
 
+import operator
 import socket as _socket
 import ssl as _ssl
 import threading
@@ -57,7 +58,16 @@ from typing import Any
 from . import sendfile as _sendfile
 from . import tls as _tls
 from .clock import RealClock
-from .socket import Socket, find_descriptor, front, implementation, install_dispatchers
+from .socket import (
+    Socket,
+    audit,
+    audit_new,
+    blank,
+    find_descriptor,
+    front,
+    implementation,
+    install_dispatchers,
+)
 from .stack import Stack
 
 _REAL = {
@@ -92,15 +102,22 @@ def _new(cls: type, family: int = -1, type: int = -1, proto: int = -1,
             if fam in (_socket.AF_INET, _socket.AF_INET6):
                 stack, passthrough = top
                 kind = _socket.SOCK_STREAM if type == -1 else type
+                prot = 0 if proto == -1 else proto
+                # CPython's sock_initobj raises socket.__new__ with the
+                # defaults filled in, before the socket is made.
+                obj = blank()
+                audit_new(obj, fam, kind, prot)
                 if passthrough:
                     from .passthrough import PassthroughSocket
 
-                    return front(PassthroughSocket(stack, fam, kind, 0 if proto == -1 else proto))
-                return front(stack.socket(fam, kind, 0 if proto == -1 else proto))
+                    return front(PassthroughSocket(stack, fam, kind, prot), obj)
+                return front(stack.socket(fam, kind, prot), obj)
         elif isinstance(fileno, int) and fileno >= 0:
             sock = find_descriptor(fileno)
             if sock is not None:
-                return front(sock._adopt(fileno, family, type, proto))
+                obj = blank()
+                audit_new(obj, family, type, proto)  # with a descriptor: as given
+                return front(sock._adopt(fileno, family, type, proto), obj)
     return _REAL_NEW(cls, family, type, proto, fileno)  # type: ignore[call-arg]
 
 
@@ -121,25 +138,111 @@ def _nothing() -> None:
     pass
 
 
+# -- the name lookups' audit events ------------------------------------------------------
+# The arguments CPython's socket module raises each lookup's event with, once
+# it has checked them (None: they fail that check, so no event: the stack
+# raises the same error).
+def _c_int(value: Any) -> bool:
+    try:
+        number = operator.index(value)
+    except TypeError:
+        return False
+    return -(1 << 31) <= number < (1 << 31)
+
+
+def _getaddrinfo_event(host: Any, port: Any, family: Any = 0, type: Any = 0, proto: Any = 0,
+                       flags: Any = 0) -> tuple[Any, ...] | None:
+    if not all(_c_int(v) for v in (family, type, proto, flags)):
+        return None
+    if isinstance(host, str):
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            return None
+    elif host is not None and not isinstance(host, bytes):
+        return None
+    if port.__class__ is int:  # (PyLong_CheckExact)
+        if not -(1 << 63) <= port < (1 << 63):
+            return None
+    elif isinstance(port, str):
+        try:
+            port.encode("utf-8")
+        except UnicodeError:
+            return None
+    elif port is not None and not isinstance(port, bytes):
+        return None
+    return host, port, operator.index(family), operator.index(type), operator.index(proto)
+
+
+def _hostname_event(name: Any) -> tuple[Any, ...] | None:
+    if isinstance(name, str):
+        try:
+            name.encode("idna")
+        except UnicodeError:
+            return None
+    elif not isinstance(name, (bytes, bytearray)):
+        return None
+    return (name,)
+
+
+def _getnameinfo_event(sockaddr: Any, flags: Any) -> tuple[Any, ...] | None:
+    if not _c_int(flags) or not isinstance(sockaddr, tuple) or not 2 <= len(sockaddr) <= 4:
+        return None
+    if not isinstance(sockaddr[0], str) or not _c_int(sockaddr[1]):
+        return None
+    try:
+        rest = [operator.index(v) for v in sockaddr[2:]]
+    except TypeError:
+        return None
+    if rest and rest[0] & 0xFFFFFFFF > 0xFFFFF:
+        return None  # OverflowError: flowinfo
+    return (sockaddr,)
+
+
+_EVENTS: dict[str, tuple[str, Any]] = {
+    "getaddrinfo": ("socket.getaddrinfo", _getaddrinfo_event),
+    "gethostbyname": ("socket.gethostbyname", _hostname_event),
+    "gethostbyname_ex": ("socket.gethostbyname", _hostname_event),  # (CPython's name)
+    "gethostbyaddr": ("socket.gethostbyaddr", _hostname_event),
+    "getnameinfo": ("socket.getnameinfo", _getnameinfo_event),
+}
+
+
+def _event_args(check: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+                ) -> tuple[Any, ...] | None:
+    try:
+        found: tuple[Any, ...] | None = check(*args, **kwargs)
+    except TypeError:  # not the function's arguments: the call says so
+        return None
+    return found
+
+
 def _resolver_fn(name: str) -> Any:
     real = _REAL[name]
+    event, check = _EVENTS[name]
 
     def patched(*args: Any, **kwargs: Any) -> Any:
         top = current()
         if top is None:
             return real(*args, **kwargs)
         stack, passthrough = top
+        shown = _event_args(check, args, kwargs)
+        if shown is not None and not passthrough:
+            audit(event, *shown)  # before the lookup, as CPython's
         try:
-            return getattr(stack, name)(*args, **kwargs)
+            found = getattr(stack, name)(*args, **kwargs)
         except (_socket.gaierror, _socket.herror):
             if passthrough:
-                return real(*args, **kwargs)
+                return real(*args, **kwargs)  # (which raises the kernel's event)
             raise
         except TypeError as e:
             # As the C function's: the error holds no frame, so no reference
             # to the arguments (test_socket counts them).
-            del args, kwargs
+            del args, kwargs, shown
             raise e.with_traceback(None) from None
+        if shown is not None and passthrough:
+            audit(event, *shown)  # the stack answered: the event is loopstack's
+        return found
 
     patched.__name__ = name
     patched.__doc__ = real.__doc__
@@ -154,7 +257,9 @@ def _getfqdn(name: str = "") -> str:
     stack, _ = top
     name = name.strip()
     if not name or name in ("0.0.0.0", "::"):
+        audit("socket.gethostname")  # CPython's getfqdn asks gethostname() here
         name = "localhost"
+    audit("socket.gethostbyaddr", name)  # and then gethostbyaddr(name)
     try:
         hostname, aliases, _addrs = stack.gethostbyaddr(name)
     except (OSError, ValueError):

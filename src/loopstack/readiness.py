@@ -61,6 +61,7 @@ are the same open file: ``identity`` (its device and inode) recognises them.
 from __future__ import annotations
 
 import _socket as _c
+import _thread
 import errno
 import fcntl
 import os
@@ -68,6 +69,9 @@ import select
 import struct
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 _DONTWAIT = _c.MSG_DONTWAIT
 _OOB = _c.MSG_OOB
@@ -104,7 +108,7 @@ def making() -> bool:
 
 class Readiness:
     __slots__ = ("_watched", "_peer", "_tcp", "_poll", "readable", "writable", "urgent",
-                 "identity")
+                 "identity", "_carrier")
 
     def __init__(self, stream: bool = False) -> None:
         """``stream``: for a TCP socket (urgent data possible): a kernel TCP
@@ -128,12 +132,27 @@ class Readiness:
         self.urgent = False
         st = os.fstat(a.fileno())
         self.identity = (st.st_dev, st.st_ino)
+        self._carrier: _Carrier | None = None
 
     def fileno(self) -> int:
+        """The watched end's number this object holds; -1 once it holds none
+        (the descriptor is the program's: see :meth:`release` and :meth:`carry`)."""
         return self._watched.fileno()
 
+    @property
+    def carrying(self) -> bool:
+        """Whether the pair carries the socket's data (:meth:`carry`)."""
+        return self._carrier is not None
+
     def update(self, readable: bool, writable: bool, urgent: bool = False) -> None:
-        """Make the descriptor report these states (syscalls only on change)."""
+        """Make the descriptor report these states (syscalls only on change).
+        While the pair carries data, tell the relay instead (the states are
+        then the pair's own)."""
+        carrier = self._carrier
+        if carrier is not None:
+            if carrier.wait_tcp and not carrier.poked and (readable or writable):
+                carrier.poke()
+            return
         if readable != self.readable or urgent != self.urgent:
             self._set_read(readable, urgent)
         if writable != self.writable:
@@ -145,8 +164,8 @@ class Readiness:
                 try:
                     while True:
                         self._watched.send(bytes(4096), _DONTWAIT)
-                except BlockingIOError:
-                    pass
+                except OSError:
+                    pass  # full (or shut by a relay that ran: writes fail at once)
             self.writable = writable
 
     def _set_read(self, readable: bool, urgent: bool) -> None:
@@ -173,12 +192,18 @@ class Readiness:
             if not self._tcp:
                 _drain(w)
         elif readable and not had_r:
-            self._peer.send(b"r", _DONTWAIT)
+            try:
+                self._peer.send(b"r", _DONTWAIT)
+            except OSError:
+                pass  # shut by a relay that ran (carry): the end shows EOF, readable
             self._landed(select.POLLIN)
         if urgent and not had_u:
             # TCP: a hole at the head of the stream is stepped over
             # (tcp_check_urg); "r", if any, stays in front of the mark.
-            self._peer.send(b"!", _OOB | _DONTWAIT)
+            try:
+                self._peer.send(b"!", _OOB | _DONTWAIT)
+            except OSError:
+                pass
             self._landed(select.POLLPRI)
         self.readable = readable
         self.urgent = urgent
@@ -213,8 +238,118 @@ class Readiness:
                 return
 
     def close(self) -> None:
+        """Close what this object holds: the peer, and the watched end unless
+        it was handed to the program (release, carry)."""
+        carrier, self._carrier = self._carrier, None
+        if carrier is not None:
+            carrier.stop()
         self._watched.close()
         self._peer.close()
+
+    # -- the descriptor handed to the program (socket.detach) ---------------------------
+    def release(self, number: int) -> None:
+        """detach() handed ``number`` (a descriptor of the watched end) to the
+        program, which may close it (and the number be reused) whenever it
+        likes: if it is the number this object holds, hold a private
+        duplicate instead, so that this object never closes the program's
+        number. The descriptor stays readiness only."""
+        w = self._watched
+        if w.fileno() == number:
+            mine = os.dup(number)
+            w.detach()
+            self._watched = _c.socket(fileno=mine)
+
+    def carry(self, sock: Any, keep_watched: bool, on_hangup: Callable[[], None]) -> bool:
+        """Make the pair carry the stream socket ``sock``'s data (detach(),
+        socket.py): what the program writes to the watched end is sent on
+        ``sock``, what ``sock`` receives is written to the peer for the
+        program to read, EOF and errors cross both ways, and when the last
+        descriptor of the watched end is closed (the peer hangs up) the
+        relay flushes what the program wrote and calls ``on_hangup`` (stack
+        lock held), which closes the socket as close() would. Readiness is
+        then the pair's own, real data. ``keep_watched``: the number this
+        object holds on the watched end is some object's or the program's
+        (leave it open); else it is closed now, so that the program's
+        descriptors are the only ones left. False (nothing changes) for a
+        kernel TCP pair (exact urgent readiness): that descriptor stays
+        readiness only. Stack lock held."""
+        if self._tcp or self._carrier is not None:
+            return self._carrier is not None
+        w = self._watched
+        # What stood for readiness goes: fillers the watched end sent, and
+        # the "r" and urgent "!" sent to it.
+        self._plain()
+        self.writable = False  # (stream.py's check before a sync: never true now)
+        if w.fileno() >= 0:  # (none left: see outlived; the flags stay as they were)
+            flags = fcntl.fcntl(w.fileno(), fcntl.F_GETFL)
+            fcntl.fcntl(w.fileno(), fcntl.F_SETFL, flags & ~os.O_APPEND)  # sendfile/splice work
+            w.setsockopt(_c.SOL_SOCKET, _c.SO_SNDBUF, _CARRY_BUF)
+        if keep_watched:
+            w.detach()
+        else:
+            w.close()
+        self._carrier = _Carrier(self, sock, on_hangup)
+        self._carrier.start()
+        return True
+
+    def _plain(self) -> None:
+        """Take back every byte that stands for readiness (AF_UNIX pair)."""
+        w = self._watched
+        _drain(self._peer)
+        if self.urgent:
+            try:
+                w.recv(1, _OOB | _DONTWAIT)
+            except OSError:
+                pass
+        _drain(w)
+        self.readable = self.urgent = False
+        self.writable = True
+
+    def outlived(self) -> bool:
+        """The socket's last object closed (stack lock held): close the
+        number this object holds and say whether descriptors of the watched
+        end are still open elsewhere (os.dup of fileno(), one passed to
+        another process, a child's copy), which hold the socket as a kernel
+        file does: the caller then has the pair carry the socket's data
+        (carry) until they are closed. Not for a kernel TCP pair."""
+        if self._tcp or self._carrier is not None:
+            return False
+        self._plain()
+        self._watched.close()
+        return not _hung_up(self._peer)
+
+    @property
+    def kernel_pair(self) -> bool:
+        """A kernel TCP pair (exact urgent readiness), which never carries data."""
+        return self._tcp
+
+    @property
+    def carrier_socket(self) -> Any:
+        """The object the relay reads and writes through, while carrying."""
+        carrier = self._carrier
+        return carrier.sock if carrier is not None else None
+
+    def uncarry(self, number: int) -> tuple[bytes, bytes]:
+        """Stop carrying data (socket.socket(fileno=...) takes the socket
+        back; stack lock held) and return what sat in the pair: the bytes
+        relayed to the watched end that the program has not read (read back
+        through ``number``, a descriptor of the watched end, which this
+        object duplicates to hold again), and the bytes the program wrote
+        that the relay has not sent. The pair reports readiness again."""
+        carrier, self._carrier = self._carrier, None
+        if carrier is None:
+            return b"", b""
+        carrier.stop()
+        w = _c.socket(fileno=os.dup(number))
+        self._watched = w
+        unread = _read_all(w)
+        unsent = _read_all(self._peer)
+        flags = fcntl.fcntl(w.fileno(), fcntl.F_GETFL)
+        fcntl.fcntl(w.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
+        w.setsockopt(_c.SOL_SOCKET, _c.SO_SNDBUF, 1)
+        self.readable = self.urgent = False
+        self.writable = True
+        return unread, unsent
 
 
 def _unix_pair() -> tuple[_c.socket, _c.socket]:
@@ -294,5 +429,282 @@ def _drain(sock: _c.socket) -> None:
     try:
         while sock.recv(65536, _DONTWAIT):
             pass
-    except BlockingIOError:
+    except OSError:
         pass
+
+
+def _read_all(sock: _c.socket) -> bytes:
+    """Every byte ``sock`` has to read now (to EOF or EAGAIN)."""
+    parts = []
+    try:
+        while True:
+            data = sock.recv(_CHUNK, _DONTWAIT)
+            if not data:
+                break
+            parts.append(data)
+    except OSError:
+        pass
+    return b"".join(parts)
+
+
+
+# -- data-carrying descriptors (detach) --------------------------------------------------
+# A detached stream socket's descriptor is what multiprocessing.connection and
+# others read and write with os.read/os.write: its pair carries the socket's
+# data, moved by one relay thread for the whole process (an epoll over the
+# peers of every carrying pair, and a wake-up eventfd the stack pokes when a
+# socket a relay waits on changes). Each step is done under the socket's
+# stack lock and never blocks, and moves only what the other side takes at
+# once (a peek, a non-blocking send, then as many bytes consumed as were
+# sent), so nothing is ever held in between: the pair's buffers and the
+# socket's queues are the only places bytes wait (back-pressure both ways),
+# and socket.socket(fileno=...) can stop the relay at any moment and take
+# back what sits in the pair (uncarry).
+_CHUNK = 65536
+_CARRY_BUF = 106496  # SO_SNDBUF of the program's end (Linux doubles it: its default)
+_STEP_CHUNKS = 16  # chunks a step moves each way before another pair's turn
+_WAIT_TCP, _WAIT_PEER, _DONE, _HANGUP = 0, 1, 2, 3
+
+
+class _Carrier:
+    """The relay of one pair (Readiness.carry)."""
+
+    __slots__ = ("efd", "sock", "peer", "pfd", "on_hangup", "in_done", "out_done", "wait_tcp",
+                 "poked", "stopped", "mask")
+
+    def __init__(self, efd: Readiness, sock: Any, on_hangup: Callable[[], None]) -> None:
+        self.efd = efd
+        self.sock = sock
+        self.peer = efd._peer
+        self.pfd = efd._peer.fileno()
+        self.on_hangup = on_hangup
+        self.in_done = False  # nothing more from the socket to the program (EOF given)
+        self.out_done = False  # nothing more from the program to the socket
+        self.wait_tcp = False  # a step waits for the socket to change
+        self.poked = False
+        self.stopped = False
+        self.mask = -1
+
+    def start(self) -> None:
+        relay = _relay_of_process()
+        relay.add(self)
+        self.poke()
+
+    def poke(self) -> None:
+        """The socket changed (stack lock held): the relay steps this pair."""
+        self.poked = True
+        relay = _relay
+        if relay is not None and not self.stopped:
+            relay.poke(self)
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        relay = _relay
+        if relay is not None:
+            relay.remove(self)
+
+    # -- one step (the relay thread) -------------------------------------------------
+    def step(self) -> None:
+        sock = self.sock
+        with sock._stack.locked:
+            if self.stopped:
+                return
+            self.poked = False
+            self.wait_tcp = False
+            mask = 0
+            if not self.in_done:
+                state = self._to_program()
+                if state == _WAIT_PEER:
+                    mask |= select.EPOLLOUT
+                elif state == _WAIT_TCP:
+                    self.wait_tcp = True
+            state = self._to_socket() if not self.out_done else \
+                _HANGUP if _hung_up(self.peer) else _DONE
+            if state == _HANGUP:
+                self.stop()
+                self.on_hangup()
+                return
+            if state == _WAIT_PEER:
+                mask |= select.EPOLLIN
+            elif state == _WAIT_TCP:
+                self.wait_tcp = True
+            if mask != self.mask:
+                self.mask = mask
+                relay = _relay
+                if relay is not None:
+                    relay.watch(self, mask)
+
+    def _to_program(self) -> int:
+        sock, peer = self.sock, self.peer
+        for _ in range(_STEP_CHUNKS):
+            try:
+                data = sock.recv(_CHUNK, _c.MSG_PEEK | _DONTWAIT)
+            except BlockingIOError:
+                return _WAIT_TCP
+            except OSError:
+                data = b""  # reset, timed out: the program reads EOF
+            if not data:
+                self.in_done = True
+                try:
+                    peer.shutdown(_c.SHUT_WR)
+                except OSError:
+                    pass
+                return _DONE
+            try:
+                n = peer.send(data, _DONTWAIT)
+            except BlockingIOError:
+                return _WAIT_PEER
+            except OSError:
+                self.in_done = True  # the program shut its reading side, or hung up
+                return _DONE
+            sock.recv(n, _DONTWAIT)  # exactly what the program now has
+        return _WAIT_PEER  # more to move: EPOLLOUT is ready at once if there is room
+
+    def _to_socket(self) -> int:
+        sock, peer = self.sock, self.peer
+        for _ in range(_STEP_CHUNKS):
+            try:
+                data = peer.recv(_CHUNK, _c.MSG_PEEK | _DONTWAIT)
+            except BlockingIOError:
+                return _WAIT_PEER
+            except OSError:
+                data = b""
+            if not data:
+                # EOF: the program shut its writing side, or every descriptor
+                # of its end is closed (a hang-up: close the socket).
+                self.out_done = True
+                if _hung_up(peer):
+                    return _HANGUP
+                try:
+                    sock.shutdown(_c.SHUT_WR)
+                except OSError:
+                    pass
+                return _DONE
+            try:
+                n = sock.send(data, _DONTWAIT)
+            except BlockingIOError:
+                return _WAIT_TCP
+            except OSError:
+                # The connection is gone (reset): the program's writes fail
+                # from now on (EPIPE), as they would on the socket.
+                self.out_done = True
+                try:
+                    peer.shutdown(_c.SHUT_RD)
+                except OSError:
+                    pass
+                _drain(peer)
+                return _DONE
+            peer.recv(n, _DONTWAIT)
+        return _WAIT_PEER  # more to move: EPOLLIN is ready at once
+
+
+def _hung_up(peer: _c.socket) -> bool:
+    p = select.poll()
+    p.register(peer.fileno(), 0)
+    got = p.poll(0)
+    return bool(got and got[0][1] & select.POLLHUP)
+
+
+class _Relay:
+    """The thread that steps every carrying pair of this process."""
+
+    def __init__(self) -> None:
+        self.ep = select.epoll()
+        self.wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.ep.register(self.wake, select.EPOLLIN)
+        self.carriers: dict[int, _Carrier] = {}
+        self.pending: deque[_Carrier] = deque()
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        # Not a threading.Thread: the program's thread checks (regrtest's
+        # dangling threads, threading.enumerate) see only its own threads.
+        _thread.start_new_thread(self._run, ())
+
+    def add(self, c: _Carrier) -> None:
+        with self.lock:
+            self.carriers[c.pfd] = c
+            self.ep.register(c.pfd, 0)
+            c.mask = 0
+
+    def watch(self, c: _Carrier, mask: int) -> None:
+        with self.lock:
+            if self.carriers.get(c.pfd) is c:
+                self.ep.modify(c.pfd, mask)
+
+    def remove(self, c: _Carrier) -> None:
+        with self.lock:
+            if self.carriers.get(c.pfd) is c:
+                del self.carriers[c.pfd]
+                try:
+                    self.ep.unregister(c.pfd)
+                except OSError:
+                    pass
+
+    def poke(self, c: _Carrier) -> None:
+        self.pending.append(c)
+        try:
+            os.eventfd_write(self.wake, 1)
+        except OSError:
+            pass
+
+    def _run(self) -> None:
+        wake = self.wake
+        while True:
+            try:
+                events = self.ep.poll()
+            except InterruptedError:
+                continue
+            except (OSError, ValueError):
+                return  # closed (a child of a fork)
+            ready: dict[int, _Carrier] = {}
+            for fd, _ev in events:
+                if fd == wake:
+                    try:
+                        os.eventfd_read(wake)
+                    except OSError:
+                        pass
+                    continue
+                c = self.carriers.get(fd)
+                if c is not None:
+                    ready[id(c)] = c
+            pending = self.pending
+            while pending:
+                c = pending.popleft()
+                ready[id(c)] = c
+            for c in ready.values():
+                try:
+                    c.step()
+                except Exception:  # noqa: BLE001 - one pair's failure must not stop the others
+                    c.stop()
+
+
+_relay: _Relay | None = None
+_relay_lock = threading.Lock()
+
+
+def _relay_of_process() -> _Relay:
+    global _relay
+    with _relay_lock:
+        relay = _relay
+        if relay is None or relay.pid != os.getpid():
+            relay = _relay = _Relay()
+        return relay
+
+
+def _forget_relay() -> None:
+    """In the child of a fork: the relay thread stayed in the parent, whose
+    pairs it keeps carrying; this process's copies of its descriptors go."""
+    global _relay
+    relay, _relay = _relay, None
+    if relay is not None:
+        relay.ep.close()
+        try:
+            os.close(relay.wake)
+        except OSError:
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_relay)

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from types import FunctionType as _FunctionType
 from typing import TYPE_CHECKING, Any, Self
 
+from .clock import Condition
 from .ip.addr import AF_INET, AF_INET6, V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, to_text
 from .ip.route import BROADCAST, LOCAL
 from .names import needs_scope, numeric_host
@@ -248,8 +249,15 @@ def c_buffer(data: Any) -> memoryview:
 # socket of a descriptor, or of a dup of one, here.
 _BY_FILE: dict[tuple[int, int], weakref.ref[Socket]] = {}
 # Descriptors detach() left open, each with the hidden object that holds the
-# socket for it until socket.socket(fileno=fd) takes it back.
+# socket for it until socket.socket(fileno=fd) takes it back. The number is
+# the program's: no object owns it (_fd_owners), so loopstack never closes
+# it (the program may close it, and the number be reused, at any time).
 _DETACHED: dict[int, Socket] = {}
+# id(hidden object) -> the number it stands for in _DETACHED.
+_HOLDER_FD: dict[int, int] = {}
+# Hidden objects holding a socket an attached process detached (host/owner.py)
+# whose descriptor does not carry data: kept until the stack closes.
+_KEPT: dict[int, Socket] = {}
 
 
 def udplite(stack: Stack) -> UDP:
@@ -308,6 +316,8 @@ def _unshare_after_fork() -> None:
             sock.__dict__ = dict(sock.__dict__)
     _BY_FILE.clear()  # the copied stack is not this process's to use
     _DETACHED.clear()
+    _HOLDER_FD.clear()
+    _KEPT.clear()
 
 
 if hasattr(os, "register_at_fork"):
@@ -424,7 +434,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
         self._kind = kind
         self._proto = proto  # as given, like socket.socket().proto; SO_PROTOCOL tells the truth
         self._timeout = _socket.getdefaulttimeout()
-        self._cond = threading.Condition(stack.lock)
+        self._cond = Condition(stack.lock)  # (clock.py: small; its deque made at the first wait)
         self._efd: Readiness | None = None
         self._fd_owners: dict[int, int] = {}  # descriptor number -> objects that own it
         self._refs = 0  # objects of this socket not closed, and detached descriptors
@@ -433,8 +443,9 @@ class Socket(_socket.socket, metaclass=_Implementation):
         self._rcvlowat = 1
         self._rcvtimeo: int | None = None  # SO_RCVTIMEO in jiffies; None: wait for ever
         self._sndtimeo: int | None = None
-        self._last_address: Any = None  # sendto's last numeric address, parsed
-        self._last_sockaddr: tuple[bytes, int] = (b"", 0)
+        # sendto's last numeric address and its parsed form, one tuple
+        # (replaced whole: read without the lock).
+        self._last_dest: tuple[Any, tuple[bytes, int]] = (None, (b"", 0))
         return nonblock
 
     def _open(self) -> Socket:
@@ -507,7 +518,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
     def _wake(self) -> None:
         """The protocol says something changed: wake waiters, update the fd."""
         cond = self._cond
-        if cond._waiters:  # type: ignore[attr-defined]  # (nobody waits: no calls)
+        if cond._waiters:  # (nobody waits: no calls)
             cond.notify_all()
         if self._efd is not None:
             self._sync_fd()
@@ -545,7 +556,12 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     _BY_FILE[efd.identity] = weakref.ref(self._core)
                 watched = efd.fileno()
                 owners = self._fd_owners
-                fd = os.dup(watched) if watched in owners else watched
+                if watched < 0:  # the pair's end is the program's now (detach)
+                    fd = self._dup_of_file(efd)
+                    if fd < 0:
+                        return -1
+                else:
+                    fd = os.dup(watched) if watched in owners else watched
                 owners[fd] = owners.get(fd, 0) + 1
                 set_nonblocking(fd, self._timeout is not None)
                 self._fd = fd
@@ -672,11 +688,16 @@ class Socket(_socket.socket, metaclass=_Implementation):
         if flowinfo > 0xFFFFF:
             raise OverflowError(f"{what}(): flowinfo must be 0-1048575.")
         addr = self._host(host, what)
-        if len(addr) == 16 and what in ("bind", "connect") and needs_scope(addr):
-            if not scope:
-                raise error(errno.EINVAL)  # a link-local address requires an interface
-            if scope not in self._stack.resolver.interfaces.values():
-                raise error(errno.ENODEV)
+        if what == "bind" or what == "connect":
+            # CPython's sock_bind/sock_connect (connect_ex too): once the
+            # address is parsed, before the system call. (sendto and
+            # sendmsg raise theirs in _sendto and _sendmsg_args.)
+            audit_socket(self, "socket." + what, address)
+            if len(addr) == 16 and needs_scope(addr):
+                if not scope:
+                    raise error(errno.EINVAL)  # a link-local address requires an interface
+                if scope not in self._stack.resolver.interfaces.values():
+                    raise error(errno.ENODEV)
         return addr, port
 
     def _text(self, addr: bytes, port: int) -> tuple[Any, ...]:
@@ -791,6 +812,9 @@ class Socket(_socket.socket, metaclass=_Implementation):
         flags = c_int(flags)
         if address is not None:
             self._sockaddr(address, "sendmsg")
+        # CPython's sock_sendmsg: after the address, before the buffers
+        # (None when there is none).
+        audit_socket(self, "socket.sendmsg", address)
         try:
             parts = list(buffers)
         except TypeError:
@@ -861,17 +885,39 @@ class Socket(_socket.socket, metaclass=_Implementation):
         payload = bytes(data) if type(data) is not bytes else data
         if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
+        if address is None:
+            with self._stack.locked:
+                if self._closed:  # (_check, inlined: the connected socket's send)
+                    raise error(errno.EBADF)
+                u = self._udp
+                assert u is not None
+                n = u.sendto(payload, None, 0, ttl, tclass)
+            if u.udp.starved is not None and self._may_hand_over(flags):
+                u.udp.hand_over()  # a reader starved by this thread's sends runs first
+            return n
+        last = self._last_dest
+        if address == last[0]:
+            addr, port = last[1]
+        else:
+            addr, port = self._sockaddr(address, what)
+            if numeric_host(address[0]) is not None:  # names may change: not cached
+                self._last_dest = (address, (addr, port))
+        if what == "sendto":
+            # CPython's sock_sendto: the address parsed, before the system
+            # call (sendmsg's is raised in _sendmsg_args).
+            audit_socket(self, "socket.sendto", address)
         with self._stack.locked:
             u = self._check()
-            if address is None:
-                return u.sendto(payload, None, 0, ttl, tclass)
-            if address == self._last_address:
-                addr, port = self._last_sockaddr
-            else:
-                addr, port = self._sockaddr(address, what)
-                if numeric_host(address[0]) is not None:  # names may change: not cached
-                    self._last_address, self._last_sockaddr = address, (addr, port)
-            return u.sendto(payload, addr, port, ttl, tclass)
+            n = u.sendto(payload, addr, port, ttl, tclass)
+        if u.udp.starved is not None and self._may_hand_over(flags):
+            u.udp.hand_over()  # a reader starved by this thread's sends runs first
+        return n
+
+    def _may_hand_over(self, flags: int) -> bool:
+        """Whether this send may wait for a starved reader (udp.py, the
+        hand-over): only a blocking send on the real clock. A non-blocking
+        one (an event loop's) returns at once, as Linux's always does."""
+        return self._timeout is None and not flags & MSG_DONTWAIT and self._stack._vt is None
 
     # -- receiving ---------------------------------------------------------------
     def _recv(self, flags: int) -> tuple[bytes, tuple[Any, ...] | None, int]:
@@ -883,30 +929,40 @@ class Socket(_socket.socket, metaclass=_Implementation):
         """One datagram: (data, source address bytes, source port); the
         address is b"" at end of data. MSG_OOB is ignored, as udp_recvmsg
         ignores it (sending with it is EOPNOTSUPP)."""
-        with self._stack.locked:
-            u = self._check()
-            if u.shut_rd and not u.rcvq and not u.so_error and (
-                    self._timeout is not None or flags & MSG_DONTWAIT):
-                # Shut for reading, a datagram socket polls readable, yet
-                # udp_recvmsg finds nothing and says EAGAIN; with a timeout
-                # CPython polls again: it waits for data, up to the timeout.
-                # Only a blocking call ends at once, with no data.
-                if self._timeout == 0.0 or flags & MSG_DONTWAIT:
-                    raise error(errno.EAGAIN)
-                self._wait(lambda: bool(u.rcvq) or bool(u.so_error), flags)
-            else:
-                self._wait(lambda: u.readable, flags)
-            if u.so_error:
-                code, u.so_error = u.so_error, 0
-                self._sync_fd()
-                raise error(code)
-            d = u.dequeue(bool(flags & MSG_PEEK))
-            u.last_dequeued = d
-            if self._efd is not None:
-                self._sync_fd()
-            if d is None:
-                return b"", b"", 0  # shut down for reading
-            return d.data, d.src, d.sport
+        readers = self._udp.readers if self._udp is not None else []
+        # This thread is in a receive on the socket, waiting for the lock,
+        # the GIL or data: a sender that starves it lets it run (udp.py,
+        # the hand-over). (list append and pop: atomic without the lock)
+        readers.append(None)
+        try:
+            with self._stack.locked:
+                u = self._check()
+                if u.rcvq and not u.so_error:
+                    pass  # a datagram waits: nothing to wait for
+                elif u.shut_rd and not u.rcvq and not u.so_error and (
+                        self._timeout is not None or flags & MSG_DONTWAIT):
+                    # Shut for reading, a datagram socket polls readable, yet
+                    # udp_recvmsg finds nothing and says EAGAIN; with a timeout
+                    # CPython polls again: it waits for data, up to the timeout.
+                    # Only a blocking call ends at once, with no data.
+                    if self._timeout == 0.0 or flags & MSG_DONTWAIT:
+                        raise error(errno.EAGAIN)
+                    self._wait(lambda: bool(u.rcvq) or bool(u.so_error), flags)
+                else:
+                    self._wait(lambda: u.readable, flags)
+                if u.so_error:
+                    code, u.so_error = u.so_error, 0
+                    self._sync_fd()
+                    raise error(code)
+                d = u.dequeue(bool(flags & MSG_PEEK))
+                u.last_dequeued = d
+                if self._efd is not None:
+                    self._sync_fd()
+                if d is None:
+                    return b"", b"", 0  # shut down for reading
+                return d.data, d.src, d.sport
+        finally:
+            readers.pop()
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if bufsize < 0:
@@ -1038,7 +1094,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
             if self._closed:
                 return
             stale = self._fd >= 0 and self._fd not in self._fd_owners
-            if self._let_go():
+            if self._let_go() and not self._outlived():
                 efd = self._close_socket()
         if efd is not None:
             efd.close()
@@ -1076,11 +1132,14 @@ class Socket(_socket.socket, metaclass=_Implementation):
         self._stack._unregister(self)
         fd, self._fd = self._fd, -1
         owners = self._fd_owners
-        if fd >= 0 and _DETACHED.get(fd) is self:
-            # The hidden holder of a detached number (closed with the stack):
-            # the number is the program's, not to be closed here.
-            del _DETACHED[fd]
-            keep_fd = True
+        number = _HOLDER_FD.pop(id(self), None) if _HOLDER_FD else None
+        if number is not None and _DETACHED.get(number) is self:
+            # The hidden holder of a detached number (closed with the stack,
+            # or the program closed every descriptor of a carrying pair):
+            # the number is the program's, never closed here.
+            del _DETACHED[number]
+        if _KEPT:
+            _KEPT.pop(id(self), None)
         if fd in owners:
             if keep_fd:
                 if owners[fd] > 1:
@@ -1118,8 +1177,11 @@ class Socket(_socket.socket, metaclass=_Implementation):
 
     def detach(self) -> int:
         """As socket.detach(): this object is closed, its descriptor stays
-        open (and the socket with it); ``socket.socket(fileno=fd)`` makes an
-        object of it again. -1 on a closed object, as CPython's."""
+        open (and the socket with it) and is the program's to close;
+        ``socket.socket(fileno=fd)`` makes an object of it again. A stream
+        socket's descriptor then carries the connection's data, as a kernel
+        socket's does (os.read and os.write on it: readiness.py, carry).
+        -1 on a closed object, as CPython's."""
         if self._closed:
             return -1
         fd = self.fileno()
@@ -1127,12 +1189,15 @@ class Socket(_socket.socket, metaclass=_Implementation):
         with self._stack.locked:
             if self._closed:
                 return -1
-            if self._fd_owners.get(fd) == 1:
+            owners = self._fd_owners
+            if owners.get(fd) == 1:
                 self._fd = -1  # the number passes to a hidden object, with the reference
                 held = self._twin()
-                held._fd = fd
+                del owners[fd]  # the program's number now: loopstack never closes it
                 _DETACHED[fd] = held
+                _HOLDER_FD[id(held)] = fd
                 self._let_go()
+                held._give_away(fd)
             elif self._let_go(keep_fd=True):
                 # Another object has the number (or closed it): only this
                 # object's reference goes, and it may have been the last.
@@ -1140,6 +1205,61 @@ class Socket(_socket.socket, metaclass=_Implementation):
         if efd is not None:
             efd.close()
         return fd
+
+    def _give_away(self, number: int) -> None:
+        """This hidden object holds the socket for descriptors now the
+        program's (``number``, or -1: another process's, host/owner.py).
+        A stream socket's connection (made or being made) is carried by its
+        pair from now on; anything else (a datagram socket, a listener, a
+        socket never connected) keeps a readiness-only descriptor, whose
+        watched end this process holds a number of its own for, so that it
+        never closes the program's. Stack lock held."""
+        efd = self._efd
+        if efd is None:
+            return
+        t = self.__dict__.get("_tcb")
+        if t is not None and not t.listening and t.remote_port:
+            watched = efd.fileno()
+            keep = watched == number or watched in self._fd_owners
+            self._timeout = 0.0  # the relay's calls never wait
+            if efd.carry(self, keep, lambda: _hang_up(self)):
+                return
+        if number >= 0:
+            efd.release(number)
+        else:
+            _KEPT[id(self)] = self
+
+    def _outlived(self) -> bool:
+        """The socket's last object was let go (stack lock held): True if a
+        connection's descriptor is still open somewhere (a dup the program
+        made with os.dup, one passed to another process: multiprocessing's
+        socket pickling), which keeps it open as a kernel file keeps its
+        socket: a hidden object then holds it and the pair carries its data
+        until every such descriptor is closed."""
+        efd = self._efd
+        t = self.__dict__.get("_tcb")
+        if efd is None or efd.carrying or efd.kernel_pair or self._stack._closed \
+                or t is None or t.listening or not t.remote_port:
+            return False
+        if not efd.outlived():
+            return False
+        holder = self._twin()
+        holder._timeout = 0.0
+        efd.carry(holder, True, lambda: _hang_up(holder))
+        return True
+
+    def _dup_of_file(self, efd: Readiness) -> int:
+        """A new number for the pair's watched end, made from a descriptor
+        of it an object or the program holds (fstat tells), or -1."""
+        mine = [n for n, held in _DETACHED.items() if held.__dict__ is self.__dict__]
+        for n in [*self._fd_owners, *mine]:
+            try:
+                st = os.fstat(n)
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) == efd.identity:
+                return os.dup(n)
+        return -1
 
     def _take_over(self) -> Self:
         """What ssl's wrap_socket does to the object it wraps: a new object
@@ -1170,12 +1290,25 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 held._fd = -1  # the number was closed and reused: not its to close
                 held.close()
                 held = None
+            efd = self._efd
+            if held is None and efd is not None and efd.carrying:
+                # The object the relay used takes the program's reference:
+                # the socket is the adopted object's now, whatever number
+                # held it (that number, if still open, is the program's).
+                held = efd.carrier_socket
+                number = _HOLDER_FD.get(id(held))
+                if number is not None and _DETACHED.get(number) is held:
+                    del _DETACHED[number]
             if held is not None:
+                _HOLDER_FD.pop(id(held), None)
                 sock = held
             else:
                 sock = self._twin()
-                sock._fd = fd
-                self._fd_owners[fd] = self._fd_owners.get(fd, 0) + 1
+            sock._fd = fd
+            self._fd_owners[fd] = self._fd_owners.get(fd, 0) + 1
+            if efd is not None and efd.carrying:
+                _put_back(self, *efd.uncarry(fd))
+                self._sync_fd()
             # What is not given is read from the socket (getsockname's
             # family, SO_TYPE, SO_PROTOCOL: the real protocol number).
             udp: UdpSock | None = self.__dict__.get("_udp")
@@ -1192,6 +1325,15 @@ class Socket(_socket.socket, metaclass=_Implementation):
             return sock
 
     # -- held by several processes (host/owner.py) ---------------------------------
+    def _detach_remote(self) -> Socket:
+        """An attached process detached its object of this socket: a hidden
+        object holds the socket for the descriptor it keeps (stack lock held;
+        the caller then lets go of the process's reference and calls
+        ``_give_away(-1)`` on what this returns)."""
+        if self._closed:
+            raise error(errno.EBADF)
+        return self._twin()
+
     def _hand_over(self) -> None:
         """close() here while attached processes still hold the socket: as a
         kernel file stays open until its last descriptor closes, the record
@@ -1492,6 +1634,42 @@ class Socket(_socket.socket, metaclass=_Implementation):
         }
 
 
+def _hang_up(held: Socket) -> None:
+    """Every descriptor of a carrying pair is closed (readiness.py's relay,
+    stack lock held): the socket closes as close() would close it."""
+    held.close()
+
+
+def _put_back(sock: Socket, unread: bytes, unsent: bytes) -> None:
+    """A carrying pair stopped (socket.socket(fileno=...) took the socket
+    back; stack lock held): bytes relayed to the program that it had not
+    read go back to the front of the receive queue, bytes it wrote that the
+    relay had not sent are sent, so nothing is lost or reordered. (This
+    reaches into the TCP control block: the hook it stands for would be
+    TCP.unread(tcb, data) and a send that may exceed the send buffer.)"""
+    t: Any = sock.__dict__.get("_tcb")
+    if t is None:
+        return
+    if unread:
+        q = t.rcvq
+        rest = q.read(q.size) if q.size else b""
+        q.append(unread)
+        q.append(rest)
+    if unsent and not (t.shut_wr or t.fin_queued) and t.state.name in ("ESTABLISHED",
+                                                                        "CLOSE_WAIT"):
+        tcp = sock._stack.tcp
+        view = memoryview(unsent)
+        sent = tcp.send(t, view)
+        if sent < len(view):
+            # Already written by the program: queued beyond the send buffer
+            # (a kernel socket's queue holds it; the next send waits for room).
+            old = t.sndbuf
+            t.sndbuf = t.sndq.size + len(view) - sent
+            tcp.send(t, view[sent:])
+            if t.sndbuf == t.sndq.size:
+                t.sndbuf = old
+
+
 # -- the program's object: a front --------------------------------------------------
 # Under patch() the program gets an instance of socket.socket itself, so that
 # type(s) is socket.socket (code may demand it: trio's from_stdlib_socket
@@ -1520,10 +1698,63 @@ _ORIGINAL: dict[str, Any] = {}
 _installed = False
 _install_lock = threading.Lock()
 # Names left alone: how the object is made, found and finalized, and plain data.
+# makefile() stays socket.socket's own: run on the front, its SocketIO holds
+# the front (as the program's object), and every call it makes is dispatched.
 _NOT_DISPATCHED = frozenset({"__new__", "__del__", "__getattribute__", "__weakref__",
-                             "__dict__", "__doc__", "__module__", "__slots__", "__qualname__"})
+                             "__dict__", "__doc__", "__module__", "__slots__", "__qualname__",
+                             "makefile"})
 # The original slots' values a front keeps, though every read goes to its implementation.
 _SETTABLE = frozenset({"_closed", "_io_refs"})
+
+
+# -- audit events ---------------------------------------------------------------------
+# CPython's socket module raises audit events (PEP 578) from C: socket.__new__
+# when an object is made (patch.py; accept and dup below), socket.bind,
+# socket.connect (connect_ex too), socket.sendto and socket.sendmsg, and one
+# per name lookup (patch.py). A loopstack socket raises the same, with the
+# same arguments; the socket in them is the object the program holds (its
+# front under patch, else the Socket itself).
+_FRONT_OF: dict[int, weakref.ref[Any]] = {}  # id(implementation) -> its front
+# Threads that run calls of attached processes (host/owner.py): those
+# processes raise the events of their calls themselves, as on a kernel,
+# where the calls of one process are no other's business.
+serving: set[int] = set()
+_raising = threading.local()
+
+
+def loopstack_event() -> bool:
+    """True while loopstack raises an audit event of its own (for a loopstack
+    socket, or a name lookup a stack answers): an audit hook that watches
+    what reaches the kernel tells them apart with this."""
+    return bool(getattr(_raising, "on", False))
+
+
+def audit(event: str, *args: Any) -> None:
+    """``sys.audit(event, *args)`` as loopstack's (see loopstack_event)."""
+    if serving and threading.get_ident() in serving:
+        return
+    before = getattr(_raising, "on", False)
+    _raising.on = True
+    try:
+        sys.audit(event, *args)
+    finally:
+        _raising.on = before
+
+
+def audit_socket(sock: Any, event: str, address: Any) -> None:
+    """A socket's event (bind, connect, sendto, sendmsg), naming the object
+    the program holds for ``sock``."""
+    if sock._private:
+        return  # a bridge's own socket (host/bridge.py)
+    ref = _FRONT_OF.get(id(sock))
+    held = ref() if ref is not None else None
+    audit(event, sock if held is None else held, address)
+
+
+def audit_new(obj: Any, family: Any, type: Any, proto: Any) -> None:
+    """socket.__new__ for ``obj``, with the values CPython's sock_initobj
+    shows (plain ints)."""
+    audit("socket.__new__", obj, int(family), int(type), int(proto))
 
 
 def implementation(obj: Any) -> Any:
@@ -1534,27 +1765,40 @@ def implementation(obj: Any) -> Any:
     return obj if impl is None else impl
 
 
-def front(impl: Any) -> Any:
-    """A new ``socket.socket`` object whose calls ``impl`` carries out (what
-    patch.py gives the program). Installs the dispatchers if not yet done."""
+def blank() -> Any:
+    """A ``socket.socket`` object not yet a front (front() makes it one):
+    what the socket.__new__ event names before the socket exists, as
+    CPython's names the object its __init__ is filling in."""
     if not _installed:
         install_dispatchers()
     obj = _C_NEW(_STDLIB_SOCKET)  # descriptor -1; socket.socket.__init__ never runs on it
     _CLOSED_SLOT.__set__(obj, False)
     _IO_REFS_SLOT.__set__(obj, 0)
+    return obj
+
+
+def front(impl: Any, obj: Any = None) -> Any:
+    """A new ``socket.socket`` object whose calls ``impl`` carries out (what
+    patch.py gives the program), or ``obj`` (from blank()) made one.
+    Installs the dispatchers if not yet done."""
+    if obj is None:
+        obj = blank()
     key = id(obj)
-    _FRONT_REFS[key] = weakref.ref(obj, _forgetter(key))
+    ref = _FRONT_REFS[key] = weakref.ref(obj, _forgetter(key))
     _FRONTS[key] = impl
+    _FRONT_OF[id(impl)] = ref
     if type.__instancecheck__(Socket, impl):
         impl._fronted = True
     return obj
 
 
 def _forgetter(key: int) -> Callable[[Any], None]:
-    def forget(_ref: Any) -> None:
+    def forget(ref: Any) -> None:
         try:
             _FRONT_REFS.pop(key, None)
-            _FRONTS.pop(key, None)
+            impl = _FRONTS.pop(key, None)
+            if impl is not None and _FRONT_OF.get(id(impl)) is ref:
+                del _FRONT_OF[id(impl)]
         except Exception:  # noqa: BLE001 - interpreter exit: the module may be gone
             pass
 
@@ -1618,7 +1862,16 @@ def _accept(original: Any) -> Any:
         if impl is None:
             return original(self, *args, **kwargs)
         sock, address = impl.accept(*args, **kwargs)
-        return _front_of(sock), address
+        new = _front_of(sock)
+        if new is not sock:  # (a kernel socket's accept raised its own)
+            try:
+                # socket.accept() makes the object with socket(self.family,
+                # self.type, self.proto, fileno=fd): its socket.__new__.
+                audit_new(new, impl.family, impl.type, impl.proto)
+            except BaseException:
+                sock.close()
+                raise
+        return new, address
 
     return _named(accept, original)
 
@@ -1648,7 +1901,15 @@ def _dup(original: Any) -> Any:
         impl = get(id(self))
         if impl is None:
             return original(self, *args, **kwargs)
-        return _front_of(impl.dup(*args, **kwargs))
+        sock = impl.dup(*args, **kwargs)
+        new = _front_of(sock)
+        if new is not sock:  # (a kernel socket's dup raised its own)
+            try:
+                audit_new(new, impl.family, impl.type, impl.proto)  # as socket.dup() makes it
+            except BaseException:
+                sock.close()
+                raise
+        return new
 
     return _named(dup, original)
 
@@ -1818,4 +2079,5 @@ def _repoint(replaced: dict[int, tuple[Any, Any]]) -> None:
         members(module, namespace)
 
 
-__all__ = ["Socket", "error", "front", "implementation", "install_dispatchers"]
+__all__ = ["Socket", "error", "front", "implementation", "install_dispatchers",
+           "loopstack_event"]

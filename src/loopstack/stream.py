@@ -592,6 +592,7 @@ class StreamSocket(Socket):
         lst.accept_queue.clear()
         lst.syn_queue.clear()
         t.listening = False
+        tcp.index_listeners(t.local_port)
         t.state = State.CLOSED
         tcp.on_state(t)
         self._wake()

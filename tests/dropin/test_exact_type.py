@@ -264,7 +264,7 @@ def _signature(obj: Any) -> str:
         return type(e).__name__
 
 
-@pytest.mark.parametrize("name", ["recv", "send", "sendall", "makefile", "accept", "connect",
+@pytest.mark.parametrize("name", ["recv", "send", "sendall", "accept", "connect",
                                   "settimeout", "__init__", "dup", "__repr__"])
 def test_the_dispatchers_read_as_the_methods(name: str) -> None:
     with loopstack.patch():
@@ -274,6 +274,31 @@ def test_the_dispatchers_read_as_the_methods(name: str) -> None:
     assert method is not original
     assert _signature(method) == _signature(original)
     assert method.__name__ == original.__name__ and method.__doc__ == original.__doc__
+
+
+def test_makefile_is_the_stdlibs_own_and_holds_the_front() -> None:
+    """makefile() is not dispatched: socket.socket's own runs on the front,
+    so the file object holds the program's object (CPython's
+    testMakefileCloseSocketDestroy counts its references) and every call it
+    makes goes through the dispatchers."""
+    with loopstack.patch():
+        srv = socket.create_server(("127.0.0.1", 0))
+        c = socket.create_connection(srv.getsockname())
+        a, _ = srv.accept()
+        before = sys.getrefcount(c)
+        f = c.makefile("rwb")
+        assert sys.getrefcount(c) == before + 1
+        a.sendall(b"line\n")
+        assert f.readline() == b"line\n"
+        f.write(b"x")
+        f.flush()
+        assert a.recv(1) == b"x"
+        f.close()
+        assert sys.getrefcount(c) == before
+        for s in (c, a, srv):
+            s.close()
+    assert "makefile" not in _ORIGINAL
+    assert socket.socket.makefile.__module__ == "socket"
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")

@@ -111,6 +111,7 @@ import socket
 import sys
 
 from loopstack.readiness import making
+from loopstack.socket import loopstack_event
 
 _INET = (socket.AF_INET, socket.AF_INET6)
 KERNEL = []  # what reached the kernel's socket module for the network
@@ -119,6 +120,8 @@ KERNEL = []  # what reached the kernel's socket module for the network
 def _audit(event, args):
     if making():
         return  # a readiness descriptor's kernel pair (readiness.py)
+    if loopstack_event():
+        return  # loopstack's own event, for one of its sockets (socket.py)
     if event == "socket.__new__" and args[1] in _INET:
         KERNEL.append([event, args[1]])
     elif event in ("socket.bind", "socket.connect", "socket.sendto") and isinstance(

@@ -516,6 +516,7 @@ def test_unreachable_owner_fails_closed(tmp_path: Path) -> None:
 
     env = dict(os.environ)
     env["LOOPSTACK_ATTACH"] = f"{tmp_path}/gone.sock|{'00' * 32}|1"
+    env["LOOPSTACK_ATTACHED_PID"] = str(os.getpid())  # this process: as if attached
     env["PYTHONPATH"] = os.pathsep.join([attach.HOOK_DIR, env.get("PYTHONPATH", "")])
     proc = subprocess.run([sys.executable, str(prog)], capture_output=True, text=True,
                           timeout=TIMEOUT, env=env)

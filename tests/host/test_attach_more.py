@@ -751,7 +751,7 @@ def test_channel_abuse_is_contained(tmp_path: Path) -> None:
         s.close()
         os.close(null)
 
-        for name in ("_hand_over", "settimeout", "__class__", "detach", "makefile"):
+        for name in ("_hand_over", "settimeout", "__class__", "_detach_remote", "makefile"):
             s = call_connection(mallory)
             s.sendall(encode((name, secret._handle, None, ())))
             say("unlisted", name, dropped(s))
@@ -775,7 +775,7 @@ def test_channel_abuse_is_contained(tmp_path: Path) -> None:
     expect(proc, "other holder's handle", ["EBADF"])
     expect(proc, "fd flood dropped", ["True True"])
     assert said(proc, "unlisted") == [f"{n} True" for n in
-                                      ("_hand_over", "settimeout", "__class__", "detach",
+                                      ("_hand_over", "settimeout", "__class__", "_detach_remote",
                                        "makefile")]
     expect(proc, "huge recv_into", ["EAGAIN"])
     expect(proc, "owner allocated a gigabyte", ["False"])

@@ -39,6 +39,11 @@ from ..stack import Stack, live_stacks
 from .remote import Link, RemoteSocket, RemoteStack
 
 ENV = "LOOPSTACK_ATTACH"
+# The nearest attached process (or the owner) of a new process's ancestors:
+# each sets it to its own pid for its children. The start-up hook attaches
+# only a descendant of it through programs that are not Python (see
+# _hook/sitecustomize.py): a Python process in between did not attach.
+PARENT_ENV = "LOOPSTACK_ATTACHED_PID"
 HOOK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
 _installed = False
 # What the before-fork hook prepared, for the after-fork hooks. Per thread:
@@ -111,9 +116,17 @@ def _after_fork_parent() -> None:
                 os.close(prepared[2])
 
 
+def _mark_attached() -> None:
+    """This process is attached: processes it starts (with exec) attach."""
+    if os.environ.get(ENV):
+        os.environ[PARENT_ENV] = str(os.getpid())
+
+
 def _after_fork_child() -> None:
     pending = _pending()[:]
     _pending().clear()
+    if pending:
+        _mark_attached()
     import importlib
 
     patch_module: Any = importlib.import_module("loopstack.patch")
@@ -209,6 +222,7 @@ def attach_from_environment(address: str | None = None) -> RemoteStack:
     install()
     if error is not None:
         raise error
+    _mark_attached()
     return stack
 
 
@@ -225,8 +239,9 @@ def children_environment(stack: Stack, passthrough: bool = False) -> Iterator[No
         return
     server = stack.serve_children()
     with _env_lock:
-        saved = {k: os.environ.get(k) for k in (ENV, "PYTHONPATH")}
+        saved = {k: os.environ.get(k) for k in (ENV, PARENT_ENV, "PYTHONPATH")}
         os.environ[ENV] = server.address + ("|passthrough" if passthrough else "")
+        os.environ[PARENT_ENV] = str(os.getpid())
         parts = [HOOK_DIR]
         root = _package_root()
         if "site-packages" not in root and "dist-packages" not in root:
@@ -245,4 +260,4 @@ def children_environment(stack: Stack, passthrough: bool = False) -> Iterator[No
                     os.environ[k] = v
 
 
-__all__ = ["ENV", "attach_from_environment", "children_environment", "install"]
+__all__ = ["ENV", "PARENT_ENV", "attach_from_environment", "children_environment", "install"]

@@ -26,6 +26,9 @@ end of a socket pair made before the fork.
 
 from __future__ import annotations
 
+import _socket as _c
+import _thread
+import array
 import errno
 import hmac
 import os
@@ -37,8 +40,9 @@ import struct
 import tempfile
 import threading
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from ..socket import serving
 from .channel import (
     HELLO,
     KEY_LEN,
@@ -51,6 +55,7 @@ from .channel import (
     pack_error,
     read_exact,
 )
+from .remote import adopt
 
 if TYPE_CHECKING:
     from ..socket import Socket
@@ -108,7 +113,7 @@ _SOCKET_CALLS = frozenset({
     "setsockopt", "getsockopt", "tcp_info",
 })
 _SOCKET_SPECIAL = frozenset({"close", "dup", "accept", "fileno", "recv_into",
-                             "recvfrom_into", "recvmsg_into"})
+                             "recvfrom_into", "recvmsg_into", "detach"})
 # Calls that may wait: while one does, the caller's call connection is
 # watched, so that a caller that gives up (a KeyboardInterrupt in the child,
 # its thread gone) ends the wait instead of leaving it to consume data nobody
@@ -161,16 +166,14 @@ class AttachServer:
         self._closed = False
         self._channels: set[Channel] = set()  # every connection, to close at fork and exit
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = _socket.socketpair()
+        # (_socket's own socketpair: the stdlib's raises audit events, which
+        # are the program's, not this machinery's.)
+        self._wake_r, self._wake_w = _c.socketpair()
         self._wake_r.setblocking(False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.counters = {"holders": 0, "calls": 0, "refused": 0, "broken": 0}
-        self._acceptor = threading.Thread(target=self._accept_loop, daemon=True,
-                                          name="loopstack-attach-accept")
-        self._reaper = threading.Thread(target=self._reap_loop, daemon=True,
-                                        name="loopstack-attach-reaper")
-        self._acceptor.start()
-        self._reaper.start()
+        self._acceptor = _Hidden(self._accept_loop)
+        self._reaper = _Hidden(self._reap_loop)
 
     @property
     def address(self) -> str:
@@ -239,7 +242,8 @@ class AttachServer:
         """A holder for a process about to be forked, holding what its
         parent holds (the owner's program when ``parent`` is None), and the
         child's end of its liveness connection. Stack lock held."""
-        mine, theirs = _socket.socketpair()
+        pair = _c.socketpair()  # (the methods a Channel uses are _socket's)
+        mine, theirs = cast(tuple[_socket.socket, _socket.socket], pair)
         holder = self._new_holder(0)
         holder.liveness = Channel(mine)
         self._channels.add(holder.liveness)
@@ -260,18 +264,22 @@ class AttachServer:
         # down, which wakes the poll (POLLHUP); the timeout only bounds a
         # close that lands between the check of _closed and the poll.
         poller = select.poll()
-        poller.register(self._listener.fileno(), select.POLLIN)
+        try:
+            poller.register(self._listener.fileno(), select.POLLIN)
+        except (OSError, ValueError):
+            return  # closed before this thread began
         while not self._closed:
             try:
                 if not poller.poll(1000):
                     continue
-                conn, _ = self._listener.accept()
+                # (socket.accept() would raise an audit event: socket.__new__)
+                fd, _ = self._listener._accept()  # type: ignore[attr-defined]
+                conn = adopt(fd)
             except OSError:
                 if self._closed:
                     return
                 continue
-            threading.Thread(target=self._greet, args=(conn,), daemon=True,
-                             name="loopstack-attach-call").start()
+            _Hidden(self._greet, conn)
 
     def _greet(self, conn: _socket.socket) -> None:
         """Read the hello (bounded in size and time); admit or drop."""
@@ -352,8 +360,59 @@ class AttachServer:
                 elif isinstance(data, _CallWatch):
                     self._call_broken(data)
                 else:
-                    self._unwatch(key.fileobj)
-                    self.holder_gone(data)
+                    self._liveness(data, key.fileobj)
+
+    def _liveness(self, holder: Holder, sock: Any) -> None:
+        """A holder's liveness connection is readable: a byte b"C" for each
+        call connection it asks for (Link._open), or EOF (or anything
+        else): the process is gone."""
+        try:
+            data = sock.recv(64, _socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if data and not data.strip(b"C"):
+            for _ in data:
+                if not self._give_connection(holder, sock):
+                    break
+            else:
+                return
+        self._unwatch(sock)
+        self.holder_gone(holder)
+
+    def _give_connection(self, holder: Holder, liveness: Any) -> bool:
+        """A call connection for ``holder``: a socket pair made here (no
+        connect() in the attached process, whose audit hooks would see it),
+        one end passed over the liveness connection, the other served by a
+        worker thread. False if the holder cannot take it."""
+        mine, theirs = _c.socketpair()
+        try:
+            liveness.sendmsg([b"c"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                       array.array("i", [theirs.fileno()]))],
+                             _socket.MSG_DONTWAIT)
+        except OSError:
+            mine.close()
+            return False  # gone, or not reading what it asked for
+        finally:
+            theirs.close()
+        ch = Channel(cast(_socket.socket, mine))
+        with self.stack.locked:
+            if self._closed or not holder.alive:
+                ch.close()
+                return True
+            self._channels.add(ch)
+        _Hidden(self._serve_new, holder, ch)
+        return True
+
+    def _serve_new(self, holder: Holder, ch: Channel) -> None:
+        with self.stack.locked:
+            if self._closed or not holder.alive:
+                self._channels.discard(ch)
+                ch.close()
+                return
+            holder.workers[threading.get_ident()] = ch
+        self._serve(holder, ch)
 
     def _unwatch(self, fileobj: Any) -> None:
         try:
@@ -424,6 +483,7 @@ class AttachServer:
         me = threading.get_ident()
         with stack.locked:
             stack._abortable.add(me)
+        serving.add(me)
         try:
             while True:
                 try:
@@ -454,6 +514,7 @@ class AttachServer:
                     if keep is not None:
                         keep.close()
         finally:
+            serving.discard(me)
             with stack.locked:
                 stack._abortable.discard(me)
                 stack._aborted.discard(me)
@@ -492,6 +553,15 @@ class AttachServer:
             with stack.locked:
                 self._rec(holder, handle)
                 self._release(holder, handle)
+            return None, (), None
+        if op == "detach":
+            # The process keeps its descriptor of the socket's pair as its
+            # own: a hidden object here holds the socket for it in place of
+            # the process's reference (Socket._give_away).
+            with stack.locked:
+                held = self._rec(holder, handle).sock._detach_remote()
+                self._release(holder, handle)
+                held._give_away(-1)
             return None, (), None
         if op == "dup":
             with stack.locked:
@@ -695,6 +765,42 @@ class AttachServer:
         except (OSError, ValueError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _Hidden:
+    """A thread of this machinery, started with ``_thread`` rather than
+    ``threading``: a kernel serves other processes with no thread in the
+    program, so these are not in ``threading.enumerate()`` or
+    ``threading._dangling`` (which regrtest and multiprocessing's tests
+    compare around each test), only in ``_thread._count()``. They are
+    daemons: interpreter exit does not wait for them. ``join`` waits for the
+    function to return."""
+
+    __slots__ = ("_done", "native_id")
+
+    def __init__(self, target: Any, *args: Any) -> None:
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
+        self.native_id = 0
+        started = _thread.allocate_lock()
+        started.acquire()
+        _thread.start_new_thread(self._run, (target, args, started))
+        started.acquire()  # (as threading's start() waits: native_id is known)
+
+    def _run(self, target: Any, args: tuple[Any, ...], started: Any) -> None:
+        try:
+            self.native_id = _thread.get_native_id()
+            started.release()
+            target(*args)
+        finally:
+            self._done.release()
+
+    def is_alive(self) -> bool:
+        return self._done.locked()
+
+    def join(self, timeout: float = -1) -> None:
+        if self._done.acquire(timeout=timeout):
+            self._done.release()
 
 
 class _CallWatch:

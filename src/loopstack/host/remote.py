@@ -15,14 +15,16 @@ instead of hanging.
 
 from __future__ import annotations
 
+import _socket as _c
+import array
 import errno
 import os
 import socket as _socket
 import threading
 import weakref
-from typing import Any
+from typing import Any, cast
 
-from ..socket import Socket, error, recvmsg_into_views, scatter
+from ..socket import Socket, audit_socket, error, recvmsg_into_views, scatter
 from ..stack import Stack
 from .channel import (
     HELLO,
@@ -56,6 +58,10 @@ class Link:
         self.dead = liveness is None
         self._local = threading.local()
         self._channels: weakref.WeakSet[_CallChannel] = weakref.WeakSet()
+        # One request on the liveness connection at a time (reentrant: a
+        # signal handler's call may ask while its thread waits for a reply;
+        # replies are alike, so whichever it reads serves).
+        self._asking = threading.RLock()
 
     @classmethod
     def join(cls, address: str) -> Link:
@@ -94,19 +100,36 @@ class Link:
         if self.dead:
             raise owner_gone(self.owner_pid)
         try:
-            sock = _connect(self.path)
+            sock = self._open()
         except OSError:
             self.dead = True
             raise owner_gone(self.owner_pid) from None
         ch = _CallChannel(sock)
-        try:
-            sock.sendall(HELLO.pack(MAGIC, self.token, b"C", self.hid, self.key))
-            ch.recv()
-        except (OSError, ChannelClosed, ChannelError):
-            ch.close()
-            raise owner_gone(self.owner_pid) from None
         self._channels.add(ch)
         return ch
+
+    def _open(self) -> _socket.socket:
+        """A new call connection: the owner makes a socket pair and passes
+        one end over the liveness connection (owner.py _give_connection).
+        Not connect(): a socket made and connected here raises audit events
+        (socket.__new__, socket.connect) the program's hooks would see,
+        which a kernel's socket calls do not."""
+        live = self.liveness
+        if live is None:
+            raise OSError(errno.ENOTCONN, "no liveness connection")
+        with self._asking:
+            live.sendall(b"C")
+            while True:
+                data, anc, _flags, _addr = live.recvmsg(1, _FD_SPACE, _CLOEXEC)
+                fds = _fds(anc)
+                if not data:
+                    for fd in fds:
+                        os.close(fd)
+                    raise OSError(errno.ECONNRESET, "the owner has gone")
+                if len(fds) == 1:
+                    return adopt(fds[0])
+                for fd in fds:
+                    os.close(fd)
 
     def _give(self, ch: _CallChannel) -> None:
         pool: list[_CallChannel] = self._local.__dict__.setdefault("pool", [])
@@ -165,13 +188,15 @@ class Link:
         keep a dead parent looking alive) and become the new holder."""
         self.close_inherited()
         self._local = threading.local()
+        self._asking = threading.RLock()
         if prepared is None:
             self.dead = True
             self.liveness = None
             return
         self.hid, self.key, fd = prepared
-        self.liveness = _socket.socket(fileno=fd)
+        self.liveness = adopt(fd)
         self.dead = False
+        self._asking = threading.RLock()  # (another thread may have held it at the fork)
 
     def close_inherited(self) -> None:
         for ch in list(self._channels):
@@ -238,13 +263,47 @@ def _plain(value: Any) -> Any:
 
 
 def _connect(path: str) -> _socket.socket:
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    """The first connection of a process started with exec: made by the
+    start-up hook, before the program could add an audit hook."""
+    sock = _c.socket(_c.AF_UNIX, _c.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError:
         sock.close()
         raise
-    return sock
+    return cast(_socket.socket, sock)  # (the methods a Channel uses are _socket's)
+
+
+_FD_SPACE = _socket.CMSG_SPACE(4 * array.array("i").itemsize)
+_CLOEXEC = getattr(_socket, "MSG_CMSG_CLOEXEC", 0x40000000)
+
+
+def _fds(anc: list[tuple[int, int, bytes]]) -> list[int]:
+    out: list[int] = []
+    for level, kind, data in anc:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            fds = array.array("i")
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+            out.extend(fds)
+    return out
+
+
+def adopt(fd: int) -> _socket.socket:
+    """A socket object for ``fd``, an AF_UNIX stream socket received over
+    SCM_RIGHTS (or accepted), made without socket(fileno=fd): that raises
+    socket.__new__, an audit event of the program's. _socket.socketpair()
+    raises none; one end of a new pair takes ``fd``'s place (dup2, close-on-
+    exec) and the other is closed. Takes ``fd`` over."""
+    mine, other = _c.socketpair(_c.AF_UNIX, _c.SOCK_STREAM)
+    other.close()
+    try:
+        os.dup2(fd, mine.fileno(), inheritable=False)
+    except OSError:
+        mine.close()
+        raise
+    finally:
+        os.close(fd)
+    return cast(_socket.socket, mine)  # (the methods a Channel uses are _socket's)
 
 
 def _family(value: Any) -> Any:
@@ -319,13 +378,19 @@ class RemoteSocket(Socket):
     def getpeername(self) -> tuple[Any, ...]:
         return tuple(self._call("getpeername"))
 
+    # The events CPython raises for these calls are raised here, in the
+    # process that makes them (the owner runs the call without raising
+    # any): before the call, so before the owner checks the address.
     def bind(self, address: Any) -> None:
+        audit_socket(self, "socket.bind", address)
         self._call("bind", address)
 
     def connect(self, address: Any) -> None:
+        audit_socket(self, "socket.connect", address)
         self._call("connect", address)
 
     def connect_ex(self, address: Any) -> int:
+        audit_socket(self, "socket.connect", address)
         return int(self._call("connect_ex", address))
 
     def listen(self, *backlog: int) -> None:
@@ -379,6 +444,9 @@ class RemoteSocket(Socket):
             self._call("sendall", bytes(view[start : start + _SENDALL_CHUNK]), flags)
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
+        dest = flags_or_address if address is None else address
+        if dest is not None:  # (None is CPython's TypeError, before any event)
+            audit_socket(self, "socket.sendto", dest)
         if self._kind == _socket.SOCK_STREAM and memoryview(data).nbytes > _SENDALL_CHUNK:
             return self.send(data, 0 if address is None else flags_or_address)
         payload = self._payload(data)
@@ -388,6 +456,7 @@ class RemoteSocket(Socket):
 
     def sendmsg(self, buffers: Any, ancdata: Any = (), flags: int = 0,
                 address: Any = None) -> int:
+        audit_socket(self, "socket.sendmsg", address)
         bufs = [bytes(memoryview(b)) for b in buffers]
         anc = [(int(level), int(kind), bytes(memoryview(value)))
                for level, kind, value in ancdata]
@@ -479,9 +548,21 @@ class RemoteSocket(Socket):
                             self._timeout)
 
     def detach(self) -> int:
-        """The descriptor of an attached socket is only its readiness
-        descriptor: it cannot stand for the socket on its own."""
-        raise error(errno.EOPNOTSUPP)
+        """As socket.detach(): this object is closed and its descriptor (the
+        owner's pair end, received once) stays open, the program's. The
+        owner holds the socket for it and, for a stream socket, has the
+        descriptor carry the connection's data (readiness.py, carry); the
+        socket closes when every descriptor of it is closed. -1 on a closed
+        object, as CPython's."""
+        if self._closed:
+            return -1
+        fd = self.fileno()
+        if fd < 0:
+            return -1
+        self._call("detach")
+        self._closed = True
+        self._fd = -1
+        return fd
 
     # -- shutdown and close ---------------------------------------------------------------
     def shutdown(self, how: int) -> None:
@@ -617,4 +698,4 @@ class RemoteStack(Stack):
         return self
 
 
-__all__ = ["Link", "RemoteSocket", "RemoteStack"]
+__all__ = ["Link", "RemoteSocket", "RemoteStack", "adopt"]

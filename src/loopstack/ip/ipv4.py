@@ -316,6 +316,34 @@ class IPv4:
         iface.transmit_record(rec, total)
         return True
 
+    # -- ICMP's replies as records (no DF) ----------------------------------------
+    def output_record_nodf(self, rt: OutRoute, proto: int, length: int, segment: Any,
+                           build: Callable[[Any], bytes]) -> bool:
+        """:meth:`output_record` for what :meth:`output` sends with
+        ``df=False``, TOS 0 and the default TTL (ICMP's echo replies: Linux's
+        ICMP socket is IP_PMTUDISC_DONT): the same counters, DF clear in
+        its bytes."""
+        iface = rt.iface
+        total = FIXED_LEN + length
+        if total > iface.mtu or not iface.carries_records():
+            return False
+        mib = self.mib
+        mib["OutRequests"] += 1
+        rec = Record(iface, rt.src, rt.dst, proto, self.default_ttl, self.next_ident(), total,
+                     segment, build, self.input_record, self._record_bytes_nodf)
+        mib["OutTransmits"] += 1
+        self.mib_ext["OutOctets"] += total
+        iface.transmit_record(rec, total)
+        return True
+
+    def _record_bytes_nodf(self, rec: Record) -> bytes:
+        """:meth:`record_bytes` for :meth:`output_record_nodf`'s records."""
+        head = _HDR.pack(0x45, 0, rec.length, rec.ident, 0, rec.ttl, rec.proto, 0,
+                         rec.src, rec.dst)
+        csum = ~ones_sum(head) & 0xFFFF
+        return b"".join((head[:10], csum.to_bytes(2, "big"), head[12:],
+                         rec.build(rec.segment)))
+
     def _fragment(self, h: IPv4Header, payload: bytes, iface: Interface) -> None:
         """RFC 791 3.2 fragmentation: 8-byte aligned pieces, MF on all but the
         last; only options with the copied flag go into later fragments."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import struct
+import threading
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from ..ip.addr import V4_ANY, V4_LIMITED_BROADCAST, V4_LOOPBACK, V6_ANY, is_multicast
 from ..ip.ipv4 import IPv4
 from ..ip.ipv6 import IPv6
-from ..ip.packet import Inbound, OutRoute
+from ..ip.packet import Inbound, OutRoute, Record
 from ..wire import icmp as I
 from ..wire.checksum import checksum, pseudo_sum_v4, pseudo_sum_v6
 from ..wire.udp import PROTO_UDP
@@ -37,6 +38,10 @@ RMEM_MAX = 212992
 WMEM_MAX = 212992
 SOCK_MIN_RCVBUF = 2304  # Linux: 2 * (2048 + sizeof(skb)) ~ what getsockopt shows / 2
 SOCK_MIN_SNDBUF = 4608
+# The longest a sender lets a starved reader run (see UDP.hand_over): the
+# interpreter's switch interval, after which the reader would have had to
+# ask for the GIL anyway.
+HAND_OVER_S = 0.005
 
 
 def truesize(payload_len: int) -> int:
@@ -47,6 +52,23 @@ def truesize(payload_len: int) -> int:
     need = max(256, payload_len + 92)
     alloc = 1 << (need - 1).bit_length()
     return alloc + (576 if alloc <= 256 else 256)
+
+
+_TRUESIZE: dict[int, int] = {}  # truesize by payload length, as computed
+
+
+def _truesize(payload_len: int) -> int:
+    size = _TRUESIZE.get(payload_len)
+    if size is None:
+        size = _TRUESIZE[payload_len] = truesize(payload_len)
+    return size
+
+
+def _record_bytes(segment: tuple[int, int, bytes]) -> bytes:
+    """A UDP record's header and payload, as the byte path builds them on
+    lo: checksum 0 (offloaded; a capture fills it in)."""
+    sport, dport, data = segment
+    return _UDP.pack(sport, dport, 8 + len(data), 0) + data
 
 
 def _err(code: int) -> OSError:
@@ -108,6 +130,8 @@ class UdpSock:
         self.closed = False
         self.wake: Callable[[], None] = _nothing
         self.route_cache: tuple[bytes, int, bytes, OutRoute] | None = None
+        self.readers: list[None] = []  # one item per thread in a receive (Socket._recv_raw)
+        self.room: threading.Event | None = None  # set when a starved reader dequeues
 
     # -- binding -----------------------------------------------------------------
     def bind(self, addr: bytes, port: int) -> None:
@@ -164,6 +188,11 @@ class UdpSock:
 
     def enqueue(self, dgram: Datagram) -> bool:
         if self.rcv_used + dgram.size > self.rcvbuf:
+            # Dropped, as Linux drops it. A thread in a receive on this
+            # socket is not running (this one is): the sender will let it
+            # (UDP.hand_over).
+            if self.readers:
+                self.udp.starve(self)
             return False
         self.rcvq.append(dgram)
         self.rcv_used += dgram.size
@@ -177,6 +206,10 @@ class UdpSock:
             return self.rcvq[0]
         d = self.rcvq.popleft()
         self.rcv_used -= d.size
+        room = self.room
+        if room is not None:  # a sender waits for this reader to run
+            self.room = None
+            room.set()
         # Linux counts a datagram when it is read, not when it arrives.
         (self.udp.mib if d.v4 else self.udp.mib6)["InDatagrams"] += 1
         return d
@@ -212,13 +245,40 @@ class UDP:
         self.ports = ports
         self.proto = proto
         self.lite = proto == PROTO_UDPLITE
+        self.starved: UdpSock | None = None  # see hand_over
         ipv4.handlers[proto] = self.input
+        if not self.lite:
+            ipv4.record_handlers[proto] = self.input_record
         ipv6.handlers[proto] = self.input
         icmp4.err_handlers[proto] = self.icmp_error
         icmp6.err_handlers[proto] = self.icmp_error
 
     def socket(self, v6: bool) -> UdpSock:
         return UdpSock(self, v6)
+
+    # -- the hand-over -------------------------------------------------------------
+    # With threads, one interpreter runs at a time: a sender that fills a
+    # socket's buffer while the reader waits for the GIL would, for the rest
+    # of its switch interval (5 ms), send only into a full buffer, where two
+    # CPUs would have run the reader beside it. So a datagram dropped at a
+    # full buffer (counted, as Linux counts it) while a thread is in a
+    # receive on that socket (waiting for data, the stack lock or the GIL)
+    # marks the socket starved, and the sender, once its send is over and
+    # the stack lock free, waits (releasing the GIL) until that reader has
+    # taken a datagram, at most HAND_OVER_S. No rule changes: what arrives
+    # at a full buffer is dropped; only who runs next does.
+    def starve(self, s: UdpSock) -> None:
+        """(Lock held.) ``s`` dropped a datagram while a thread was in a receive on it."""
+        if self.starved is None and s.room is None:
+            self.starved = s
+            s.room = threading.Event()
+
+    def hand_over(self) -> None:
+        """(Lock not held.) Let the starved socket's reader run: see above."""
+        s, self.starved = self.starved, None
+        room = s.room if s is not None else None
+        if room is not None:
+            room.wait(HAND_OVER_S)
 
     # -- output --------------------------------------------------------------------
     def target(self, s: UdpSock, addr: bytes) -> bytes:
@@ -263,16 +323,35 @@ class UDP:
 
     def output(self, s: UdpSock, data: bytes, addr: bytes, port: int,
                ttl: int | None = None, tclass: int | None = None) -> int:
-        addr = self.target(s, addr)
+        if s.v6:
+            addr = self.target(s, addr)
         v4 = len(addr) == 4
         mib = self.mib if v4 else self.mib6
         n = len(data)
         if n > (MAX_V4_PAYLOAD if v4 else MAX_V6_PAYLOAD):
             raise _err(errno.EMSGSIZE)
-        s.autobind()
-        rt = self.route(s, addr)
-        if (rt.broadcast or rt.dst == V4_LIMITED_BROADCAST) and not s.broadcast:
-            raise _err(errno.EACCES)
+        if not s.bound:
+            s.autobind()
+        # UDP.route, inlined: the socket's cached route while it holds
+        cached = s.route_cache
+        if cached is not None and cached[0] == addr and cached[1] == self.ipv4.routes.generation \
+                and cached[2] == s.local_addr:
+            rt = cached[3]
+        else:
+            rt = self.route(s, addr)
+        if rt.broadcast or rt.dst == V4_LIMITED_BROADCAST:
+            if not s.broadcast:
+                raise _err(errno.EACCES)
+        elif v4 and not self.lite:
+            # An unobserved lo carries the datagram as its record (the
+            # ports and the payload itself: no bytes, no checksum), counted
+            # as the bytes would be; False: it goes as bytes below.
+            if type(data) is not bytes:
+                data = bytes(data)
+            if self.ipv4.output_record(rt, PROTO_UDP, 8 + n, s.ttl if ttl is None else ttl,
+                                       (s.local_port, port, data), _record_bytes):
+                mib["OutDatagrams"] += 1
+                return n
         length = 8 + n
         proto = self.proto
         if self.lite:
@@ -304,6 +383,41 @@ class UDP:
         return n
 
     # -- input ---------------------------------------------------------------------
+    def input_record(self, rec: Record) -> None:
+        """A datagram that crossed lo as its record (``output``'s): what
+        :meth:`input` does with its bytes on lo (the header is sound by
+        construction, lo verifies no checksum), for one unicast receiver.
+        Anything else (no socket: ICMP port unreachable, quoting the bytes)
+        goes the byte way."""
+        sport, dport, data = rec.segment
+        src = rec.src
+        dst = rec.dst
+        socks = self.ports.by_port.get(dport)
+        s: UdpSock | None = None
+        if dst[0] & 0xF0 == 0xE0:  # multicast: the byte way
+            pass
+        elif socks is not None and len(socks) == 1:  # _lookup of one socket, inlined
+            one = socks[0]
+            assert isinstance(one, UdpSock)
+            if self._score(one, src, sport, dst) >= 0:
+                s = one
+        else:
+            s = self._lookup(src, sport, dst, dport)
+        if s is None:
+            packet = rec.packet()
+            self.input(Inbound(rec.iface, src, dst, rec.proto, rec.ttl, packet,
+                               memoryview(packet)[20:]))
+            return
+        if s.v6:
+            src = mapped(src)
+            dst = mapped(dst)
+        n = len(data)
+        if not s.enqueue(Datagram(data, src, sport, dst, rec.ttl,
+                                  _TRUESIZE.get(n) or _truesize(n), True, rec.iface.index)):
+            mib = self.mib
+            mib["RcvbufErrors"] += 1
+            mib["InErrors"] += 1
+
     def input(self, pkt: Inbound) -> None:
         v4 = len(pkt.src) == 4
         mib = self.mib if v4 else self.mib6
@@ -350,7 +464,7 @@ class UDP:
                     self.icmp6.send_error(pkt.packet, pkt.iface, I.V6_DEST_UNREACH,
                                           I.V6_UNREACH_PORT, 0)
             return
-        size = truesize(len(payload))
+        size = _truesize(len(payload))
         packet = pkt.packet
         tclass = 0 if v4 else ((packet[0] & 0x0F) << 4) | (packet[1] >> 4)
         for s in targets:

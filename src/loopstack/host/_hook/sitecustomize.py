@@ -13,8 +13,59 @@ import os
 import sys
 
 
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(b")") + 2 :].split()[1])  # (the name may hold spaces)
+
+
+def _is_python(pid: int) -> bool:
+    try:
+        exe = os.path.basename(os.readlink(f"/proc/{pid}/exe"))
+    except OSError:
+        return False
+    return exe.startswith(("python", "pypy"))
+
+
+def _descends_from_attached() -> bool:
+    """Whether this process descends from the stack's owner through
+    attached processes only. LOOPSTACK_ATTACHED_PID names the nearest
+    process of the chain that is attached (the owner, or an attached
+    process: each sets it for its children). Between it and this process
+    there may be programs that are not Python (``sh -c``); a Python process
+    there did not attach (it ran with -E or -I, which ignore PYTHONPATH, so
+    this hook never ran in it), so it and what it starts use the kernel's
+    sockets, as they would on Linux: a process must not attach to a stack
+    its parent is not on (its parent's server socket would be on the kernel
+    and its own connection on the stack). A chain that ends before it meets
+    either (the owner died and its children went to init) attaches, and
+    its sockets then fail with ENETDOWN rather than reach the real network.
+    Without /proc: attach."""
+    fields = os.environ.get("LOOPSTACK_ATTACH", "").split("|")
+    try:
+        owner = int(fields[2])
+        nearest = int(os.environ.get("LOOPSTACK_ATTACHED_PID") or owner)
+    except (IndexError, ValueError):
+        return True  # malformed: attaching says so
+    if not os.path.isdir(f"/proc/{os.getpid()}"):
+        return True
+    pid = os.getppid()
+    for _ in range(256):
+        if pid in (owner, nearest):
+            return True
+        if pid <= 1:
+            return True
+        if _is_python(pid):
+            return False
+        try:
+            pid = _ppid(pid)
+        except (OSError, ValueError, IndexError):
+            return True
+    return True
+
+
 def _attach() -> None:
-    if not os.environ.get("LOOPSTACK_ATTACH"):
+    if not os.environ.get("LOOPSTACK_ATTACH") or not _descends_from_attached():
         return
     try:
         from loopstack.host.attach import attach_from_environment

@@ -112,6 +112,12 @@ class TCP:
         self.max_tw_buckets = 262144
         self.max_orphans = 65536
         self.tw_count = 0  # connections in TIME_WAIT
+        # port -> its listening blocks, in the port table's order (Linux keeps
+        # listeners in a hash of their own, lhash2): a SYN's lookup then does
+        # not walk the port's connections, which a busy server's TIME_WAITs
+        # make thousands. Rebuilt by index_listeners whenever one starts or
+        # stops listening.
+        self.listeners: dict[int, list[TCB]] = {}
         self.orphans = 0  # closed by their application, still finishing
         ipv4.handlers[PROTO_TCP] = self.input
         ipv4.record_handlers[PROTO_TCP] = self.input_record
@@ -120,10 +126,11 @@ class TCP:
         icmp6.err_handlers[PROTO_TCP] = self.icmp_error
 
     # -- lifecycle of a control block ---------------------------------------------
-    def new_tcb(self, v6: bool) -> TCB:
-        tcb = TCB(self, v6)
+    def new_tcb(self, v6: bool, congestion: str | None = None) -> TCB:
+        """A fresh block with the stack's settings (``congestion``: another
+        algorithm than the stack's, an accepted connection's listener's)."""
+        tcb = TCB(self, v6, congestion or self.congestion)
         tcb.rto_min = self.rto_min
-        tcb.set_congestion(self.congestion)
         return tcb
 
     def on_state(self, tcb: TCB) -> None:
@@ -194,6 +201,8 @@ class TCP:
         if tcb.bound and (tcb.orphan or tcb.owner is None or tcb.autobound):
             self.ports.unbind(tcb)
             tcb.bound = False
+            if tcb.listening:  # (destroyed without closing: it leaves the index too)
+                self.index_listeners(tcb.local_port)
         tcb.wake()
 
     def fail(self, tcb: TCB, code: int, *, reset: bool = False) -> None:
@@ -359,8 +368,7 @@ class TCP:
     def _listener(self, addr: bytes, port: int, v6: bool) -> Listener | None:
         best: list[TCB] = []
         best_score = -1
-        for b in self.ports.at(port):
-            assert isinstance(b, TCB)
+        for b in self.listeners.get(port, ()):
             if not b.listening or b.state != State.LISTEN:
                 continue
             la = b.bind_addr
@@ -444,17 +452,20 @@ class TCP:
         timers._arm(child, "rto_timer", TIMEOUT_INIT, timers.on_rto)
 
     def _child(self, ltcb: TCB, pkt: Inbound, seg: Segment, rt: OutRoute) -> TCB:
-        child = self.new_tcb(ltcb.v6)
+        child = self.new_tcb(ltcb.v6, ltcb.cc.name)  # the listener's algorithm
         child.local_addr, child.local_port = pkt.dst, seg.dport
         child.remote_addr, child.remote_port = pkt.src, seg.sport
         child.bind_addr = ltcb.bind_addr
         child.reuseaddr = ltcb.reuseaddr
         child.route = rt
-        for attr in ("rcvbuf", "sndbuf", "rcvbuf_locked", "sndbuf_locked", "nodelay",
-                     "keepalive", "keepidle", "keepintvl", "keepcnt", "linger", "mss_clamp",
-                     "ttl", "urg_inline"):
-            setattr(child, attr, getattr(ltcb, attr))
-        child.set_congestion(ltcb.cc.name)
+        # What the listener's options say (inherited, as Linux's sk_clone_lock copies them).
+        child.rcvbuf, child.sndbuf = ltcb.rcvbuf, ltcb.sndbuf
+        child.rcvbuf_locked, child.sndbuf_locked = ltcb.rcvbuf_locked, ltcb.sndbuf_locked
+        child.nodelay = ltcb.nodelay
+        child.keepalive, child.keepidle = ltcb.keepalive, ltcb.keepidle
+        child.keepintvl, child.keepcnt = ltcb.keepintvl, ltcb.keepcnt
+        child.linger, child.mss_clamp = ltcb.linger, ltcb.mss_clamp
+        child.ttl, child.urg_inline = ltcb.ttl, ltcb.urg_inline
         child.advmss = self.advmss_for(rt)
         if child.mss_clamp:
             child.advmss = min(child.advmss, child.mss_clamp)
@@ -603,6 +614,17 @@ class TCP:
         tcb.listening = True
         tcb.listen_state = Listener(tcb, backlog)
         tcb.state = State.LISTEN
+        self.index_listeners(tcb.local_port)
+
+    def index_listeners(self, port: int) -> None:
+        """Make ``listeners[port]`` the port's listening blocks again, in
+        the port table's order (a tie between SO_REUSEPORT listeners is
+        drawn by position, as before)."""
+        found = [b for b in self.ports.at(port) if isinstance(b, TCB) and b.listening]
+        if found:
+            self.listeners[port] = found
+        else:
+            self.listeners.pop(port, None)
 
     def connect(self, tcb: TCB, dst: bytes, port: int) -> None:
         """Active open (RFC 9293 3.10.1): route, source, port, ISN, SYN."""
@@ -843,6 +865,7 @@ class TCP:
             lst = tcb.listen_state
             tcb.state = State.CLOSED
             tcb.listening = False
+            self.index_listeners(tcb.local_port)
             # Linux inet_csk_listen_stop(): connections nobody accepted are
             # reset; embryos still in the SYN queue just go away.
             for child in list(lst.accept_queue):

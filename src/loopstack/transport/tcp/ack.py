@@ -14,6 +14,7 @@ reference kernel), so delays fall on 4 ms ticks as they do there.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ...wire.tcp import FIN, PSH, SYN, URG
@@ -161,7 +162,7 @@ def send_delayed_ack(tcb: TCB) -> None:
 def _arm_delack(tcb: TCB, deadline_ns: int) -> None:
     timer = tcb.delack_timer
     if timer is None:
-        tcb.delack_timer = tcb.tcp.clock.call_at(deadline_ns, lambda: on_delack(tcb))
+        tcb.delack_timer = tcb.tcp.clock.call_at(deadline_ns, partial(on_delack, tcb))
     else:
         timer.reschedule(deadline_ns)
 

@@ -27,6 +27,11 @@ _SMALL = 2048
 # ... while the tail is shorter than this.
 _TAIL_MAX = 1 << 16
 
+# The chunks of every queue that has never held a byte: a deque costs about
+# 600 bytes and an idle connection has four queues. maxlen 0, so an append
+# that forgot to replace it would keep nothing rather than share it.
+_NO_CHUNKS: deque[Chunk] = deque(maxlen=0)
+
 
 class ByteQueue:
     """A FIFO of bytes with cheap appends at the back, drops at the front,
@@ -35,7 +40,7 @@ class ByteQueue:
     __slots__ = ("_chunks", "_head", "size", "_ci", "_cstart")
 
     def __init__(self) -> None:
-        self._chunks: deque[Chunk] = deque()
+        self._chunks = _NO_CHUNKS  # made at the first append
         self._head = 0  # bytes of _chunks[0] already dropped
         self.size = 0  # bytes queued (len(q), without a call)
         # A cursor for sequential access (the send loop walks forward): the
@@ -60,6 +65,8 @@ class ByteQueue:
         if not n:
             return
         chunks = self._chunks
+        if chunks is _NO_CHUNKS:
+            chunks = self._chunks = deque()
         if n <= _SMALL:
             tail = chunks[-1] if chunks else None
             if type(tail) is bytearray and len(tail) < _TAIL_MAX:

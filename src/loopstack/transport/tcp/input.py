@@ -57,6 +57,7 @@ from .window import (
     rcv_rtt_measure,
     rcv_rtt_measure_ts,
     release_read,
+    skbs,
     truesize,
 )
 
@@ -786,7 +787,7 @@ def _receive(tcb: TCB, seg: Segment, seq: int, data: memoryview, fin: bool) -> N
                 tcb.rcvq.append(piece)
                 tcb.rcv_nxt += len(piece)
                 tcb.bytes_received += len(piece)
-                tcb.rcvq_skbs.append((tcb.rcv_nxt, truesize(len(odata))))
+                skbs(tcb).append((tcb.rcv_nxt, truesize(len(odata))))  # charged when it came
             else:
                 tcb.rmem_alloc -= truesize(len(odata))
         if tcb.ooo_fin is not None and tcb.ooo_fin == tcb.rcv_nxt:

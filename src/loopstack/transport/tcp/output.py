@@ -243,6 +243,13 @@ def output(tcb: TCB, probe: bool = False) -> int:
     sent = 0
     new_data = False
     tcp = tcb.tcp
+    # New data end with a loss probe scheduled (below) when these hold (they
+    # do not change in the loop; rack.schedule_loss_probe asks the same):
+    # the retransmission timer it arms replaces the RTO that arm_rto would
+    # arm first, so that first arming is skipped (Linux arms both too; only
+    # the last is seen).
+    tlp = not probe and tcb.sack_ok and not tcb.in_recovery and tcb.snd_una >= tcb.loss_high \
+        and tcp.early_retrans
     while True:
         seq = tcb.snd_nxt
         data_end = tcb.snd_base + tcb.sndq.size
@@ -314,7 +321,8 @@ def output(tcb: TCB, probe: bool = False) -> int:
             tcb.fin_sent = True
         if tcb.snd_nxt > tcb.snd_max:
             tcb.snd_max = tcb.snd_nxt
-        timers.arm_rto(tcb)
+        if retransmit or not tlp:
+            timers.arm_rto(tcb)
         tcb.last_send_ns = now
         if fin or probe:
             break

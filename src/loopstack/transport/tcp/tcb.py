@@ -24,7 +24,7 @@ from .constants import (
     State,
 )
 from .sack import Scoreboard
-from .window import DEFAULT_SCALING_RATIO
+from .window import DEFAULT_SCALING_RATIO, NO_SKBS
 
 if TYPE_CHECKING:
     from . import TCP
@@ -64,7 +64,7 @@ class TCB:
                  "rto_min", "route", "ttl", "autobound", "counted_estab", "counted_tw",
                  "counted_orphan", "soft_error", "_listen_state")
 
-    def __init__(self, tcp: TCP, v6: bool) -> None:
+    def __init__(self, tcp: TCP, v6: bool, congestion: str = "cubic") -> None:
         self.tcp = tcp
         self.v6 = v6  # the socket's family (AF_INET6 may carry IPv4)
         self.state = State.CLOSED
@@ -105,7 +105,8 @@ class TCB:
         self.rcv_ssthresh = 0  # the window's ceiling while it ramps up
         self.scaling_ratio = DEFAULT_SCALING_RATIO  # payload per truesize, << 8
         self.rmem_alloc = 0  # truesize of the queued segments (in order and not)
-        self.rcvq_skbs: deque[tuple[int, int]] = deque()  # (end_seq, truesize) in order
+        # (end_seq, truesize) in order; NO_SKBS until the first segment (window.charge)
+        self.rcvq_skbs: deque[tuple[int, int]] = NO_SKBS
         self.rcvq_space = 0  # DRS: bytes read in the last receiver RTT
         self.rcvq_space_seq = 0
         self.rcvq_space_time = 0  # microseconds
@@ -153,7 +154,7 @@ class TCB:
         self.syn_start = 0  # ns the first SYN left
         self.syn_timed = False  # syn_start holds a time (Karn: SYN not retransmitted)
         # congestion control and recovery (RFC 5681, 6582; RACK-TLP and PRR below)
-        self.cc: Reno = ALGORITHMS["cubic"](INIT_CWND)
+        self.cc: Reno = ALGORITHMS[congestion](INIT_CWND)
         self.dupacks = 0
         self.in_recovery = False
         self.recover = 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ...clock import NS_PER_SEC, Timer
@@ -29,7 +30,7 @@ def _arm(tcb: TCB, attr: str, delay_ns: int, fire: Callable[[TCB], None]) -> Non
     timer: Timer | None = getattr(tcb, attr)
     deadline = tcb.tcp.clock.now_ns() + delay_ns
     if timer is None:
-        timer = tcb.tcp.clock.call_at(deadline, lambda: fire(tcb))
+        timer = tcb.tcp.clock.call_at(deadline, partial(fire, tcb))  # (smaller than a closure)
         setattr(tcb, attr, timer)
     else:
         timer.reschedule(deadline)

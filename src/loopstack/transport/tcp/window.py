@@ -20,6 +20,7 @@ segment costs 1832).
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING
 
 from .constants import CORE_RMEM_MAX, MAX_WSCALE, MIN_RCVBUF
@@ -288,12 +289,29 @@ def rcv_space_adjust(tcb: TCB) -> None:
     tcb.rcvq_space_time = now_us
 
 
+# TCB.rcvq_skbs of every connection that has not queued a segment yet (a
+# deque costs about 600 bytes; an idle connection needs none). maxlen 0: an
+# append that forgot to replace it keeps nothing.
+NO_SKBS: deque[tuple[int, int]] = deque(maxlen=0)
+
+
+def skbs(tcb: TCB) -> deque[tuple[int, int]]:
+    """``tcb.rcvq_skbs``, made now if this is the first segment."""
+    q = tcb.rcvq_skbs
+    if q is NO_SKBS:
+        q = tcb.rcvq_skbs = deque()
+    return q
+
+
 def charge(tcb: TCB, end_seq: int, n: int) -> None:
     """A segment of ``n`` bytes ending at ``end_seq`` joins the receive
     queue: its truesize is charged until the application has read it all."""
     size = truesize(n)
     tcb.rmem_alloc += size
-    tcb.rcvq_skbs.append((end_seq, size))
+    q = tcb.rcvq_skbs
+    if q is NO_SKBS:  # (skbs, inline: every data segment comes here)
+        q = tcb.rcvq_skbs = deque()
+    q.append((end_seq, size))
 
 
 def release_read(tcb: TCB) -> None:
