@@ -609,7 +609,12 @@ async def aio_conn(dur: float, info: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sock_type(sock: Any) -> str:
+    """The class that carries out the socket's calls: a loopstack socket under
+    patch() is a socket.socket front whose implementation is loopstack's."""
     inner = getattr(sock, "_sock", sock)  # asyncio's TransportSocket wraps the socket
+    ls = sys.modules.get("loopstack.socket")
+    if ls is not None:
+        inner = ls.implementation(inner)
     return f"{type(inner).__module__}.{type(inner).__name__}"
 
 
@@ -757,6 +762,9 @@ def extra_note(row: str, reps: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def harness(args: argparse.Namespace) -> None:
+    unknown = [k for k in args.rows.split(",") if k not in BY_KEY] if args.rows else []
+    if unknown:
+        sys.exit(f"issue10.py: unknown row {unknown[0]!r}: choose from {','.join(BY_KEY)}")
     rows = [BY_KEY[k] for k in args.rows.split(",")] if args.rows else ROWS
     pins = {"both": ["none", str(args.cpu)], "none": ["none"], "pinned": [str(args.cpu)]}[
         args.pins]

@@ -34,6 +34,7 @@ from typing import Any, TypeVar, TypeVarTuple
 
 from .clock import VirtualClock
 from .patch import patch
+from .selector import StackSelector
 from .stack import _MOVED, _NOTHING, Stack
 
 T = TypeVar("T")
@@ -49,7 +50,9 @@ class VirtualTimeSelector(selectors.BaseSelector):
             raise ValueError("virtual-time asyncio needs Stack(clock='virtual')")
         self._stack = stack
         self._clock: VirtualClock = stack.clock
-        self._real = selectors.DefaultSelector()
+        # Loopstack sockets' readiness learned in-process, the rest by epoll
+        # (selector.py).
+        self._real = StackSelector()
         self._busy = busy  # True while threads work for the loop
         self.wake: Callable[[], None] = lambda: None  # the loop's, from any thread
 

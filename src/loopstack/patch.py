@@ -51,6 +51,7 @@ import operator
 import socket as _socket
 import ssl as _ssl
 import threading
+from asyncio.selector_events import BaseSelectorEventLoop as _BaseSelectorEventLoop
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -58,6 +59,7 @@ from typing import Any
 from . import sendfile as _sendfile
 from . import tls as _tls
 from .clock import RealClock
+from .selector import StackSelector as _StackSelector
 from .socket import (
     Socket,
     audit,
@@ -283,6 +285,16 @@ def _wrap_socket(self: _ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) ->
     return wrapped if wrapped is not None else _REAL_WRAP(self, sock, *args, **kwargs)
 
 
+_REAL_LOOP_INIT = _BaseSelectorEventLoop.__init__
+
+
+def _loop_init(self: Any, selector: Any = None) -> None:
+    """asyncio's selector event loop, made under the patch without a
+    selector of its own: with selector.py's, which learns loopstack
+    sockets' readiness in-process."""
+    _REAL_LOOP_INIT(self, _StackSelector() if selector is None else selector)
+
+
 def _install() -> None:
     install_dispatchers()  # (once: they stay when the patch ends)
     _SOCKET.__new__ = _new  # type: ignore[method-assign]
@@ -293,6 +305,10 @@ def _install() -> None:
     _ssl.SSLContext.wrap_socket = _wrap_socket  # type: ignore[method-assign]
     _tls.install()  # ssl.SSLSocket's dispatchers to loopstack sockets (once, as above)
     _sendfile.install()  # os.sendfile on loopstack descriptors (sendfile.py)
+    # asyncio's selector loops made from now on learn loopstack sockets'
+    # readiness in-process (selector.py); selectors.DefaultSelector itself
+    # stays the real one.
+    _BaseSelectorEventLoop.__init__ = _loop_init  # type: ignore[method-assign]
 
 
 def _uninstall() -> None:
@@ -301,6 +317,7 @@ def _uninstall() -> None:
         setattr(_socket, name, fn)
     _ssl.SSLContext.wrap_socket = _REAL_WRAP  # type: ignore[method-assign]
     _sendfile.uninstall()
+    _BaseSelectorEventLoop.__init__ = _REAL_LOOP_INIT  # type: ignore[method-assign]
 
 
 @contextmanager

@@ -108,7 +108,8 @@ def making() -> bool:
 
 class Readiness:
     __slots__ = ("_watched", "_peer", "_tcp", "_poll", "readable", "writable", "urgent",
-                 "identity", "_carrier")
+                 "identity", "_carrier", "want_readable", "want_writable", "want_urgent",
+                 "_watchers")
 
     def __init__(self, stream: bool = False) -> None:
         """``stream``: for a TCP socket (urgent data possible): a kernel TCP
@@ -133,6 +134,13 @@ class Readiness:
         st = os.fstat(a.fileno())
         self.identity = (st.st_dev, st.st_ino)
         self._carrier: _Carrier | None = None
+        # What the socket last reported (update), whether or not the
+        # descriptor shows it yet, and the in-process selectors watching it
+        # (selector.py), while which the descriptor is left alone (quiet).
+        self.want_readable = False
+        self.want_writable = True
+        self.want_urgent = False
+        self._watchers: tuple[Callable[[Readiness], None], ...] = ()
 
     def fileno(self) -> int:
         """The watched end's number this object holds; -1 once it holds none
@@ -153,6 +161,30 @@ class Readiness:
             if carrier.wait_tcp and not carrier.poked and (readable or writable):
                 carrier.poke()
             return
+        self.want_readable = readable
+        self.want_writable = writable
+        self.want_urgent = urgent
+        watchers = self._watchers
+        if watchers:  # in-process selectors learn it; the descriptor stays quiet
+            for changed in watchers:
+                changed(self)
+            return
+        self._apply(readable, writable, urgent)
+
+    def watch(self, changed: Callable[[Readiness], None]) -> None:
+        """An in-process selector (selector.py) watches this socket: every
+        update calls ``changed(self)``, and the descriptor is no longer kept
+        in step until the last watcher lets go (no syscall per change)."""
+        self._watchers = (*self._watchers, changed)
+
+    def unwatch(self, changed: Callable[[Readiness], None]) -> None:
+        """The selector lets go; the last one brings the descriptor up to date."""
+        self._watchers = tuple(w for w in self._watchers if w != changed)
+        if not self._watchers and self._carrier is None and self._watched.fileno() >= 0:
+            self._apply(self.want_readable, self.want_writable, self.want_urgent)
+
+    def _apply(self, readable: bool, writable: bool, urgent: bool) -> None:
+        """Make the descriptor show these states (syscalls only on change)."""
         if readable != self.readable or urgent != self.urgent:
             self._set_read(readable, urgent)
         if writable != self.writable:
@@ -486,8 +518,7 @@ class _Carrier:
         self.mask = -1
 
     def start(self) -> None:
-        relay = _relay_of_process()
-        relay.add(self)
+        _relay_add(self)
         self.poke()
 
     def poke(self) -> None:
@@ -634,13 +665,18 @@ class _Relay:
                 self.ep.modify(c.pfd, mask)
 
     def remove(self, c: _Carrier) -> None:
-        with self.lock:
+        with _relay_lock, self.lock:
             if self.carriers.get(c.pfd) is c:
                 del self.carriers[c.pfd]
                 try:
                     self.ep.unregister(c.pfd)
                 except OSError:
                     pass
+                if not self.carriers and _relay is self:
+                    # The thread may wait with no time limit: let it see
+                    # that it is idle (under _relay_lock: it cannot have
+                    # retired and closed the eventfd meanwhile).
+                    os.eventfd_write(self.wake, 1)
 
     def poke(self, c: _Carrier) -> None:
         self.pending.append(c)
@@ -653,11 +689,13 @@ class _Relay:
         wake = self.wake
         while True:
             try:
-                events = self.ep.poll()
+                events = self.ep.poll(None if self.carriers else _IDLE)
             except InterruptedError:
                 continue
             except (OSError, ValueError):
                 return  # closed (a child of a fork)
+            if not events and not self.pending and self._retire():
+                return
             ready: dict[int, _Carrier] = {}
             for fd, _ev in events:
                 if fd == wake:
@@ -680,17 +718,34 @@ class _Relay:
                     c.stop()
 
 
+    def _retire(self) -> bool:
+        """Idle with no pair to carry: the thread ends (a program's check
+        that its threads are gone, regrtest's, then holds), unless a pair
+        came meanwhile."""
+        global _relay
+        with _relay_lock:
+            if self.carriers or self.pending:
+                return False
+            if _relay is self:
+                _relay = None
+            self.ep.close()
+            os.close(self.wake)
+            return True
+
+
+_IDLE = 0.5  # seconds the relay thread outlives its last pair (connections come in bursts)
 _relay: _Relay | None = None
 _relay_lock = threading.Lock()
 
 
-def _relay_of_process() -> _Relay:
+def _relay_add(c: _Carrier) -> None:
+    """Carry ``c`` on this process's relay thread, started if none runs."""
     global _relay
     with _relay_lock:
         relay = _relay
         if relay is None or relay.pid != os.getpid():
             relay = _relay = _Relay()
-        return relay
+        relay.add(c)
 
 
 def _forget_relay() -> None:

@@ -732,8 +732,26 @@ class Socket(_socket.socket, metaclass=_Implementation):
         route = self._stack.route_table.lookup(addr)
         return route is not None and route.kind == LOCAL
 
+    def _check_descriptor(self) -> None:
+        """The program may close this object's descriptor behind its back
+        (``socket.close(s.fileno())``, ``os.close``): on Linux the socket is
+        then gone and every call says EBADF. Checked (one fstat) by the calls
+        that set a socket up — bind, listen, connect — not by each send and
+        receive; a number closed and reused by another file counts as closed."""
+        fd = self._fd
+        efd = self._efd
+        if fd < 0 or efd is None or efd.carrying:
+            return
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            raise error(errno.EBADF) from None
+        if (st.st_dev, st.st_ino) != efd.identity:
+            raise error(errno.EBADF)
+
     def bind(self, address: Any) -> None:
         addr, port = self._sockaddr(address, "bind")
+        self._check_descriptor()
         with self._stack.locked:
             u = self._check()
             if u.v6only and len(addr) == 16 and v4_of(addr) is not None:
@@ -748,6 +766,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
 
     def connect(self, address: Any) -> None:
         addr, port = self._sockaddr(address, "connect")
+        self._check_descriptor()
         with self._stack.locked:
             u = self._check()
             u.connect(addr, port)

@@ -166,6 +166,7 @@ class StreamSocket(Socket):
 
     def bind(self, address: Any) -> None:
         addr, port = self._sockaddr(address, "bind")
+        self._check_descriptor()
         with self._stack.locked:
             t = self._check_tcb()
             # Linux inet_bind: EINVAL unless CLOSED with no port (a port connect()
@@ -189,6 +190,7 @@ class StreamSocket(Socket):
     # -- connection establishment ---------------------------------------------------
     def listen(self, backlog: int = DEFAULT_BACKLOG) -> None:
         backlog = listen_backlog(backlog)
+        self._check_descriptor()
         with self._stack.locked:
             t = self._check_tcb()
             # inet_listen: SS_UNCONNECTED only; a refused connect() is back
@@ -230,6 +232,7 @@ class StreamSocket(Socket):
         the descriptor non-blocking, then CPython polls and reads SO_ERROR
         itself, leaving the socket "connecting" until the next connect()."""
         dst, port = self._target(address)
+        self._check_descriptor()
         with self._stack.locked:
             t = self._check_tcb()
             if self._conn == _CONNECTED:

@@ -1,0 +1,266 @@
+"""The selector of asyncio's loops under :func:`loopstack.patch`: readiness
+of loopstack sockets learned in-process, no syscall per change.
+
+A loopstack socket's descriptor (readiness.py) reports its readiness to any
+poller, but keeping it in step costs a syscall at each change (a byte sent
+when the socket becomes readable, one read when it stops being), and the
+poller's wait is one more: an asyncio round trip paid about six syscalls
+where the kernel's loopback pays four, in a stack that needs none. This
+selector asks the socket instead:
+
+- A loopstack socket registered here (asyncio registers descriptor numbers:
+  each is looked up once, readiness.py's ``identity``) is watched through its
+  :class:`~loopstack.readiness.Readiness`: every change the socket reports
+  is a call here, which marks the socket as a candidate and, if this
+  selector is blocked, wakes it (one write to an eventfd, made only then).
+  While at least one such selector watches it, the descriptor itself is
+  left as it was (*quiet*); when the last one lets go it is brought up to
+  date, so a poller that watches the number afterwards sees the truth.
+- Any other descriptor (asyncio's self-pipe, a pipe to a subprocess, a real
+  socket) is watched by the real selector (epoll), as before.
+- ``select(timeout)`` reports the loopstack sockets that are ready now
+  (level-triggered, as epoll's default); when one is ready it does not
+  wait, and it polls the real selector without waiting at most once per
+  millisecond, so a ready real descriptor is reported up to a millisecond
+  later while loopstack sockets keep the loop busy. When none is ready it
+  asks the real selector (with the wake-up descriptor) with the timeout
+  given, as selectors' own does.
+
+patch.py gives it to asyncio's selector event loops made without a
+selector of their own (``asyncio.run``, ``new_event_loop``, the default
+policy); ``selectors.DefaultSelector`` itself stays the real one, for
+programs that drive their own select loop.
+
+What a program can tell: a descriptor watched by this selector and, at the
+same time, by another poller (``select.select`` on the same number from
+another thread) shows the state it had when this selector started to watch
+it, until this selector lets go; and a ready real descriptor is reported up
+to a millisecond late while loopstack sockets stay ready. A loop given a
+selector of its own (``SelectorEventLoop(selectors.EpollSelector())``)
+keeps exact descriptors.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from .readiness import Readiness
+from .socket import find_descriptor, implementation
+
+_EVENT_READ = selectors.EVENT_READ
+_EVENT_WRITE = selectors.EVENT_WRITE
+_REAL_POLL_NS = 1_000_000  # the real selector is looked at this often while loopstack is busy
+
+# The class patch() replaces: selectors.DefaultSelector as the module made it.
+RealDefaultSelector: type[selectors.BaseSelector] = selectors.DefaultSelector
+
+
+def _readiness_of(fileobj: Any, fd: int) -> Readiness | None:
+    """The Readiness behind ``fd`` if it is a loopstack socket's descriptor."""
+    sock = None
+    if not isinstance(fileobj, int):
+        impl = implementation(fileobj)
+        sock = impl if getattr(impl, "_efd", None) is not None else None
+    if sock is None:
+        sock = find_descriptor(fd)
+    efd = getattr(sock, "_efd", None) if sock is not None else None
+    if not isinstance(efd, Readiness) or efd.carrying:  # (a detached descriptor's data: real)
+        return None
+    return efd
+
+
+class StackSelector(selectors.BaseSelector):
+    """A selector for loopstack sockets and real descriptors alike (see the
+    module's text)."""
+
+    def __init__(self) -> None:
+        self._real = RealDefaultSelector()
+        self._keys: dict[int, selectors.SelectorKey] = {}
+        self._mine: dict[int, Readiness] = {}  # fd -> its Readiness (loopstack sockets)
+        self._fd_of: dict[int, int] = {}  # id(Readiness) -> fd registered here
+        # fds to look at in the next select: changed since, or ready last time.
+        self._candidates: set[int] = set()
+        self._blocked = False
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._woken = False
+        self._real.register(self._wake_fd, _EVENT_READ)
+        self._last_real_poll = 0
+        self._closed = False
+
+    # -- registration ------------------------------------------------------------
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        if fd in self._keys:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
+        key = selectors.SelectorKey(fileobj, fd, events, data)
+        rd = _readiness_of(fileobj, fd)
+        if rd is None:
+            self._real.register(fileobj, events, data)
+        else:
+            self._mine[fd] = rd
+            self._fd_of[id(rd)] = fd
+            rd.watch(self._changed)
+            self._candidates.add(fd)
+        self._keys[fd] = key
+        return key
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        fd = self._fd_lookup(fileobj)
+        key = self._keys.pop(fd, None)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        rd = self._mine.pop(fd, None)
+        if rd is None:
+            self._real.unregister(fd)
+        else:
+            self._fd_of.pop(id(rd), None)
+            self._candidates.discard(fd)
+            rd.unwatch(self._changed)
+        return key
+
+    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        fd = self._fd_lookup(fileobj)
+        key = self._keys.get(fd)
+        if key is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        if fd not in self._mine:
+            if events != key.events:
+                self._real.modify(fd, events, data)
+            elif data is not key.data:
+                self._real.modify(fd, events, data)
+            key = key._replace(events=events, data=data)
+            self._keys[fd] = key
+            return key
+        if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
+            raise ValueError(f"Invalid events: {events!r}")
+        key = key._replace(events=events, data=data)
+        self._keys[fd] = key
+        self._candidates.add(fd)
+        return key
+
+    def _fd_lookup(self, fileobj: Any) -> int:
+        try:
+            return selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined, no-any-return]
+        except ValueError:
+            for key in self._keys.values():  # a closed object: found by identity
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
+    def get_map(self) -> Mapping[Any, selectors.SelectorKey] | None:  # type: ignore[override]
+        # None once closed, as selectors' own (get_key then says RuntimeError).
+        return None if self._closed else _KeyMap(self._keys)
+
+    # -- waiting ------------------------------------------------------------------
+    def _changed(self, rd: Readiness) -> None:
+        """A watched socket's readiness changed (any thread)."""
+        fd = self._fd_of.get(id(rd))
+        if fd is None:
+            return
+        self._candidates.add(fd)
+        if self._blocked and not self._woken:
+            self._woken = True
+            try:
+                os.eventfd_write(self._wake_fd, 1)
+            except OSError:
+                pass
+
+    def _ready_now(self) -> list[tuple[selectors.SelectorKey, int]]:
+        out: list[tuple[selectors.SelectorKey, int]] = []
+        keys, mine = self._keys, self._mine
+        still: set[int] = set()
+        # Swapped, not iterated in place: other threads add while we look.
+        candidates, self._candidates = self._candidates, set()
+        for fd in candidates:
+            rd = mine.get(fd)
+            key = keys.get(fd)
+            if rd is None or key is None:
+                continue
+            mask = 0
+            if key.events & _EVENT_READ and rd.want_readable:
+                mask = _EVENT_READ
+            if key.events & _EVENT_WRITE and rd.want_writable:
+                mask |= _EVENT_WRITE
+            if mask:
+                out.append((key, mask))
+                still.add(fd)  # level-triggered: looked at again next time
+        self._candidates |= still
+        return out
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = self._ready_now() if self._candidates else []
+        now = time.monotonic_ns()
+        if ready:
+            # Loopstack sockets are ready: the real descriptors are looked at
+            # (without waiting) once a millisecond.
+            if now - self._last_real_poll < _REAL_POLL_NS:
+                return ready
+            timeout = 0
+        elif timeout is not None and timeout <= 0:
+            timeout = 0
+        if timeout != 0:
+            self._blocked = True
+            if self._candidates:  # a change came in after the look above
+                timeout = 0
+        try:
+            events = self._real.select(timeout)
+        finally:
+            self._blocked = False
+        self._last_real_poll = now
+        out = ready
+        for key, mask in events:
+            if key.fd == self._wake_fd:
+                self._woken = False
+                try:
+                    os.eventfd_read(self._wake_fd)
+                except OSError:
+                    pass
+                continue
+            mine_key = self._keys.get(key.fd)
+            if mine_key is not None:
+                out.append((mine_key, mask & mine_key.events))
+        if not ready and self._candidates:
+            out.extend(self._ready_now())
+        return out
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for fd in list(self._mine):
+            rd = self._mine.pop(fd)
+            rd.unwatch(self._changed)
+        self._fd_of.clear()
+        self._keys.clear()
+        self._candidates.clear()
+        self._real.close()
+        os.close(self._wake_fd)
+
+
+class _KeyMap(Mapping[Any, selectors.SelectorKey]):
+    """What get_map() gives: fileobj or fd -> key, as selectors' own."""
+
+    def __init__(self, keys: dict[int, selectors.SelectorKey]) -> None:
+        self._keys = keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, fileobj: Any) -> selectors.SelectorKey:
+        try:
+            fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+            return self._keys[fd]
+        except (ValueError, KeyError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self) -> Any:
+        return iter(self._keys)
+
+
+__all__ = ["StackSelector", "RealDefaultSelector"]
