@@ -75,6 +75,10 @@ class Channel:
     __slots__ = ("sock", "_buf", "_fds")
 
     def __init__(self, sock: _socket.socket) -> None:
+        # Blocking, whatever socket.setdefaulttimeout() the program set (a
+        # new socket object takes it: a call that waits longer than the
+        # program's default timeout is not the owner gone).
+        sock.settimeout(None)
         self.sock = sock
         self._buf = bytearray()
         self._fds: list[int] = []
