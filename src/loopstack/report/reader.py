@@ -26,6 +26,7 @@ from ..wire.pcap import (
     IF_TSRESOL,
     PCAP_MAGIC_NSEC,
     PCAP_MAGIC_USEC,
+    PcapngInterface,
 )
 
 # (timestamp in ns, link type, frame)
@@ -131,22 +132,6 @@ def _pcap(data: bytes | mmap.mmap, order: str, unit_ns: int, notes: ReadNotes
     notes.trailing_bytes = end - off
 
 
-@dataclass(slots=True)
-class _Iface:
-    linktype: int
-    tsresol: int = 6
-    tsoffset: int = 0
-
-    def ts_ns(self, units: int) -> int:
-        if self.tsresol & 0x80:
-            ns = (units * 1_000_000_000) >> (self.tsresol & 0x7F)
-        elif self.tsresol <= 9:
-            ns = units * 10 ** (9 - self.tsresol)
-        else:
-            ns = units // 10 ** (self.tsresol - 9)
-        return ns + self.tsoffset * 1_000_000_000
-
-
 def _options(data: bytes | mmap.mmap, off: int, end: int, order: str) -> dict[int, bytes]:
     found: dict[int, bytes] = {}
     while off + 4 <= end:
@@ -162,7 +147,7 @@ def _options(data: bytes | mmap.mmap, off: int, end: int, order: str) -> dict[in
 
 
 def _pcapng(data: bytes | mmap.mmap, notes: ReadNotes) -> Iterator[Record]:
-    ifaces: list[_Iface] = []
+    ifaces: list[PcapngInterface] = []
     order = "<"
     off, end = 0, len(data)
     count = 0
@@ -201,7 +186,7 @@ def _pcapng(data: bytes | mmap.mmap, notes: ReadNotes) -> Iterator[Record]:
             else:
                 notes.skipped_blocks += 1
         elif block_type == BLOCK_IDB and bend - body >= 8:
-            iface = _Iface(struct.unpack_from(order + "H", data, body)[0])
+            iface = PcapngInterface(struct.unpack_from(order + "H", data, body)[0])
             opts = _options(data, body + 8, bend, order)
             if opts.get(IF_TSRESOL):
                 iface.tsresol = opts[IF_TSRESOL][0]

@@ -217,7 +217,9 @@ def _read_pcap(data: bytes) -> list[CaptureRecord]:
 
 
 @dataclass(slots=True)
-class _Interface:
+class PcapngInterface:
+    """One pcapng Interface Description Block: link type, name, time resolution."""
+
     linktype: int
     name: str | None = None
     tsresol: int = 6  # draft 4.2: microseconds unless if_tsresol says otherwise
@@ -253,7 +255,7 @@ def _read_options(data: bytes, off: int, end: int, order: str) -> dict[int, byte
 
 def _read_pcapng(data: bytes) -> list[CaptureRecord]:
     records: list[CaptureRecord] = []
-    interfaces: list[_Interface] = []
+    interfaces: list[PcapngInterface] = []
     order = "<"
     off = 0
     while off < len(data):
@@ -278,7 +280,7 @@ def _read_pcapng(data: bytes) -> list[CaptureRecord]:
             if end - body < 8:
                 raise MalformedPacket("truncated pcapng interface block")
             linktype = struct.unpack_from(order + "H", data, body)[0]
-            iface = _Interface(linktype)
+            iface = PcapngInterface(linktype)
             opts = _read_options(data, body + 8, end, order)
             if IF_NAME in opts:
                 iface.name = opts[IF_NAME].rstrip(b"\x00").decode("utf-8", "replace")
@@ -301,7 +303,7 @@ def _read_pcapng(data: bytes) -> list[CaptureRecord]:
 
 
 def _read_epb(
-    data: bytes, body: int, end: int, order: str, interfaces: list[_Interface]
+    data: bytes, body: int, end: int, order: str, interfaces: list[PcapngInterface]
 ) -> CaptureRecord:
     if end - body < 20:
         raise MalformedPacket("truncated pcapng enhanced packet block")
