@@ -300,7 +300,11 @@ async def _aio_pingpong(n: int, window: Callable[[bool], None],
     r, w = await asyncio.open_connection(HOST, port)
     sock = w.get_extra_info("socket")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    kind = type(getattr(sock, "_sock", sock)).__module__
+    inner = getattr(sock, "_sock", sock)  # asyncio's TransportSocket wraps the socket
+    ls = sys.modules.get("loopstack.socket")
+    if ls is not None:  # under patch() a front: socket.socket, carried out by loopstack
+        inner = ls.implementation(inner)
+    kind = type(inner).__module__
     for _ in range(100):
         w.write(b"x")
         await r.readexactly(1)

@@ -80,6 +80,56 @@ _WRITABLE_LOWAT = 0x7FFFFFFF  # explicit: 0 would mean the host's sysctl
 _LINGER_RST = struct.pack("ii", 1, 0)
 _ARRIVAL = 2.0  # seconds a byte sent over the kernel's lo may take to land (softirq)
 
+
+def _peer_floor() -> int:
+    """The lowest number a pair's peer end is moved to. A kernel socket is
+    one descriptor; a loopstack socket's readiness is two, and the peer, never
+    the program's, should not take the low numbers the program's next
+    open() or socket() would get (socket.py reserves the socket's own). Three
+    quarters of the soft descriptor limit, at most 4096 (the descriptor
+    table grows to it once), at least 64."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 256
+    if soft == resource.RLIM_INFINITY:
+        return 4096
+    return max(64, min(4096, soft * 3 // 4))
+
+
+_PEER_FLOOR = _peer_floor()
+
+
+def peer_floor() -> int:
+    """Where descriptors loopstack keeps for itself go (see _peer_floor)."""
+    return _PEER_FLOOR
+
+
+def _out_of_the_way(s: _c.socket) -> _c.socket:
+    """``s`` on a number at or above _PEER_FLOOR (the lowest free one there;
+    where none is free, where it was)."""
+    try:
+        n = fcntl.fcntl(s.fileno(), fcntl.F_DUPFD_CLOEXEC, _PEER_FLOOR)
+    except OSError:
+        return s
+    moved = _own(s, n)
+    s.close()
+    return moved
+
+
+def _own(s: _c.socket, number: int) -> _c.socket:
+    """A socket object for ``number`` (a descriptor of the same socket as
+    ``s``). Only a constructor makes an object for a given number, and it
+    raises the ``socket.__new__`` audit event: marked as this module's
+    (:func:`making`), as the exact pair's are."""
+    was = getattr(_local, "making", False)
+    _local.making = True
+    try:
+        return _c.socket(s.family, s.type, s.proto, fileno=number)
+    finally:
+        _local.making = was
+
 _local = threading.local()
 # Set when 127.0.0.1 refused a TCP pair: every later descriptor is AF_UNIX.
 _tcp_refused = False
@@ -123,7 +173,7 @@ class Readiness:
         flags = fcntl.fcntl(a.fileno(), fcntl.F_GETFL)
         fcntl.fcntl(a.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
         self._watched = a
-        self._peer = b
+        self._peer = _out_of_the_way(b)
         self._poll: select.poll | None = None  # (kernel TCP only: _mask)
         if self._tcp:
             self._poll = select.poll()
@@ -277,6 +327,22 @@ class Readiness:
             carrier.stop()
         self._watched.close()
         self._peer.close()
+
+    def move_to(self, number: int) -> None:
+        """Make ``number`` (a number the socket reserved when it was made:
+        socket.py, _reserve) the watched end's, closing the one the pair was
+        made with, so the socket's descriptor number is the one a kernel
+        socket would have had. The number keeps its close-on-exec flag; it is
+        the same open file as before (``identity``, O_APPEND, the flags)."""
+        w = self._watched
+        old = w.fileno()
+        os.dup2(old, number, os.get_inheritable(number))
+        w.detach()
+        self._watched = _own(w, number)
+        os.close(old)
+        if self._poll is not None:
+            self._poll.unregister(old)
+            self._poll.register(number, select.POLLIN | select.POLLPRI | select.POLLOUT)
 
     # -- the descriptor handed to the program (socket.detach) ---------------------------
     def release(self, number: int) -> None:

@@ -21,6 +21,7 @@ fork's), as a kernel socket has several descriptors: see :class:`Socket`.
 from __future__ import annotations
 
 import errno
+import fcntl
 import math
 import operator
 import os
@@ -40,6 +41,7 @@ from .ip.addr import AF_INET, AF_INET6, V4_ANY, V4_LIMITED_BROADCAST, V6_ANY, to
 from .ip.route import BROADCAST, LOCAL
 from .names import needs_scope, numeric_host
 from .readiness import Readiness, set_nonblocking
+from .readiness import peer_floor as readiness_peer_floor
 from .transport.ports import PortTable, mapped, v4_of
 from .transport.udp import (
     PROTO_UDPLITE,
@@ -258,6 +260,42 @@ _HOLDER_FD: dict[int, int] = {}
 # Hidden objects holding a socket an attached process detached (host/owner.py)
 # whose descriptor does not carry data: kept until the stack closes.
 _KEPT: dict[int, Socket] = {}
+# Descriptor numbers socket objects reserved when they were made (_reserve)
+# whose readiness descriptor fileno() has not yet put there.
+_RESERVED: set[int] = set()
+_placeholder = -1  # this process's /dev/null descriptor the reserved numbers are dups of
+_placeholder_identity = (0, 0)
+
+
+def _reserve() -> int:
+    """A descriptor number for a new socket object, taken when the object is
+    made, as socket(2), accept(2) and dup(2) take the lowest free number at
+    once (EMFILE then, not later). It is a duplicate of a /dev/null
+    descriptor this process keeps (close-on-exec, as a new socket is) until
+    ``fileno()`` puts the socket's readiness descriptor on it (dup2), so the
+    numbers a program sees, and how many it has open, are the kernel's."""
+    global _placeholder, _placeholder_identity
+    if _placeholder < 0:
+        opened = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:  # out of the way of the program's numbers, as readiness pairs' peers
+            _placeholder = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, readiness_peer_floor())
+            os.close(opened)
+        except OSError:
+            _placeholder = opened
+        st = os.fstat(_placeholder)
+        _placeholder_identity = (st.st_dev, st.st_ino)
+    try:
+        fd = os.dup(_placeholder)
+    except OSError as e:
+        raise error(e.errno or errno.EMFILE) from None
+    _RESERVED.add(fd)
+    return fd
+
+
+def _unreserve(fd: int) -> None:
+    """Give back a number _reserve took, for an object that was never made."""
+    _RESERVED.discard(fd)
+    os.close(fd)
 
 
 def udplite(stack: Stack) -> UDP:
@@ -399,6 +437,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 raise error(errno.EACCES)
             if proto not in (0, _socket.IPPROTO_UDP, IPPROTO_UDPLITE):
                 raise error(errno.EPROTONOSUPPORT)
+            number = _reserve()
             with stack.locked:
                 udp = stack.udp if proto != IPPROTO_UDPLITE else udplite(stack)
                 self._udp = udp.socket(family == AF_INET6)
@@ -411,6 +450,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
         if nonblock:
             self._timeout = 0.0
         self._udp.wake = self._open()._wake
+        self._fd = number
+        self._fd_owners[number] = 1
 
     def _init_common(self, stack: Stack, family: int, type: int, proto: int,
                      fileno: int | None = None) -> bool:
@@ -498,7 +539,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
     def __repr__(self) -> str:
         """socket.socket's, naming loopstack's socket."""
         closed = self._closed
-        text = (f"<loopstack.socket{' [closed]' if closed else ''} fd={self.fileno()}, "
+        fd = self._fd if self._fd in _RESERVED and not closed else self.fileno()
+        text = (f"<loopstack.socket{' [closed]' if closed else ''} fd={fd}, "
                 f"family={self.family}, type={self.type}, proto={self.proto}")
         if not closed:
             try:
@@ -539,16 +581,18 @@ class Socket(_socket.socket, metaclass=_Implementation):
         """A descriptor for select/poll/epoll/selectors/asyncio: readable and
         writable exactly when this socket is (see readiness.py). It carries no
         data: read and write through the socket's methods. Each object of a
-        socket has its own number (a dup of the first object's)."""
+        socket has its own number (a dup of the first object's), the one it
+        reserved when it was made (_reserve)."""
         if self._closed:
             return -1
         fd = self._fd
-        if fd >= 0:
+        if fd >= 0 and fd not in _RESERVED:
             return fd
         with self._stack.locked:
             if self._closed:
                 return -1
-            if self._fd < 0:
+            fd = self._fd
+            if fd < 0 or fd in _RESERVED:
                 efd = self._efd
                 if efd is None:
                     efd = self._efd = Readiness(self._kind == _socket.SOCK_STREAM)
@@ -556,13 +600,28 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     _BY_FILE[efd.identity] = weakref.ref(self._core)
                 watched = efd.fileno()
                 owners = self._fd_owners
-                if watched < 0:  # the pair's end is the program's now (detach)
-                    fd = self._dup_of_file(efd)
-                    if fd < 0:
-                        return -1
+                if fd >= 0:
+                    # The reserved number becomes a descriptor of the pair's
+                    # watched end: the end itself if no object has it yet.
+                    if watched < 0:  # the pair's end is the program's now (detach)
+                        other = self._dup_of_file(efd)
+                        if other < 0:
+                            return -1
+                        os.dup2(other, fd, os.get_inheritable(fd))
+                        os.close(other)
+                    elif watched in owners:
+                        os.dup2(watched, fd, os.get_inheritable(fd))
+                    else:
+                        efd.move_to(fd)
+                    _RESERVED.discard(fd)
                 else:
-                    fd = os.dup(watched) if watched in owners else watched
-                owners[fd] = owners.get(fd, 0) + 1
+                    if watched < 0:
+                        fd = self._dup_of_file(efd)
+                        if fd < 0:
+                            return -1
+                    else:
+                        fd = os.dup(watched) if watched in owners else watched
+                    owners[fd] = owners.get(fd, 0) + 1
                 set_nonblocking(fd, self._timeout is not None)
                 self._fd = fd
             return self._fd
@@ -592,7 +651,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
             owners = self.__dict__.get("_fd_owners")  # (an attached socket has none)
             if owners is not None and fd not in owners:
                 raise error(errno.EBADF)  # another object closed this number
-            set_nonblocking(fd, timeout is not None)
+            if fd not in _RESERVED:  # (fileno() sets it when the descriptor is made)
+                set_nonblocking(fd, timeout is not None)
 
     def _wait(self, ready: Callable[[], bool], flags: int, sending: bool = False) -> None:
         """Block (lock held) until ``ready()`` as the socket's mode says. A
@@ -740,13 +800,17 @@ class Socket(_socket.socket, metaclass=_Implementation):
         receive; a number closed and reused by another file counts as closed."""
         fd = self._fd
         efd = self._efd
-        if fd < 0 or efd is None or efd.carrying:
+        if fd in _RESERVED:
+            identity = _placeholder_identity
+        elif fd < 0 or efd is None or efd.carrying:
             return
+        else:
+            identity = efd.identity
         try:
             st = os.fstat(fd)
         except OSError:
             raise error(errno.EBADF) from None
-        if (st.st_dev, st.st_ino) != efd.identity:
+        if (st.st_dev, st.st_ino) != identity:
             raise error(errno.EBADF)
 
     def bind(self, address: Any) -> None:
@@ -1167,6 +1231,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     del owners[fd]
             else:
                 del owners[fd]
+                _RESERVED.discard(fd)
                 efd = self._efd
                 if efd is None or fd != efd.fileno():  # the readiness pair closes with the socket
                     try:
@@ -1189,10 +1254,15 @@ class Socket(_socket.socket, metaclass=_Implementation):
         """Another object of the same socket, as dup(2) gives another
         descriptor of the same open file: the socket stays open until both
         are closed. Non-inheritable, with this object's timeout."""
+        number = _reserve()
         with self._stack.locked:
             if self._closed:
+                _unreserve(number)
                 raise error(errno.EBADF)
-            return self._twin()
+            twin = self._twin()
+            twin._fd = number
+            self._fd_owners[number] = 1
+            return twin
 
     def detach(self) -> int:
         """As socket.detach(): this object is closed, its descriptor stays

@@ -27,6 +27,7 @@ from .socket import (
     SO_DOMAIN,
     SO_PROTOCOL,
     Socket,
+    _reserve,
     c_buffer,
     c_index,
     c_int,
@@ -78,6 +79,7 @@ class StreamSocket(Socket):
         nonblock = self._init_common(stack, family, type, proto)
         if self._proto not in (0, _socket.IPPROTO_TCP):
             raise error(errno.EPROTONOSUPPORT)
+        number = _reserve()
         with stack.locked:
             self._tcb = tcb if tcb is not None else stack.tcp.new_tcb(family == AF_INET6)
             self._conn = _CONNECTED if tcb is not None else _UNCONNECTED
@@ -88,6 +90,8 @@ class StreamSocket(Socket):
             core = self._open()  # the protocol's callbacks reach the socket through it
             self._tcb.owner = core
             self._tcb.wake = core._wake
+            self._fd = number
+            self._fd_owners[number] = 1
 
     # -- readiness (Linux tcp_poll) ------------------------------------------------
     @staticmethod

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from ..socket import _RESERVED
 from ..stack import Stack, live_stacks
 from .remote import Link, RemoteSocket, RemoteStack
 
@@ -175,6 +176,8 @@ def _become_attached(stack: Stack, server: Any, holder: Any, end: Any,
                 inherited.add(number)
             efd._peer.close()
             fd = number if own is None else own
+        elif own is not None and own in _RESERVED:
+            fd = own  # reserved, not yet made: fileno() in the child puts its descriptor there
         handle = exported.get(id(sock))
         sock.__dict__.clear()
         sock.__class__ = RemoteSocket
@@ -190,6 +193,7 @@ def _become_attached(stack: Stack, server: Any, holder: Any, end: Any,
         remote._io_refs = io_refs
         remote._closing = closing
     for number in inherited - kept:
+        _RESERVED.discard(number)
         os.close(number)
 
 

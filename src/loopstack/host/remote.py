@@ -24,7 +24,7 @@ import threading
 import weakref
 from typing import Any, cast
 
-from ..socket import Socket, audit_socket, error, recvmsg_into_views, scatter
+from ..socket import _RESERVED, Socket, _reserve, audit_socket, error, recvmsg_into_views, scatter
 from ..stack import Stack
 from .channel import (
     HELLO,
@@ -325,6 +325,8 @@ class RemoteSocket(Socket):
 
     def __init__(self, stack: RemoteStack, handle: int | None, family: int, type: int,
                  proto: int, timeout: float | None, fd: int = -1) -> None:
+        if fd < 0 and handle is not None:
+            fd = _reserve()  # a number now, as socket(2), accept(2) and dup(2) take one
         self._setup(stack, handle, family, type, proto, timeout, fd)
 
     def _setup(self, stack: RemoteStack, handle: int | None, family: int, type: int,
@@ -362,13 +364,20 @@ class RemoteSocket(Socket):
     def fileno(self) -> int:
         if self._closed or self._link is None or self._handle is None:
             return -1
-        if self._fd < 0:
+        mine = self._fd
+        if mine < 0 or mine in _RESERVED:
             value, fds = self._link.call("fileno", self._handle, self._timeout, ())
             if value != 0 or len(fds) != 1:
                 for fd in fds:
                     os.close(fd)
                 return -1
-            self._fd = fds[0]
+            if mine >= 0:  # the number reserved when the object was made (socket.py)
+                os.dup2(fds[0], mine, os.get_inheritable(mine))
+                os.close(fds[0])
+                _RESERVED.discard(mine)
+            else:
+                mine = fds[0]
+            self._fd = mine
         return self._fd
 
     # -- addresses and connections ------------------------------------------------------
@@ -577,6 +586,7 @@ class RemoteSocket(Socket):
         self._closed = True
         fd, self._fd = self._fd, -1
         if fd >= 0:
+            _RESERVED.discard(fd)
             os.close(fd)
         link, handle = self._link, self._handle
         if link is not None and handle is not None and not link.dead:
