@@ -190,3 +190,85 @@ def test_a_descriptor_number_is_recognised(
         sel.close()
         for s in (c, a, srv):
             s.close()
+
+
+def _open_fds() -> set[int]:
+    """The open descriptor numbers below 256 (fstat: no descriptor of its own)."""
+    import os
+
+    found = set()
+    for n in range(256):
+        try:
+            os.fstat(n)
+        except OSError:
+            continue
+        found.add(n)
+    return found
+
+
+def test_asyncio_sockets_get_no_descriptor_until_the_program_asks(
+        patched: loopstack.Stack) -> None:
+    """asyncio's own fileno() calls for a loop on StackSelector take the
+    reserved number and make no readiness pair; a fileno() of the program's
+    (through the transport's socket) makes the descriptor on that same
+    number, showing the truth to select()."""
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            w.write(await r.read(5))
+            await w.drain()
+            seen["server_paired"] = implementation(w.get_extra_info("socket")._sock)._efd.paired
+            w.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        before = _open_fds()
+        r, w = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        w.write(b"hello")
+        assert await r.readexactly(5) == b"hello"
+        impl = implementation(w.get_extra_info("socket")._sock)
+        number = impl._fd
+        seen["client_paired"] = impl._efd.paired
+        new = _open_fds() - before  # the client's number (and the server's, until it closes)
+        seen["new_fds"] = number in new and len(new) <= 2
+        assert await r.read() == b""  # EOF: readable for a real poller too, once made
+        fd = w.get_extra_info("socket").fileno()
+        seen["same_number"] = fd == number
+        seen["paired_after"] = impl._efd.paired
+        seen["select_readable"] = _readable_by_kernel(fd)
+        w.close()
+        await w.wait_closed()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(main())
+    assert seen == {"server_paired": False, "client_paired": False, "new_fds": True,
+                    "same_number": True, "paired_after": True, "select_readable": True}
+
+
+def test_a_loop_with_a_real_selector_gets_real_descriptors(patched: loopstack.Stack) -> None:
+    """A loop given a selector of its own (epoll) watches real descriptors:
+    asyncio's fileno() calls make them."""
+    loop = asyncio.SelectorEventLoop(RealDefaultSelector())
+    try:
+        async def main() -> bool:
+            async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+                w.write(await r.read(2))
+                await w.drain()
+                w.close()
+
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            r, w = await asyncio.open_connection("127.0.0.1",
+                                                 server.sockets[0].getsockname()[1])
+            w.write(b"ok")
+            assert await r.readexactly(2) == b"ok"
+            paired = bool(implementation(w.get_extra_info("socket")._sock)._efd.paired)
+            w.close()
+            await w.wait_closed()
+            server.close()
+            await server.wait_closed()
+            return paired
+
+        assert loop.run_until_complete(main()) is True
+    finally:
+        loop.close()

@@ -45,6 +45,8 @@ class VirtualTimeSelector(selectors.BaseSelector):
     """A real selector (it watches the sockets' descriptors) that, instead
     of sleeping, moves the stack's virtual clock."""
 
+    in_process_readiness = True  # (its StackSelector's: socket.py, fileno)
+
     def __init__(self, stack: Stack, busy: Callable[[], bool] = lambda: False) -> None:
         if not isinstance(stack.clock, VirtualClock):
             raise ValueError("virtual-time asyncio needs Stack(clock='virtual')")

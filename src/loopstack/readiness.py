@@ -156,34 +156,42 @@ def making() -> bool:
     return bool(getattr(_local, "making", False))
 
 
+def _no_socket() -> _c.socket:
+    """A closed socket object: what a Readiness without its pair holds in
+    place of each end (fileno() -1; every call on it fails with EBADF, which
+    the pair's code takes as "nothing to do"). Made by socketpair(), which
+    raises no audit event."""
+    a, b = _c.socketpair(_c.AF_UNIX, _c.SOCK_STREAM | _c.SOCK_CLOEXEC)
+    a.close()
+    b.close()
+    return a
+
+
+_NO_SOCKET = _no_socket()
+
+
 class Readiness:
     __slots__ = ("_watched", "_peer", "_tcp", "_poll", "readable", "writable", "urgent",
                  "identity", "_carrier", "want_readable", "want_writable", "want_urgent",
-                 "_watchers")
+                 "_watchers", "_stream")
 
-    def __init__(self, stream: bool = False) -> None:
+    def __init__(self, stream: bool = False, paired: bool = True) -> None:
         """``stream``: for a TCP socket (urgent data possible): a kernel TCP
         pair when exact urgent readiness is on and 127.0.0.1 takes one;
-        else (and for UDP) an AF_UNIX pair."""
-        pair = _tcp_pair() if stream and _exact_urgent and not _tcp_refused else None
-        self._tcp = pair is not None
-        if pair is None:
-            pair = _unix_pair()
-        a, b = pair
-        flags = fcntl.fcntl(a.fileno(), fcntl.F_GETFL)
-        fcntl.fcntl(a.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
-        self._watched = a
-        self._peer = _out_of_the_way(b)
+        else (and for UDP) an AF_UNIX pair. ``paired=False``: no pair yet
+        (:meth:`make_pair`): the socket's readiness is only known in-process
+        (selector.py watches it) and no descriptor shows it."""
+        self._stream = stream
+        self._tcp = False
+        self._watched = self._peer = _NO_SOCKET
         self._poll: select.poll | None = None  # (kernel TCP only: _mask)
-        if self._tcp:
-            self._poll = select.poll()
-            self._poll.register(a.fileno(), select.POLLIN | select.POLLPRI | select.POLLOUT)
         self.readable = False
         self.writable = True
         self.urgent = False
-        st = os.fstat(a.fileno())
-        self.identity = (st.st_dev, st.st_ino)
+        self.identity = (-1, -1)
         self._carrier: _Carrier | None = None
+        if paired:
+            self._pair()
         # What the socket last reported (update), whether or not the
         # descriptor shows it yet, and the in-process selectors watching it
         # (selector.py), while which the descriptor is left alone (quiet).
@@ -192,9 +200,44 @@ class Readiness:
         self.want_urgent = False
         self._watchers: tuple[Callable[[Readiness], None], ...] = ()
 
+    def _pair(self) -> None:
+        pair = _tcp_pair() if self._stream and _exact_urgent and not _tcp_refused else None
+        self._tcp = pair is not None
+        if pair is None:
+            pair = _unix_pair()
+        a, b = pair
+        flags = fcntl.fcntl(a.fileno(), fcntl.F_GETFL)
+        fcntl.fcntl(a.fileno(), fcntl.F_SETFL, flags | os.O_APPEND)
+        self._watched = a
+        self._peer = _out_of_the_way(b)
+        if self._tcp:
+            self._poll = select.poll()
+            self._poll.register(a.fileno(), select.POLLIN | select.POLLPRI | select.POLLOUT)
+        self.readable = False
+        self.writable = True
+        self.urgent = False
+        st = os.fstat(a.fileno())
+        self.identity = (st.st_dev, st.st_ino)
+
+    @property
+    def paired(self) -> bool:
+        """Whether the descriptor exists (a Readiness made with paired=False
+        has none until :meth:`make_pair`)."""
+        return self._watched is not _NO_SOCKET or self._peer is not _NO_SOCKET
+
+    def make_pair(self) -> None:
+        """Make the descriptor of a Readiness made without one; it shows what
+        the socket last reported unless an in-process selector watches it."""
+        if self.paired:
+            return
+        self._pair()
+        if not self._watchers:
+            self._apply(self.want_readable, self.want_writable, self.want_urgent)
+
     def fileno(self) -> int:
         """The watched end's number this object holds; -1 once it holds none
-        (the descriptor is the program's: see :meth:`release` and :meth:`carry`)."""
+        (the descriptor is the program's: see :meth:`release` and :meth:`carry`),
+        or before it has one (paired=False)."""
         return self._watched.fileno()
 
     @property
@@ -219,7 +262,8 @@ class Readiness:
             for changed in watchers:
                 changed(self)
             return
-        self._apply(readable, writable, urgent)
+        if self._watched is not _NO_SOCKET:  # (no descriptor yet: make_pair shows it)
+            self._apply(readable, writable, urgent)
 
     def watch(self, changed: Callable[[Readiness], None]) -> None:
         """An in-process selector (selector.py) watches this socket: every
@@ -410,7 +454,7 @@ class Readiness:
         another process, a child's copy), which hold the socket as a kernel
         file does: the caller then has the pair carry the socket's data
         (carry) until they are closed. Not for a kernel TCP pair."""
-        if self._tcp or self._carrier is not None:
+        if self._tcp or self._carrier is not None or not self.paired:
             return False
         self._plain()
         self._watched.close()

@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .readiness import Readiness
-from .socket import find_descriptor, implementation
+from .socket import find_descriptor, implementation, unmade_readiness
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
@@ -61,6 +61,9 @@ RealDefaultSelector: type[selectors.BaseSelector] = selectors.DefaultSelector
 
 def _readiness_of(fileobj: Any, fd: int) -> Readiness | None:
     """The Readiness behind ``fd`` if it is a loopstack socket's descriptor."""
+    unmade = unmade_readiness(fd)
+    if unmade is not None:
+        return unmade
     sock = None
     if not isinstance(fileobj, int):
         impl = implementation(fileobj)
@@ -76,6 +79,9 @@ def _readiness_of(fileobj: Any, fd: int) -> Readiness | None:
 class StackSelector(selectors.BaseSelector):
     """A selector for loopstack sockets and real descriptors alike (see the
     module's text)."""
+
+    # Numbers asyncio registers here need no descriptor (socket.py, fileno).
+    in_process_readiness = True
 
     def __init__(self) -> None:
         self._real = RealDefaultSelector()

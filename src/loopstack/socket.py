@@ -292,6 +292,35 @@ def _reserve() -> int:
     return fd
 
 
+# Reserved numbers handed to an in-process selector (asyncio's, selector.py)
+# without a descriptor made for them: number -> the socket's Readiness.
+_UNMADE: dict[int, Readiness] = {}
+_SELECTOR_EVENTS = os.path.join("asyncio", "selector_events.py")
+
+
+def unmade_readiness(fd: int) -> Readiness | None:
+    """The Readiness of the socket whose reserved number ``fd`` is, when its
+    descriptor was never made (only an in-process selector knows it)."""
+    return _UNMADE.get(fd)
+
+
+def _for_in_process_selector() -> bool:
+    """Whether this fileno() call is asyncio's selector event loop taking
+    the number for its own selector, and that selector learns loopstack
+    sockets' readiness in-process (StackSelector, VirtualTimeSelector): the
+    number then never reaches a real poller, and no descriptor need be made
+    for it. Any other caller (select, poll, epoll, a program, asyncio's
+    TransportSocket, os.sendfile's path) gets a real descriptor."""
+    f: Any = sys._getframe(2)
+    while f is not None and f.f_code.co_filename == __file__:  # the front's dispatcher
+        f = f.f_back
+    if f is None or not f.f_code.co_filename.endswith(_SELECTOR_EVENTS):
+        return False
+    events = sys.modules.get("asyncio.events")
+    loop = events._get_running_loop() if events is not None else None
+    return bool(getattr(getattr(loop, "_selector", None), "in_process_readiness", False))
+
+
 def _unreserve(fd: int) -> None:
     """Give back a number _reserve took, for an object that was never made."""
     _RESERVED.discard(fd)
@@ -594,9 +623,19 @@ class Socket(_socket.socket, metaclass=_Implementation):
             fd = self._fd
             if fd < 0 or fd in _RESERVED:
                 efd = self._efd
+                if fd >= 0 and (efd is None or not efd.paired) and _for_in_process_selector():
+                    # asyncio's own selector: readiness in-process, no descriptor
+                    if efd is None:
+                        efd = self._efd = Readiness(self._kind == _socket.SOCK_STREAM, False)
+                        self._sync_fd()
+                    _UNMADE[fd] = efd
+                    return fd
                 if efd is None:
                     efd = self._efd = Readiness(self._kind == _socket.SOCK_STREAM)
                     self._sync_fd()
+                    _BY_FILE[efd.identity] = weakref.ref(self._core)
+                elif not efd.paired:
+                    efd.make_pair()
                     _BY_FILE[efd.identity] = weakref.ref(self._core)
                 watched = efd.fileno()
                 owners = self._fd_owners
@@ -614,6 +653,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     else:
                         efd.move_to(fd)
                     _RESERVED.discard(fd)
+                    _UNMADE.pop(fd, None)
                 else:
                     if watched < 0:
                         fd = self._dup_of_file(efd)
@@ -1232,6 +1272,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
             else:
                 del owners[fd]
                 _RESERVED.discard(fd)
+                _UNMADE.pop(fd, None)
                 efd = self._efd
                 if efd is None or fd != efd.fileno():  # the readiness pair closes with the socket
                     try:
