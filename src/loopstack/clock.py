@@ -142,22 +142,27 @@ class Timer:
         return self._deadline
 
     def cancel(self) -> None:
-        with self._clock._lock:
-            self.active = False
+        # No lock: the clock's side only reads ``active`` or stores False in
+        # it (_top, _pop_due), and a store is atomic. A timer the clock has
+        # already popped fires whether or not this waited for its lock (its
+        # callback runs under the stack lock, after the caller's operation).
+        self.active = False
 
     def reschedule(self, deadline_ns: int) -> None:
         """Arm again for deadline_ns, whether pending, fired or cancelled."""
         clock = self._clock
         with clock._lock:
             entry = self._entry
-            if self.active and entry is not None and entry[0] <= deadline_ns \
-                    and clock._later_is_quiet:
-                # Later than its heap entry: only the deadline moves; the entry
-                # is moved when it surfaces (_top). Whoever fires timers
-                # already waits for something no later than that entry.
+            if entry is not None and entry[0] <= deadline_ns and clock._later_is_quiet:
+                # Later than its heap entry (still in the heap, pending or
+                # cancelled since): only the deadline moves; the entry is
+                # moved when it surfaces (_top). Whoever fires timers already
+                # waits for something no later than that entry (the heap's
+                # smallest), so nobody needs waking.
                 clock._next_seq += 1
                 self._deadline = deadline_ns
                 self._seq = clock._next_seq
+                self.active = True
                 return
             clock._arm(self, deadline_ns)
 

@@ -109,7 +109,7 @@ class StreamSocket(Socket):
         # (An out-of-line urgent byte at the mark is not readable data: tcp_poll.)
         data = t.rcvq.size != 0 if not t.urg_data else self._stack.tcp.recv_avail(t) > 0
         return data or t.fin_received or t.so_error != 0 or t.shut_rd or \
-            self._state(t) == State.CLOSED
+            t.state == State.CLOSED or t.state == State.TIME_WAIT  # (_state: CLOSED)
 
     def _urgent(self) -> bool:
         """POLLPRI, select's exceptional condition (tcp_poll): an urgent byte
@@ -121,13 +121,28 @@ class StreamSocket(Socket):
     def _sync_fd(self) -> None:
         fd = self._efd
         if fd is not None:
-            fd.update(self._readable(), self._writable(), self._urgent())
+            t = self._tcb
+            if t.listening or t.urg_data:
+                fd.update(self._readable(), self._writable(), self._urgent())
+                return
+            # _readable, _writable and _urgent (False: no urgent data) inline:
+            # every segment that changes the socket comes here.
+            state = t.state
+            closed = state == State.CLOSED or state == State.TIME_WAIT  # (_state)
+            if t.so_error or closed:
+                writable = True
+            elif state in (State.LISTEN, State.SYN_SENT, State.SYN_RECV):
+                writable = False
+            else:
+                writable = t.shut_wr or t.fin_queued or t.sndq.size < t.sndbuf
+            fd.update(t.rcvq.size != 0 or t.fin_received or t.so_error != 0 or t.shut_rd
+                      or closed, writable, False)
 
     def _writable(self) -> bool:
         """POLLOUT, POLLHUP or POLLERR."""
         t = self._tcb
-        state = self._state(t)
-        if t.so_error or state == State.CLOSED:
+        state = t.state
+        if t.so_error or state == State.CLOSED or state == State.TIME_WAIT:  # (_state)
             return True
         if state in (State.LISTEN, State.SYN_SENT, State.SYN_RECV):
             return False
@@ -322,7 +337,12 @@ class StreamSocket(Socket):
         tcp = self._stack.tcp
         sent = 0
         while True:
-            e = self._send_error(t)
+            # (_send_error's answer, None, for a connection that can carry data)
+            if t.so_error or t.shut_wr or t.fin_queued or (
+                    t.state != State.ESTABLISHED and t.state != State.CLOSE_WAIT):
+                e = self._send_error(t)
+            else:
+                e = None
             if e is not None:
                 if sent:
                     return sent
@@ -364,8 +384,10 @@ class StreamSocket(Socket):
         view = c_buffer(data)
         try:
             with self._stack.locked:
-                self._check_tcb()
-                self._poll_first(self._writable)
+                if self._closed:  # (_check_tcb)
+                    raise error(errno.EBADF)
+                if self._timeout:  # (_poll_first)
+                    self._wait(self._writable, 0)
                 return self._send_once(view, self._timeout is None and not flags & MSG_DONTWAIT,
                                        bool(flags & MSG_OOB))
         finally:
@@ -383,7 +405,8 @@ class StreamSocket(Socket):
 
     def _sendall(self, view: memoryview, flags: int) -> None:
         with self._stack.locked:
-            self._check_tcb()
+            if self._closed:  # (_check_tcb)
+                raise error(errno.EBADF)
             clock = self._stack.clock
             deadline = None if not self._timeout else clock.now() + self._timeout
             block = self._timeout is None and not flags & MSG_DONTWAIT
@@ -425,8 +448,11 @@ class StreamSocket(Socket):
         then a pending error; then end of stream (FIN, SHUT_RD, a connection
         that ended); then a socket never connected says ENOTCONN."""
         with self._stack.locked:
-            t = self._check_tcb()
-            self._poll_first(self._readable)
+            if self._closed:  # (_check_tcb)
+                raise error(errno.EBADF)
+            t = self._tcb
+            if self._timeout:  # (_poll_first)
+                self._wait(self._readable, 0)
             if t.listening:
                 raise error(errno.ENOTCONN)
             if flags & MSG_OOB:
@@ -450,7 +476,9 @@ class StreamSocket(Socket):
                     return True
                 return t.fin_received or t.so_error != 0 or t.shut_rd \
                     or self._state(t) == State.CLOSED
-            if not self._timeout:  # after the poll the call itself does not wait
+            # After the poll the call itself does not wait; nor when enough is
+            # queued (ready()'s first answer, without the call).
+            if not self._timeout and (t.urg_data or t.rcvq.size < want):
                 try:
                     self._wait(ready, flags)
                 except BlockingIOError:
@@ -458,11 +486,13 @@ class StreamSocket(Socket):
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
             if t.rcvq.size and (not t.urg_data or tcp.recv_avail(t)):
                 if into is not None:
-                    count = self._stack.tcp.recv_into(t, into[:n], peek)
-                    self._sync_fd()
+                    count = tcp.recv_into(t, into[:n], peek)
+                    if self._efd is not None:
+                        self._sync_fd()
                     return count
-                data = self._stack.tcp.recv(t, n, peek)
-                self._sync_fd()
+                data = tcp.recv(t, n, peek)
+                if self._efd is not None:
+                    self._sync_fd()
                 return data
             if t.fin_received:
                 return b"" if into is None else 0
@@ -516,7 +546,9 @@ class StreamSocket(Socket):
             raise ValueError("negative buffersize in recv")
         if bufsize == 0:
             return b""  # CPython answers without asking the socket
-        return self._recv_bytes(bufsize, flags)
+        got = self._recv_common(bufsize, flags, None)  # (_recv_bytes)
+        assert isinstance(got, bytes)
+        return got
 
     def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, Any]:
         return self.recv(bufsize, flags), None

@@ -161,7 +161,10 @@ class IPv4:
         :meth:`_fast_input` do with its bytes (the header is sound by
         construction: no options, not a fragment, checksum right), then the
         transport's record input. Anything else goes the byte way."""
-        route = self.routes.lookup(rec.dst)
+        routes = self.routes
+        dst = rec.dst
+        cache = routes._cache  # (RoutingTable.lookup's cache, read here: every record)
+        route = cache[dst] if dst in cache else routes.lookup(dst)
         handler = self.record_handlers.get(rec.proto)
         if route is None or route.kind != LOCAL or handler is None \
                 or self.handlers.get(rec.proto) is None:

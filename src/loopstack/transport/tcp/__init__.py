@@ -27,11 +27,13 @@ from ...wire.errors import MalformedPacket
 from ...wire.tcp import ACK, FIN, PROTO_TCP, RST, SYN
 from ..icmp import IcmpError, ICMPv4, ICMPv6
 from ..ports import PortTable, addresses_overlap, in_use, v4_of
-from . import timers
+from . import fastpath, timers
+from . import input as _input
 from .constants import (
     CAN_SEND_DATA,
     RETRIES2,
     RMEM_MAX,
+    RTO_MAX,
     RTO_MIN,
     SOMAXCONN,
     SYN_LINEAR_TIMEOUTS,
@@ -64,7 +66,6 @@ from .window import (
     full_space,
     init_buffer_space,
     rcv_space_adjust,
-    release_read,
     select_initial_window,
 )
 
@@ -350,6 +351,13 @@ class TCP:
         seg: Segment = rec.segment
         tcb = self.conns.get((rec.dst, seg.dport, rec.src, seg.sport))
         if tcb is not None:
+            # (segment_arrives' header prediction first, without its frame)
+            if tcb.state == State.ESTABLISHED and fastpath.enabled:
+                tcb.segs_in += 1
+                # (module attributes: tests replace _predicted)
+                if not _input._predicted(tcb, seg):
+                    _input._synchronized(tcb, seg)
+                return
             segment_arrives(tcb, seg)
             return
         packet = rec.packet()
@@ -730,7 +738,8 @@ class TCP:
         chunk = data[:room]
         if not tcb.sndq.size and tcb.snd_nxt == tcb.snd_max and self.slow_start_after_idle \
                 and tcb.last_send_ns and \
-                self.clock.now_ns() - tcb.last_send_ns > timers.current_rto(tcb):
+                self.clock.now_ns() - tcb.last_send_ns > min(RTO_MAX, tcb.rto << tcb.backoff):
+            # (timers.current_rto)
             # RFC 5681 4.1 / Linux tcp_slow_start_after_idle: restart window.
             tcb.cc.cwnd = min(tcb.cc.cwnd, 10)
         tcb.sndq.append(chunk)  # immutable bytes by reference (bufq.py)
@@ -825,8 +834,15 @@ class TCP:
         """Linux tcp_recvmsg's end: the segments read are freed, DRS measures
         (tcp_rcv_space_adjust), and an ACK may announce the freed space
         (tcp_cleanup_rbuf)."""
-        release_read(tcb)
-        rcv_space_adjust(tcb)
+        # (window.release_read, TCB.copied_seq inline: every read comes here)
+        skbs = tcb.rcvq_skbs
+        copied = tcb.rcv_nxt - tcb.rcvq.size - (1 if tcb.fin_received else 0)
+        while skbs and skbs[0][0] <= copied:
+            tcb.rmem_alloc -= skbs.popleft()[1]
+        # (rcv_space_adjust's first tests: at most once per receiver RTT)
+        if tcb.rcv_rtt_us and \
+                self.clock.now_ns() // 1000 - tcb.rcvq_space_time >= tcb.rcv_rtt_us >> 3:
+            rcv_space_adjust(tcb)
         window_update_after_read(tcb, n)
 
     def shutdown_write(self, tcb: TCB) -> None:

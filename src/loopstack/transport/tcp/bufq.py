@@ -218,7 +218,8 @@ class ByteQueue:
         if len(chunks) == 1 and n >= self.size:  # all of it, in one chunk
             data = bytes(chunks[0][self._head :])
             if not peek:
-                self.clear()
+                chunks.clear()  # (clear)
+                self._head = self.size = self._ci = self._cstart = 0
             return data
         data = self.copy(0, n)
         if not peek:

@@ -8,33 +8,45 @@ receive-window (window.py) and ACK (ack.py) policies."""
 from __future__ import annotations
 
 import errno
+from collections import deque
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ...wire.tcp import ACK, FIN, PSH, RST, SYN, URG
-from . import rack
+from . import fastpath, rack
 from .ack import (
+    ATO_MIN,
+    DELACK_MAX,
+    HZ,
+    JIFFY_NS,
+    MSS_DEFAULT,
     PINGPONG_THRESH,
     PUSHED,
     PUSHED2,
     ack_snd_check,
     data_received,
     enter_quickack_mode,
-    in_pingpong,
+    incr_quickack,
+    on_delack,
     small_segment,
 )
+from .ack import MIN_MSS as ACK_MIN_MSS
 from .constants import (
     CAN_RECEIVE_DATA,
     INVALID_RATELIMIT,
+    MAX_QUICKACKS,
     PAWS_MSL,
     PAWS_WINDOW,
     PAWS_WRAP,
+    RTO_MAX,
     SYN_SENT_RETRY,
     TIMEOUT_FALLBACK,
+    TIMEOUT_INIT,
     URG_NOTYET,
     URG_VALID,
     State,
 )
-from .output import output, retransmit_range, send_ack, send_synack, transmit
+from .output import output, retransmit_range, send_ack, send_synack, transmit, ts_now
 from .segment import Segment
 from .seq import HALF, unwrap
 from .sizing import sndbuf_expand, sync_mss
@@ -42,6 +54,7 @@ from .timers import (
     arm_finwait2,
     arm_keepalive,
     enter_time_wait,
+    on_rto,
     rearm_syn,
     restart_time_wait,
     rtt_sample,
@@ -49,6 +62,8 @@ from .timers import (
     stop_persist,
 )
 from .window import (
+    NO_SKBS,
+    SKB_OVERHEAD,
     charge,
     compute_window,
     grow_window,
@@ -56,6 +71,7 @@ from .window import (
     no_scaling,
     rcv_rtt_measure,
     rcv_rtt_measure_ts,
+    rcv_rtt_update,
     release_read,
     skbs,
     truesize,
@@ -160,7 +176,7 @@ def negotiate(tcb: TCB, seg: Segment) -> None:
 
 def segment_arrives(tcb: TCB, seg: Segment) -> None:
     tcb.segs_in += 1
-    if tcb.state == State.ESTABLISHED and _predicted(tcb, seg):
+    if tcb.state == State.ESTABLISHED and fastpath.enabled and _predicted(tcb, seg):
         return
     if tcb.state == State.SYN_SENT:
         _syn_sent(tcb, seg)
@@ -209,20 +225,261 @@ def _predicted(tcb: TCB, seg: Segment) -> bool:
     tcb.rcv_tstamp = now
     window = seg.window << tcb.snd_wscale
     acked = ack > snd_una
-    delivered = _new_ack(tcb, seg, ack, now) if acked else 0
-    _ack_tail(tcb, seq, ack, window, acked, False, False, delivered)
+    if acked:
+        _predicted_ack(tcb, seg, ack, now)
+    # (_ack_tail with no duplicate, no SACK news, no recovery: the window
+    # update, a loss probe's outcome, the timers)
+    if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
+        if window != tcb.snd_wnd:
+            tcb.snd_wnd = window
+        tcb.snd_wl1 = seq
+        tcb.snd_wl2 = ack
+        if window > tcb.max_window:
+            tcb.max_window = window
+            sync_mss(tcb)
+        if window:
+            if tcb.persist_timer is not None and tcb.persist_timer.active:
+                stop_persist(tcb)
+                tcb.backoff = 0
+    if tcb.tlp_high_seq:
+        rack.process_tlp_ack(tcb, ack, acked)
+    if acked:
+        _predicted_xmit_timer(tcb, now)
+        # (sizing.sndbuf_expand) Linux grows the send buffer with the window.
+        if not tcb.sndbuf_locked:
+            per_mss = 1 << (max(tcb.mss_base, tcb.mss_clamp) + 640 - 1).bit_length()
+            want = 2 * max(tcb.cc.cwnd, 10, tcp.reordering + 1) * (per_mss + 256)
+            if want > tcb.sndbuf:
+                tcb.sndbuf = min(want, tcp.wmem_max)
+        if not n:
+            tcb.wake()
+        # (With data, the one wake-up after them tells of both: nothing in
+        # between looks at the socket, and a waiter runs only once the
+        # segment is done.)
     # RFC 7323 4.3 (TSval is not behind TS.Recent: tcp_replace_ts_recent's test passes).
     if ts_ok and tsval is not None and seq <= tcb.rcv_wup:
         tcb.ts_recent = tsval
         tcb.ts_recent_stamp = now
     # Seventh: the text.
     if n:
-        _receive(tcb, seg, seq, data, False)
-    output(tcb)
+        _predicted_data(tcb, seg, seq, data, n, now, acked)
+    # (output's first test: nothing queued beyond what is sent, no FIN)
+    if tcb.snd_nxt < tcb.snd_base + tcb.sndq.size or tcb.fin_queued:
+        output(tcb)
     if tcb.ack_pending and tcb.state != State.CLOSED:
-        ack_snd_check(tcb)
+        # (ack_snd_check, ack.in_quickack_mode inline)
+        if tcb.ack_now or (tcb.quickacks > 0 and tcb.pingpong < PINGPONG_THRESH) or (
+                tcb.rcv_nxt - tcb.rcv_wup > tcb.rcv_mss
+                and (not tcb.rcvq.size or compute_window(tcb) >= tcb.rcv_wnd)):
+            send_ack(tcb)
+        else:
+            _predicted_delayed_ack(tcb, now)
     tcb.ack_now = False
     return True
+
+
+def _predicted_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> None:
+    """_new_ack outside recovery, RACK's on_cumulative_ack and advance
+    inline (header prediction: ``now`` is the segment's clock read)."""
+    snd_una = tcb.snd_una
+    acked = ack - snd_una
+    # (rack.on_cumulative_ack, rack.advance)
+    sent = tcb.sent
+    k = 0
+    for e in sent:
+        if e[1] > ack:
+            break
+        flags = e[3]
+        if not flags & rack.SACKED:
+            xmit = e[2]
+            rtt = now - xmit
+            if not (flags & rack.EVER and rtt < tcb.min_rtt):
+                tcb.rack_advanced = True
+                tcb.rack_rtt = rtt
+                if xmit > tcb.rack_xmit or (xmit == tcb.rack_xmit and e[1] > tcb.rack_end):
+                    tcb.rack_xmit = xmit
+                    tcb.rack_end = e[1]
+        k += 1
+    if k:
+        del sent[:k]
+    if sent and sent[0][0] < ack:
+        sent[0][0] = ack  # tcp_trim_head
+    snd_base = tcb.snd_base
+    data_acked = min(ack, snd_base + tcb.sndq.size) - snd_base
+    if data_acked > 0:
+        tcb.sndq.drop(data_acked)
+        tcb.snd_base = snd_base + data_acked
+    tcb.snd_una = ack
+    if tcb.snd_nxt < ack:
+        tcb.snd_nxt = ack
+    tcb.bytes_acked += acked
+    # RTT (RFC 7323 4.1 with timestamps; else Karn's timed segment).
+    if tcb.ts_ok and seg.tsecr:
+        rtt_ms = (((now // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF) - seg.tsecr) & 0xFFFFFFFF
+        if rtt_ms < 0x7FFFFFFF and tcb.retransmits == 0:
+            rtt_sample(tcb, rtt_ms * 1_000_000)
+    elif tcb.rtt_seq is not None and ack >= tcb.rtt_seq:
+        if tcb.retransmits == 0:
+            rtt_sample(tcb, now - tcb.rtt_start)
+        tcb.rtt_seq = None
+    tcb.backoff = 0
+    tcb.retransmits = 0
+    tcb.retrans_stamp = 0
+    if tcb.scoreboard.ranges:
+        tcb.scoreboard.advance(ack)
+    mss = max(tcb.mss, 1)
+    cc = tcb.cc
+    if cc.cwnd * mss <= tcb.snd_max - ack + acked or cc.cwnd < cc.ssthresh:
+        cc.on_ack(max(1, (acked + mss - 1) // mss), now, tcb.srtt)
+    tcb.lost = 0
+    tcb.dupacks = 0
+
+
+def _predicted_xmit_timer(tcb: TCB, now: int) -> None:
+    """timers.set_xmit_timer after an ACK of new data (a loss probe as
+    rack.schedule_loss_probe(tcb, True) decides, else restart_rto), the
+    timer armed inline."""
+    sent = tcb.sent
+    if tcb.sack_ok and not tcb.in_recovery and tcb.snd_una >= tcb.loss_high and sent \
+            and tcb.tcp.early_retrans:
+        srtt = tcb.srtt
+        if srtt:
+            pto = 2 * srtt + (tcb.rto_min if len(sent) == 1 else rack.TIMEOUT_MIN_NS)
+            pto = -(-pto // rack.JIFFY_NS) * rack.JIFFY_NS  # (rack._jiffies_ceil)
+        else:
+            pto = TIMEOUT_INIT
+        if 0 < tcb.rto < pto:
+            pto = tcb.rto
+        tcb.xmit_kind = rack.TLP
+    else:
+        tcb.xmit_kind = rack.RTO
+        if tcb.snd_nxt > tcb.snd_una or tcb.snd_max > tcb.snd_una:
+            pto = min(RTO_MAX, tcb.rto << tcb.backoff)  # (timers.current_rto)
+        else:
+            timer = tcb.rto_timer
+            if timer is not None and timer.active:
+                timer.active = False  # (Timer.cancel)
+            return
+    timer = tcb.rto_timer
+    if timer is None:
+        tcb.rto_timer = tcb.tcp.clock.call_at(now + pto, partial(on_rto, tcb))
+    else:
+        timer.reschedule(now + pto)
+
+
+def _predicted_data(tcb: TCB, seg: Segment, seq: int, data: memoryview, n: int,
+                    now: int, acked: bool) -> None:
+    """_receive for in-order data inside the window with nothing out of
+    order (header prediction), the receive window's and the ACK policy's
+    bookkeeping inline (window.rcv_rtt_measure_ts, charge, rcv_rtt_measure;
+    ack.small_segment, data_received). ``acked``: the segment acknowledged
+    data, and the wake-up that tells of it is this one's."""
+    tsecr = seg.tsecr
+    if tcb.ts_ok and seg.tsval is not None and tsecr and tsecr != tcb.rcv_rtt_last_tsecr:
+        tcb.rcv_rtt_last_tsecr = tsecr
+        if n >= tcb.rcv_mss:
+            delta_ms = (((now // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF) - tsecr) & 0xFFFFFFFF
+            if 0 < delta_ms < 0x7FFFFFFF // 1000:
+                rcv_rtt_update(tcb, delta_ms * 1000, False)
+    if seq + n > tcb.rcv_wup + tcb.rcv_wnd:
+        # Linux drops data crossing the right edge whole, with a duplicate ACK.
+        if acked:
+            tcb.wake()
+        tcb.tcp.ext["TCPRcvQDrop"] += 1
+        send_ack(tcb)
+        return
+    tcb.rcvq.append(data)
+    rcv_nxt = tcb.rcv_nxt = seq + n
+    tcb.bytes_received += n
+    # (window.charge)
+    size = n + SKB_OVERHEAD
+    tcb.rmem_alloc += size
+    q = tcb.rcvq_skbs
+    if q is NO_SKBS:
+        q = tcb.rcvq_skbs = deque()
+    q.append((rcv_nxt, size))
+    # Linux tcp_event_data_recv: learn the peer's segment size and the
+    # receiver's RTT, time the delayed ACK, let the window grow.
+    if n >= tcb.rcv_mss:
+        measure_rcv_mss(tcb, n)
+    else:
+        # (ack.small_segment: two of the same size without PSH, or big
+        # enough, are the peer's segment size; else it was pushed.)
+        last = tcb.last_seg_size
+        tcb.last_seg_size = 0
+        size = n + seg.hdr_len
+        learnt = False
+        if size >= MSS_DEFAULT + 20 or (size >= ACK_MIN_MSS + 20
+                                        and not seg.flags & (FIN | URG | SYN | PSH)):
+            size -= 32 if tcb.ts_ok else 20  # tp->tcp_header_len
+            tcb.last_seg_size = size
+            if size == last:
+                tcb.rcv_mss = size
+                learnt = True
+        if not learnt:
+            pushed = tcb.ack_pushed
+            if pushed & PUSHED:
+                pushed |= PUSHED2
+            tcb.ack_pushed = pushed | PUSHED
+    # (window.rcv_rtt_measure)
+    now_us = now // 1000
+    if not tcb.rcv_rtt_time or rcv_nxt >= tcb.rcv_rtt_seq:
+        if tcb.rcv_rtt_time:
+            rcv_rtt_update(tcb, max(1, now_us - tcb.rcv_rtt_time), True)
+        tcb.rcv_rtt_seq = rcv_nxt + tcb.rcv_wnd
+        tcb.rcv_rtt_time = now_us or 1
+    # (ack.data_received)
+    tcb.ack_pending = True
+    jiffy = now // JIFFY_NS
+    if not tcb.ato:
+        incr_quickack(tcb, MAX_QUICKACKS)
+        tcb.ato = ATO_MIN
+    else:
+        gap = jiffy - tcb.lrcvtime
+        if gap <= ATO_MIN // 2:
+            tcb.ato = (tcb.ato >> 1) + ATO_MIN // 2
+        elif gap < tcb.ato:
+            tcb.ato = min((tcb.ato >> 1) + gap, -(-tcb.rto // JIFFY_NS))
+        elif gap > -(-tcb.rto // JIFFY_NS):
+            incr_quickack(tcb, MAX_QUICKACKS)
+    tcb.lrcvtime = jiffy
+    if n >= 128:
+        grow_window(tcb, n)
+    tcb.wake()
+
+
+def _predicted_delayed_ack(tcb: TCB, now: int) -> None:
+    """ack.send_delayed_ack with ``now`` the clock, the timer armed inline."""
+    ato = tcb.ato
+    if ato > ATO_MIN:
+        max_ato = HZ // 2
+        if tcb.pingpong >= PINGPONG_THRESH or tcb.ack_pushed & PUSHED:
+            max_ato = DELACK_MAX
+        if tcb.srtt:
+            rtt = max(-(-tcb.srtt // JIFFY_NS), ATO_MIN)
+            max_ato = min(max_ato, rtt)
+        ato = min(ato, max_ato)
+    if ato > DELACK_MAX:
+        ato = DELACK_MAX  # icsk_delack_max
+    jiffy = now // JIFFY_NS
+    timeout = jiffy + ato
+    timer = tcb.delack_timer
+    if timer is not None and timer.active:
+        if tcb.delack_timeout <= jiffy + (ato >> 2):
+            send_ack(tcb)
+            return
+        if tcb.delack_timeout <= timeout:
+            tcb.ack_pending = True
+            return  # the earlier deadline stands
+    tcb.ack_pending = True
+    if timeout <= jiffy:
+        on_delack(tcb)
+        return
+    tcb.delack_timeout = timeout
+    if timer is None:
+        tcb.delack_timer = tcb.tcp.clock.call_at(timeout * JIFFY_NS, partial(on_delack, tcb))
+    else:
+        timer.reschedule(timeout * JIFFY_NS)
 
 
 # -- SYN-SENT (RFC 9293 3.10.7.3) ----------------------------------------------------
@@ -625,8 +882,6 @@ def _new_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> int:
     tcb.bytes_acked += acked
     # RTT (RFC 7323 4.1 with timestamps; else Karn's timed segment).
     if tcb.ts_ok and seg.tsecr:
-        from .output import ts_now
-
         rtt_ms = (ts_now(tcb) - seg.tsecr) & 0xFFFFFFFF
         if rtt_ms < 0x7FFFFFFF and tcb.retransmits == 0:
             rtt_sample(tcb, rtt_ms * 1_000_000)
@@ -898,7 +1153,7 @@ def window_update_after_read(tcb: TCB, copied: int) -> None:
         tcb.rcv_nxt - tcb.rcv_wup > tcb.rcv_mss
         or copied > 0 and not tcb.rmem_alloc
         and bool(tcb.ack_pushed & PUSHED2
-                 or tcb.ack_pushed & PUSHED and not in_pingpong(tcb)))
+                 or tcb.ack_pushed & PUSHED and tcb.pingpong < PINGPONG_THRESH))  # (in_pingpong)
     if copied > 0 and not time_to_ack and not (tcb.fin_received or tcb.shut_rd):
         current = tcb.rcv_wup + tcb.rcv_wnd - tcb.rcv_nxt
         if 2 * current <= tcb.window_clamp:

@@ -6,16 +6,18 @@ none) and ACKs. The window each segment offers is window.py's.
 from __future__ import annotations
 
 import struct
+from functools import partial
 from typing import TYPE_CHECKING
 
+from ...ip.packet import Record
 from ...wire.checksum import checksum, pseudo_sum
 from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN, URG
 from . import ack as ack_policy
-from . import rack, timers
-from .constants import MAX_WINDOW, State
+from . import fastpath, rack, timers
+from .constants import MAX_WINDOW, TIMEOUT_INIT, State
 from .segment import Segment
 from .seq import wire
-from .window import select_window
+from .window import compute_window, select_window
 
 if TYPE_CHECKING:
     from .tcb import TCB
@@ -250,6 +252,10 @@ def output(tcb: TCB, probe: bool = False) -> int:
     # the last is seen).
     tlp = not probe and tcb.sack_ok and not tcb.in_recovery and tcb.snd_una >= tcb.loss_high \
         and tcp.early_retrans
+    # The send-side prediction (fastpath.py): new data on an unobserved lo
+    # leave as records built here, with one clock read for the call.
+    fast = fastpath.enabled
+    now = tcp.clock.now_ns() if fast else 0
     while True:
         seq = tcb.snd_nxt
         data_end = tcb.snd_base + tcb.sndq.size
@@ -300,23 +306,38 @@ def output(tcb: TCB, probe: bool = False) -> int:
         if n and seq + n == data_end:
             flags |= PSH
         retransmit = seq < tcb.snd_max
-        if retransmit:
-            tcp.mib["RetransSegs"] += 1
-            tcb.total_retrans += 1
-        else:
+        end = seq + n + (1 if fin else 0)
+        if fast and not retransmit and n and tcb.snd_up <= tcb.snd_una:
             new_data = True
             if tcb.rtt_seq is None and not tcb.ts_ok:
                 tcb.rtt_seq = seq + n
-                tcb.rtt_start = tcp.clock.now_ns()
-        transmit(tcb, seq, flags, payload)
-        now = tcp.clock.now_ns()
-        rack.on_sent(tcb, seq, seq + n + (1 if fin else 0), now)
+                tcb.rtt_start = now
+            if not _send_record(tcb, seq, flags, payload, now):
+                transmit(tcb, seq, flags, payload)
+            # (rack.on_sent: new data join the end of the record)
+            rsent = tcb.sent
+            if not rsent or seq >= rsent[-1][1]:
+                rsent.append([seq, end, now, 0])
+            else:
+                rack.on_sent(tcb, seq, end, now)
+        else:
+            if retransmit:
+                tcp.mib["RetransSegs"] += 1
+                tcb.total_retrans += 1
+            else:
+                new_data = True
+                if tcb.rtt_seq is None and not tcb.ts_ok:
+                    tcb.rtt_seq = seq + n
+                    tcb.rtt_start = tcp.clock.now_ns()
+            transmit(tcb, seq, flags, payload)
+            now = tcp.clock.now_ns()
+            rack.on_sent(tcb, seq, end, now)
         sent += 1
         if pipe >= 0:
             pipe += 1
         if n < mss and n:
             tcb.snd_sml = seq + n
-        tcb.snd_nxt = seq + n + (1 if fin else 0)
+        tcb.snd_nxt = end
         if fin:
             tcb.fin_sent = True
         if tcb.snd_nxt > tcb.snd_max:
@@ -327,8 +348,106 @@ def output(tcb: TCB, probe: bool = False) -> int:
         if fin or probe:
             break
     if new_data and not probe and tcb.sack_ok:
-        rack.schedule_loss_probe(tcb, False)  # Linux tcp_write_xmit's end
+        # Linux tcp_write_xmit's end
+        if fast:
+            _schedule_loss_probe(tcb, now)
+        else:
+            rack.schedule_loss_probe(tcb, False)
     return sent
+
+
+def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | memoryview,
+                 now: int) -> bool:
+    """What :func:`transmit` does for a data segment without urgent data
+    when it crosses an unobserved lo as its record (through ``_count_sent``,
+    ``IPv4.output_record``, ``Loopback.transmit_record``), inline: the same
+    fields, counters and IP ID, ``now`` the clock. False (nothing done): the
+    general transmit decides."""
+    rt = tcb.route
+    if rt is None or len(rt.dst) != 4:
+        return False
+    iface = rt.iface
+    n = len(payload)
+    ts_ok = tcb.ts_ok
+    total = (52 if ts_ok else 40) + n  # IP header, TCP header (+ timestamps), data
+    if total > iface.mtu or not iface.carries_records():
+        return False
+    # (select_window)
+    window = compute_window(tcb)
+    rcv_nxt = tcb.rcv_nxt
+    current = tcb.rcv_wup + tcb.rcv_wnd - rcv_nxt
+    shift = tcb.rcv_wscale
+    if window < current:
+        window = -(-current >> shift) << shift
+    win_field = window >> shift
+    if win_field > MAX_WINDOW:
+        win_field = MAX_WINDOW
+    tcb.rcv_wnd = window
+    tcb.rcv_wup = rcv_nxt
+    seg = Segment(tcb.local_port, tcb.remote_port, seq & 0xFFFFFFFF, rcv_nxt & 0xFFFFFFFF,
+                  flags, win_field, payload if type(payload) is memoryview else memoryview(payload))
+    if ts_ok:  # (ts_now)
+        seg.tsval = (now // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF
+        seg.tsecr = tcb.ts_recent
+        seg.hdr_len = 20 + TS_LEN
+    # (_count_sent: ack.ack_sent, then ack.data_sent)
+    quick = tcb.quickacks
+    if quick and tcb.ack_pending:
+        if quick <= 1:
+            tcb.quickacks = 0
+            tcb.ato = ack_policy.ATO_MIN
+        else:
+            tcb.quickacks = quick - 1
+    tcb.ack_pending = False
+    tcb.ack_pushed = 0
+    timer = tcb.delack_timer
+    if timer is not None and timer.active:
+        timer.active = False  # (Timer.cancel)
+    if now // ack_policy.JIFFY_NS - tcb.lrcvtime < tcb.ato and tcb.pingpong < 255:
+        tcb.pingpong += 1
+    tcb.segs_out += 1
+    tcp = tcb.tcp
+    tcp.mib["OutSegs"] += 1
+    # (IPv4.output_record, Loopback.transmit_record)
+    ip = tcp.ipv4
+    mib = ip.mib
+    mib["OutRequests"] += 1
+    ident = ip._ident = (ip._ident + 1) & 0xFFFF  # (IPv4.next_ident)
+    ttl = tcb.ttl
+    rec = Record(iface, rt.src, rt.dst, PROTO_TCP, ip.default_ttl if ttl is None else ttl, ident,
+                 total, seg, build_segment, ip.input_record, ip.record_bytes)
+    mib["OutTransmits"] += 1
+    ip.mib_ext["OutOctets"] += total
+    stats = iface.stats
+    stats.tx_packets += 1
+    stats.tx_bytes += total
+    stats.rx_packets += 1
+    stats.rx_bytes += total
+    iface._rx_handler(None, rec)  # type: ignore[arg-type]  # (the stack's _netif_rx)
+    return True
+
+
+def _schedule_loss_probe(tcb: TCB, now: int) -> None:
+    """rack.schedule_loss_probe(tcb, False) with ``now`` the clock, its
+    timer armed inline (timers.arm_xmit_timer)."""
+    sent = tcb.sent
+    if tcb.in_recovery or tcb.snd_una < tcb.loss_high or not sent or not tcb.tcp.early_retrans:
+        return
+    srtt = tcb.srtt
+    if srtt:
+        pto = 2 * srtt + (tcb.rto_min if len(sent) == 1 else rack.TIMEOUT_MIN_NS)
+        pto = -(-pto // rack.JIFFY_NS) * rack.JIFFY_NS  # (rack._jiffies_ceil)
+    else:
+        pto = TIMEOUT_INIT
+    rto_delta = sent[0][2] + tcb.rto - now
+    if 0 < rto_delta < pto:
+        pto = rto_delta
+    tcb.xmit_kind = rack.TLP
+    timer = tcb.rto_timer
+    if timer is None:
+        tcb.rto_timer = tcb.tcp.clock.call_at(now + pto, partial(timers.on_rto, tcb))
+    else:
+        timer.reschedule(now + pto)
 
 
 def retransmit_range(tcb: TCB, seq: int) -> int:

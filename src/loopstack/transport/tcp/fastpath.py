@@ -1,0 +1,22 @@
+"""The switch for TCP's fast paths, for tests.
+
+The fast paths do, for the common case, exactly what the general code
+does, in fewer Python frames (each is checked against the general path,
+tests/tcp/test_fast_path_equivalence.py):
+
+- the send-side prediction (output.py ``output``): on an unobserved lo a
+  new data segment is built as its record and handed to the receive
+  backlog inline (what ``transmit``, the ACK policy's ``ack_sent`` and
+  ``data_sent``, ``IPv4.output_record``, ``Loopback.transmit_record`` and
+  RACK's ``on_sent`` do), the loss probe armed inline
+  (``rack.schedule_loss_probe``), with one clock read for the call;
+- header prediction (input.py ``_predicted``, Van Jacobson's, Linux
+  ``tcp_rcv_established``), with the ACK processing and the in-order data
+  it takes fused (``_new_ack``, ``_ack_tail``, ``_receive``, the ACK policy).
+
+``enabled = False`` sends everything the general way.
+"""
+
+from __future__ import annotations
+
+enabled = True
