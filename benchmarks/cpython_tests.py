@@ -9,7 +9,12 @@ in a fresh interpreter each time:
 and the counts unittest reports (passed, failed = failures + errors,
 skipped) are printed side by side, with the tests that fail under loopstack
 only and the last line of their tracebacks. A run that outlives its timeout
-is killed and reported as a hang. Full outputs go to --out. A few modules
+is killed and reported as a hang; a run that ended without unittest's
+summary (OK or FAILED after "Ran N tests"), or with an exit status that
+summary does not account for (a crash, a signal, an error of regrtest's
+own), is reported as aborted. Hangs, aborted runs and loopstack-only
+failures are the differences; the exit status is 1 when any is
+unexplained. Full outputs go to --out. A few modules
 get one more local resource (RESOURCES); tests that would reach the
 Internet are left out with -i (IGNORE); modules an install lacks are
 written out (SHIMS).
@@ -141,6 +146,9 @@ SHIMS = {f"test_multiprocessing_{m}": _MP_SHIM.format(method=m)
          for m in ("fork", "forkserver", "spawn")}
 
 _RAN = re.compile(r"^Ran (\d+) tests? in ", re.M)
+# regrtest's exit status after unittest's summary: 0 when every run said OK,
+# EXITCODE_BAD_TEST (libregrtest/results.py) when one said FAILED.
+_STATUS = {"OK": 0, "FAILED": 2}
 _LINE = re.compile(r"^(\w+) \(([\w.]+)\)(?:\n[^\n]*?)? \.\.\. (.*)$", re.M)
 _SUMMARY = re.compile(r"^(OK|FAILED)(?: \((.*)\))?$", re.M)
 _HEADER = re.compile(r"^(FAIL|ERROR): (\S+) \(([^)]*)\)", re.M)
@@ -160,6 +168,8 @@ class Result:
     failures: dict[str, str] = field(default_factory=dict)  # test id -> last traceback line
     output: str = ""
     running: str = ""  # the test a hung run was in
+    summaries: list[str] = field(default_factory=list)  # OK or FAILED, one per "Ran" line
+    missing: int = 0  # "Ran" lines with no summary after them
 
     @property
     def counted(self) -> bool:
@@ -181,6 +191,21 @@ class Result:
         self.running = started[-1] if started else ""
 
     @property
+    def aborted(self) -> str:
+        """Why the run is not a complete result ("" if it is): no summary
+        (it died before unittest's end, or regrtest never ran the tests),
+        or an exit status the summaries do not explain. A hang is its own
+        case."""
+        if self.hung:
+            return ""
+        if not self.summaries or self.missing:
+            return f"exit {self.rc}, no summary"
+        want = max(_STATUS[s] for s in self.summaries)
+        if self.rc != want:
+            return f"exit {self.rc} after {'/'.join(self.summaries)}"
+        return ""
+
+    @property
     def passed(self) -> int:
         return self.ran - self.failed - self.skipped - self.other
 
@@ -192,20 +217,34 @@ class Result:
             return f"HANG{done}"
         if not self.counted:
             return f"no result (exit {self.rc})"
-        return f"{self.passed}/{self.failed}/{self.skipped}"
+        counts = f"{self.passed}/{self.failed}/{self.skipped}"
+        why = self.aborted
+        return f"ABORTED ({why}) after {counts}" if why else counts
 
 
 def parse(res: Result) -> None:
     out = res.output
-    res.ran = sum(int(n) for n in _RAN.findall(out))
+    rans = list(_RAN.finditer(out))
+    res.ran = sum(int(m.group(1)) for m in rans)
+    # The summary of each run: the first OK or FAILED line after its "Ran"
+    # line (and before the next run's).
+    details: list[str] = []
+    for i, m in enumerate(rans):
+        end = rans[i + 1].start() if i + 1 < len(rans) else len(out)
+        found = _SUMMARY.search(out, m.end(), end)
+        if found is None:
+            res.missing += 1
+            continue
+        res.summaries.append(found.group(1))
+        details.append(found.group(2) or "")
     if not res.ran:
         res.count_lines()
         for m in _LINE.finditer(out):
             if m.group(3).endswith(("FAIL", "ERROR")):
                 res.failures[f"{m.group(2)}"] = m.group(3)
         return
-    for _status, detail in _SUMMARY.findall(out):
-        for part in (detail or "").split(","):
+    for detail in details:
+        for part in detail.split(","):
             if "=" not in part:
                 continue
             key, value = part.strip().split("=")
@@ -337,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
             lo = results[(m, side)]
             only = {t: why for t, why in lo.failures.items() if t not in k.failures}
             for r in (k, lo) if side == "loopstack" else (lo,):
-                if r.hung or not r.counted:
+                if r.hung or not r.counted or r.aborted:
+                    # Not a result to compare: whatever it counted so far
+                    # must not pass for equal to the other side's.
                     print(f"  {m} ({r.side}): {r.cell()}; running: {r.running or '?'}")
                     unexplained += 1
             for t, why in sorted(only.items()):
@@ -346,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 unexplained += reason is None
                 print(f"  {t} ({side}): {why}{mark}")
     print(f"\n{unexplained} unexplained difference(s)")
-    return 0
+    return 1 if unexplained else 0
 
 
 if __name__ == "__main__":

@@ -19,9 +19,10 @@ selector asks the socket instead:
 - Any other descriptor (asyncio's self-pipe, a pipe to a subprocess, a real
   socket) is watched by the real selector (epoll), as before.
 - ``select(timeout)`` reports the loopstack sockets that are ready now
-  (level-triggered, as epoll's default); when one is ready it does not
-  wait, and it polls the real selector without waiting at most once per
-  millisecond, so a ready real descriptor is reported up to a millisecond
+  (level-triggered, as epoll's default); when one is ready, or the loop
+  asks without waiting (``select(0)``: callbacks are pending) while it
+  watches loopstack sockets, it does not wait, and it polls the real
+  selector at most once per millisecond, so a ready real descriptor is reported up to a millisecond
   later while loopstack sockets keep the loop busy. When none is ready it
   asks the real selector (with the wake-up descriptor) with the timeout
   given, as selectors' own does.
@@ -209,6 +210,11 @@ class StackSelector(selectors.BaseSelector):
                 return ready
             timeout = 0
         elif timeout is not None and timeout <= 0:
+            # A look without waiting (the loop has callbacks to run): while
+            # it watches loopstack sockets, the real descriptors are looked at
+            # once a millisecond here too, as when sockets are ready.
+            if self._mine and now - self._last_real_poll < _REAL_POLL_NS:
+                return ready
             timeout = 0
         if timeout != 0:
             self._blocked = True

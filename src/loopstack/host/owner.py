@@ -244,6 +244,12 @@ class AttachServer:
         child's end of its liveness connection. Stack lock held."""
         pair = _c.socketpair()  # (the methods a Channel uses are _socket's)
         mine, theirs = cast(tuple[_socket.socket, _socket.socket], pair)
+        # The pair took the program's socket.setdefaulttimeout(): the
+        # child's end must block (Link._open reads it with no deadline: a
+        # timeout there is not the owner gone), and so must the open file,
+        # whose O_NONBLOCK goes with the descriptor to an attached process
+        # that asked for its child's holder (remote.py adopt).
+        theirs.settimeout(None)
         holder = self._new_holder(0)
         holder.liveness = Channel(mine)
         self._channels.add(holder.liveness)

@@ -303,6 +303,14 @@ def adopt(fd: int) -> _socket.socket:
         raise
     finally:
         os.close(fd)
+    # Blocking, whatever socket.setdefaulttimeout() either side's program
+    # set: the new object takes this process's default, and the open file
+    # behind ``fd`` keeps the O_NONBLOCK of the object that made it (a pair
+    # the owner made while its program had a default timeout). settimeout()
+    # sets both. A liveness connection read with a timeout, or with EAGAIN,
+    # is taken for the owner gone (Link._open) while it is only slow to
+    # answer: a forkserver's child then had ENETDOWN on its first socket.
+    mine.settimeout(None)
     return cast(_socket.socket, mine)  # (the methods a Channel uses are _socket's)
 
 
