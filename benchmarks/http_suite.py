@@ -232,7 +232,10 @@ def last_errors(text: str) -> dict[str, str]:
 def pytest_run(name: str, cmd: list[str], src: Path, work: Path, timeout: float) -> Result:
     res = Result(name)
     out = work / f"{name}.out"
-    env = dict(os.environ, PYTHONPATH=str(work), PYTHONDONTWRITEBYTECODE="1")
+    # The work dir (the guard plugin) first; a PYTHONPATH given to this script
+    # after it (to measure another tree: PYTHONPATH=/tmp/other/src).
+    path = os.pathsep.join(p for p in (str(work), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, PYTHONPATH=path, PYTHONDONTWRITEBYTECODE="1")
     print(f"[{name}] {' '.join(cmd)}  > {out}", flush=True)
     start = time.monotonic()
     with open(out, "w") as fh:

@@ -94,8 +94,10 @@ _TIMEVAL = struct.Struct("qq")  # struct timeval (__kernel_old_timeval on 64 bit
 # host kernel the differential tests run on).
 HZ = 250
 _MAX_JIFFIES = (1 << 63) - 1  # MAX_SCHEDULE_TIMEOUT (LONG_MAX)
-# UDP_CORK, UDP_ENCAP, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO
-_UDP_ZERO_OPTIONS = frozenset({1, 100, 101, 102, 103, 104})
+UDP_CORK = 1
+_MSG_MORE = getattr(_socket, "MSG_MORE", 0x8000)
+# UDP_ENCAP, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO
+_UDP_ZERO_OPTIONS = frozenset({100, 101, 102, 103, 104})
 
 
 def error(code: int) -> OSError:
@@ -1014,7 +1016,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     raise error(errno.EBADF)
                 u = self._udp
                 assert u is not None
-                n = u.sendto(payload, None, 0, ttl, tclass)
+                n = u.sendto(payload, None, 0, ttl, tclass, bool(flags & _MSG_MORE))
             if u.udp.starved is not None and self._may_hand_over(flags):
                 u.udp.hand_over()  # a reader starved by this thread's sends runs first
             return n
@@ -1031,7 +1033,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
             audit_socket(self, "socket.sendto", address)
         with self._stack.locked:
             u = self._check()
-            n = u.sendto(payload, addr, port, ttl, tclass)
+            n = u.sendto(payload, addr, port, ttl, tclass, bool(flags & _MSG_MORE))
         if u.udp.starved is not None and self._may_hand_over(flags):
             u.udp.hand_over()  # a reader starved by this thread's sends runs first
         return n
@@ -1591,10 +1593,13 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     raise error(errno.EINVAL)
                 if raw is None:
                     raise error(errno.EFAULT)
+                ival = _INT.unpack(raw[:4])[0]
+                if optname == UDP_CORK:
+                    u.set_cork(ival != 0)
+                    return
                 if optname not in (UDPLITE_SEND_CSCOV, UDPLITE_RECV_CSCOV) or \
                         self._proto != IPPROTO_UDPLITE:
                     raise error(errno.ENOPROTOOPT)
-                ival = _INT.unpack(raw[:4])[0]
                 ival = 8 if ival != 0 and ival < 8 else min(ival, 0xFFFF)
                 if optname == UDPLITE_SEND_CSCOV:
                     u.pcslen, u.send_cc = ival, True
@@ -1711,6 +1716,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     return _INT.pack(u.pcslen), False
                 if optname == UDPLITE_RECV_CSCOV:
                     return _INT.pack(u.pcrlen), False
+                if optname == UDP_CORK:
+                    return _INT.pack(int(u.corked)), False
                 if optname in _UDP_ZERO_OPTIONS:
                     return _INT.pack(0), False
                 raise error(errno.ENOPROTOOPT)

@@ -132,6 +132,11 @@ class UdpSock:
         self.route_cache: tuple[bytes, int, bytes, OutRoute] | None = None
         self.readers: list[None] = []  # one item per thread in a receive (Socket._recv_raw)
         self.room: threading.Event | None = None  # set when a starved reader dequeues
+        # Corking (UDP_CORK, MSG_MORE: udp_sendmsg's up->pending): the
+        # datagram being gathered, sent when the socket is uncorked or a
+        # send comes without MSG_MORE on an uncorked socket.
+        self.corked = False
+        self.pending: _Pending | None = None
 
     # -- binding -----------------------------------------------------------------
     def bind(self, addr: bytes, port: int) -> None:
@@ -170,12 +175,19 @@ class UdpSock:
 
     # -- data --------------------------------------------------------------------
     def sendto(self, data: bytes, addr: bytes | None, port: int, ttl: int | None = None,
-               tclass: int | None = None) -> int:
+               tclass: int | None = None, more: bool = False) -> int:
+        """Send one datagram, or (corked, or ``more``: MSG_MORE) add ``data``
+        to the one being gathered (udp_sendmsg)."""
         if self.so_error:
             code, self.so_error = self.so_error, 0
             raise _err(code)
         if self.shut_wr:
             raise _err(errno.EPIPE)
+        pending = self.pending
+        if pending is not None:
+            # udp_sendmsg's do_append_data: the address given (if any) is
+            # not looked at; the datagram goes where its first part said.
+            return self._append(pending, data, more)
         if addr is None:
             if self.remote_addr is None:
                 raise _err(errno.EDESTADDRREQ)
@@ -184,7 +196,43 @@ class UdpSock:
             addr, port = self.remote_addr, self.remote_port
         elif port == 0:
             raise _err(errno.EINVAL)
+        if self.corked or more:
+            # The first part: the route and the source are settled now
+            # (ip_setup_cork), the datagram leaves later (push).
+            self.udp.check_output(self, len(data), addr)
+            pending = self.pending = _Pending(addr, port, ttl, tclass)
+            return self._append(pending, data, more)
         return self.udp.output(self, data, addr, port, ttl, tclass)
+
+    def _append(self, pending: _Pending, data: bytes, more: bool) -> int:
+        """ip_append_data for a gathered datagram: too long in all is
+        EMSGSIZE, and the whole datagram is dropped (udp_flush_pending_frames);
+        else it is sent now unless the socket is corked or MSG_MORE said more."""
+        limit = MAX_V4_PAYLOAD if len(pending.addr) == 4 or v4_of(pending.addr) else MAX_V6_PAYLOAD
+        if pending.size + len(data) > limit:
+            self.pending = None
+            raise _err(errno.EMSGSIZE)
+        pending.parts.append(data)
+        pending.size += len(data)
+        if not (self.corked or more):
+            self.push()
+        return len(data)
+
+    def push(self) -> None:
+        """udp_push_pending_frames: send the gathered datagram, if any."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self.udp.output(self, b"".join(pending.parts), pending.addr, pending.port,
+                            pending.ttl, pending.tclass)
+
+    def set_cork(self, on: bool) -> None:
+        """UDP_CORK: on, sends gather; off, what was gathered is sent."""
+        self.corked = on
+        if not on:
+            try:
+                self.push()
+            except OSError:
+                pass  # (setsockopt reports nothing of the push, as Linux's)
 
     def enqueue(self, dgram: Datagram) -> bool:
         if self.rcv_used + dgram.size > self.rcvbuf:
@@ -221,6 +269,7 @@ class UdpSock:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self.pending = None  # a gathered datagram never sent goes with the socket
             self.udp.ports.unbind(self)
             self.rcvq.clear()
             self.rcv_used = 0
@@ -228,6 +277,21 @@ class UdpSock:
 
 def _nothing() -> None:
     pass
+
+
+class _Pending:
+    """A datagram being gathered (corking): where it goes, as its first part
+    said, and its parts."""
+
+    __slots__ = ("addr", "port", "ttl", "tclass", "parts", "size")
+
+    def __init__(self, addr: bytes, port: int, ttl: int | None, tclass: int | None) -> None:
+        self.addr = addr
+        self.port = port
+        self.ttl = ttl
+        self.tclass = tclass
+        self.parts: list[bytes] = []
+        self.size = 0
 
 
 class UDP:
@@ -320,6 +384,20 @@ class UDP:
             src = v4_of(local) if len(local) == 16 else local
             return self.ipv4.route_output(addr, None if src in (None, V4_ANY) else src)
         return self.ipv6.route_output(addr, None if local == V6_ANY else local)
+
+    def check_output(self, s: UdpSock, n: int, addr: bytes) -> None:
+        """What :meth:`output` checks before it sends (a corked datagram's
+        first part): its length, the route, broadcast permission, the
+        socket's port."""
+        if s.v6:
+            addr = self.target(s, addr)
+        if n > (MAX_V4_PAYLOAD if len(addr) == 4 else MAX_V6_PAYLOAD):
+            raise _err(errno.EMSGSIZE)
+        if not s.bound:
+            s.autobind()
+        rt = self.route(s, addr)
+        if (rt.broadcast or rt.dst == V4_LIMITED_BROADCAST) and not s.broadcast:
+            raise _err(errno.EACCES)
 
     def output(self, s: UdpSock, data: bytes, addr: bytes, port: int,
                ttl: int | None = None, tclass: int | None = None) -> int:
