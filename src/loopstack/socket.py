@@ -95,6 +95,35 @@ _TIMEVAL = struct.Struct("qq")  # struct timeval (__kernel_old_timeval on 64 bit
 HZ = 250
 _MAX_JIFFIES = (1 << 63) - 1  # MAX_SCHEDULE_TIMEOUT (LONG_MAX)
 UDP_CORK = 1
+IP_RECVTOS = getattr(_socket, "IP_RECVTOS", 13)
+# Linux's ip_tos2prio (net/ipv4/route.c): the SO_PRIORITY an IP_TOS sets,
+# by the TOS bits (tos & 0x1E) >> 1.
+_TOS_PRIORITY = (0, 0, 0, 0, 2, 2, 2, 2, 6, 6, 6, 6, 4, 4, 4, 4)
+
+
+def tos_priority(tos: int) -> int:
+    """rt_tos2priority: the socket priority Linux gives a TOS."""
+    return _TOS_PRIORITY[(tos & 0x1E) >> 1]
+
+
+_CAP_NET_ADMIN_OR_RAW = (1 << 12) | (1 << 13)
+_capable: bool | None = None
+
+
+def net_admin() -> bool:
+    """Whether this process has CAP_NET_ADMIN or CAP_NET_RAW (its effective
+    set in /proc/self/status), as sk_setsockopt asks for SO_PRIORITY above 6."""
+    global _capable
+    if _capable is None:
+        _capable = False
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("CapEff:"):
+                        _capable = bool(int(line.split()[1], 16) & _CAP_NET_ADMIN_OR_RAW)
+        except OSError:
+            _capable = os.geteuid() == 0
+    return _capable
 _MSG_MORE = getattr(_socket, "MSG_MORE", 0x8000)
 # UDP_ENCAP, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO
 _UDP_ZERO_OPTIONS = frozenset({100, 101, 102, 103, 104})
@@ -513,6 +542,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
         self._keepalive = 0
         self._linger = (0, 0)
         self._rcvlowat = 1
+        self._priority = 0  # SO_PRIORITY (sk_priority; IP_TOS sets it too)
         self._rcvtimeo: int | None = None  # SO_RCVTIMEO in jiffies; None: wait for ever
         self._sndtimeo: int | None = None
         # sendto's last numeric address and its parsed form, one tuple
@@ -972,7 +1002,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
     def sendmsg(self, buffers: Iterable[Any], ancdata: Iterable[Any] = (), flags: int = 0,
                 address: Any = None) -> int:
         data, anc, flags = self._sendmsg_args(buffers, ancdata, flags, address)
-        ttl = tclass = None
+        ttl = tclass = tos = None
         v6 = self._family == AF_INET6
         if v6 and address is not None:
             # A v4-mapped destination goes through udp_sendmsg, which reads
@@ -988,7 +1018,18 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     if len(value) != 4 or not 1 <= _INT.unpack(value)[0] <= 255:
                         raise error(errno.EINVAL)
                     ttl = _INT.unpack(value)[0]
-                elif kind not in (IP_PKTINFO, IP_TOS):  # accepted, not carried out
+                elif kind == IP_TOS:
+                    # ip_cmsg_send: an int or a byte, 0..255.
+                    if len(value) == 4:
+                        number = _INT.unpack(value)[0]
+                    elif len(value) == 1:
+                        number = value[0]
+                    else:
+                        raise error(errno.EINVAL)
+                    if not 0 <= number <= 255:
+                        raise error(errno.EINVAL)
+                    tos = number
+                elif kind != IP_PKTINFO:  # (accepted, not carried out: the source is the route's)
                     raise error(errno.EINVAL)
             elif level == _socket.IPPROTO_IPV6 and v6:
                 if kind in (IPV6_HOPLIMIT, IPV6_TCLASS):
@@ -1003,10 +1044,10 @@ class Socket(_socket.socket, metaclass=_Implementation):
                         tclass = number & 0xFF
                 elif kind != IPV6_PKTINFO:  # accepted, not carried out
                     raise error(errno.EINVAL)
-        return self._sendto(data, flags, address, ttl, tclass, what="sendmsg")
+        return self._sendto(data, flags, address, ttl, tclass, what="sendmsg", tos=tos)
 
     def _sendto(self, data: Any, flags: int, address: Any, ttl: int | None = None,
-                tclass: int | None = None, what: str = "sendto") -> int:
+                tclass: int | None = None, what: str = "sendto", tos: int | None = None) -> int:
         payload = bytes(data) if type(data) is not bytes else data
         if flags & MSG_OOB:
             raise error(errno.EOPNOTSUPP)
@@ -1016,7 +1057,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     raise error(errno.EBADF)
                 u = self._udp
                 assert u is not None
-                n = u.sendto(payload, None, 0, ttl, tclass, bool(flags & _MSG_MORE))
+                n = u.sendto(payload, None, 0, ttl, tclass, bool(flags & _MSG_MORE), tos)
             if u.udp.starved is not None and self._may_hand_over(flags):
                 u.udp.hand_over()  # a reader starved by this thread's sends runs first
             return n
@@ -1033,7 +1074,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
             audit_socket(self, "socket.sendto", address)
         with self._stack.locked:
             u = self._check()
-            n = u.sendto(payload, addr, port, ttl, tclass, bool(flags & _MSG_MORE))
+            n = u.sendto(payload, addr, port, ttl, tclass, bool(flags & _MSG_MORE), tos)
         if u.udp.starved is not None and self._may_hand_over(flags):
             u.udp.hand_over()  # a reader starved by this thread's sends runs first
         return n
@@ -1168,6 +1209,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
                                 struct.pack("i4s4s", d.ifindex, local, local)))
                 if u.recv_ttl:
                     anc.append((_socket.IPPROTO_IP, IP_TTL, _INT.pack(d.ttl)))
+                if u.recv_tos:  # ip_cmsg_recv_tos: the header's byte
+                    anc.append((_socket.IPPROTO_IP, IP_TOS, bytes((d.tclass & 0xFF,))))
             else:
                 if u.recv_hoplimit:
                     anc.append((_socket.IPPROTO_IPV6, IPV6_HOPLIMIT, _INT.pack(d.ttl)))
@@ -1540,13 +1583,20 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 self._set_sol_socket(u, optname, raw, length)
             elif level == _socket.IPPROTO_IP:
                 # do_ip_setsockopt: an int, or a single byte when shorter.
-                if optname in (IP_RECVTTL, IP_PKTINFO):
+                if optname in (IP_RECVTTL, IP_PKTINFO, IP_RECVTOS, IP_TOS):
                     ival = _INT.unpack(raw[:4])[0] if raw is not None and length >= 4 else (
                         raw[0] if raw else 0)
                     if optname == IP_RECVTTL:
                         u.recv_ttl = bool(ival)
-                    else:
+                    elif optname == IP_PKTINFO:
                         u.recv_pktinfo = bool(ival)
+                    elif optname == IP_RECVTOS:
+                        u.recv_tos = bool(ival)
+                    elif u.tos != ival & 0xFF:
+                        # __ip_sock_set_tos: kept as a byte, and the socket's
+                        # priority follows it (only when it changes).
+                        u.tos = ival & 0xFF
+                        self._priority = tos_priority(u.tos)
                     return
                 if optname != IP_TTL:
                     raise error(errno.ENOPROTOOPT)
@@ -1637,6 +1687,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
             self._rcvlowat = ival if ival >= 0 else 0x7FFFFFFF  # negative means INT_MAX
         elif optname in (_socket.SO_RCVTIMEO, _socket.SO_SNDTIMEO):
             self._set_timeo(optname, raw, length)
+        elif optname == _socket.SO_PRIORITY:
+            self._set_priority(ival)
         else:
             # SO_TYPE, SO_DOMAIN, SO_PROTOCOL, SO_ERROR, SO_ACCEPTCONN are
             # read-only; SO_SNDLOWAT is not changeable on Linux.
@@ -1681,6 +1733,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     _socket.SO_ACCEPTCONN: 0,
                     _socket.SO_RCVLOWAT: self._rcvlowat,
                     _socket.SO_SNDLOWAT: 1,
+                    _socket.SO_PRIORITY: self._priority,
                 }
                 if optname in simple:
                     return _INT.pack(simple[optname]), False
@@ -1693,6 +1746,10 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     return _INT.pack(int(u.recv_ttl)), True
                 if optname == IP_PKTINFO:
                     return _INT.pack(int(u.recv_pktinfo)), True
+                if optname == IP_TOS:
+                    return _INT.pack(u.tos), True
+                if optname == IP_RECVTOS:
+                    return _INT.pack(int(u.recv_tos)), True
                 raise error(errno.ENOPROTOOPT)
             if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
                 if optname == IPV6_V6ONLY:
@@ -1727,6 +1784,13 @@ class Socket(_socket.socket, metaclass=_Implementation):
             raise error(errno.EOPNOTSUPP if self._family == AF_INET else errno.ENOPROTOOPT)
 
     # SO_RCVTIMEO and SO_SNDTIMEO, for every kind of socket (stack lock held).
+    def _set_priority(self, value: int) -> None:
+        """SO_PRIORITY (sk_setsockopt): 0 to 6 for anyone, any value with
+        CAP_NET_ADMIN or CAP_NET_RAW, else EPERM."""
+        if not (0 <= value <= 6 or net_admin()):
+            raise error(errno.EPERM)
+        self._priority = value
+
     def _set_timeo(self, optname: int, raw: bytes | None, length: int) -> None:
         """sock_set_timeout: a struct timeval (EINVAL if shorter), its
         microseconds below a second (EDOM), kept in jiffies rounded up; a

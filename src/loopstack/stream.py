@@ -15,6 +15,8 @@ from .readiness import Readiness
 from .socket import (
     DEFAULT_BACKLOG,
     HZ,
+    IP_RECVTOS,
+    IP_TOS,
     IP_TTL,
     IPV6_RECVTCLASS,
     IPV6_TCLASS,
@@ -36,6 +38,7 @@ from .socket import (
     listen_backlog,
     recvmsg_into_views,
     scatter,
+    tos_priority,
 )
 from .transport.ports import mapped, v4_of
 from .transport.tcp import TCB, State
@@ -715,6 +718,26 @@ class StreamSocket(Socket):
                 onoff, secs = _LINGER.unpack_from(raw)
                 t.linger = (1 if onoff else 0, max(secs, 0))
                 return
+            if level == _socket.IPPROTO_IP and optname in (IP_TOS, IP_RECVTOS):
+                # do_ip_setsockopt: an int, or one byte when shorter.
+                if isinstance(value, int):
+                    ival = value
+                else:
+                    raw = bytes(memoryview(value))
+                    if not raw:
+                        raise error(errno.EINVAL)
+                    ival = int(struct.unpack_from("i", raw)[0]) if len(raw) >= 4 else raw[0]
+                if optname == IP_RECVTOS:
+                    self._recv_tos = bool(ival)
+                    return
+                # __ip_sock_set_tos: a byte; a stream's ECN bits stay TCP's;
+                # the priority follows a changed TOS.
+                old = self.__dict__.get("_tos", 0)
+                tos = (ival & 0xFC) | (old & 3)
+                if tos != old:
+                    self._tos = tos
+                    self._priority = tos_priority(tos)
+                return
             ival = self._int_value(value)
             if level == _socket.SOL_SOCKET:
                 if optname == _socket.SO_REUSEADDR:
@@ -736,6 +759,8 @@ class StreamSocket(Socket):
                     t.urg_inline = bool(ival)  # the urgent byte stays in the stream
                 elif optname == _socket.SO_BROADCAST:
                     self._broadcast = bool(ival)
+                elif optname == _socket.SO_PRIORITY:
+                    self._set_priority(ival)
                 else:
                     raise error(errno.ENOPROTOOPT)
             elif level == _socket.IPPROTO_TCP:
@@ -841,6 +866,7 @@ class StreamSocket(Socket):
                 _socket.SO_ACCEPTCONN: int(t.listening),
                 _socket.SO_BROADCAST: int(getattr(self, "_broadcast", False)),
                 _socket.SO_OOBINLINE: int(t.urg_inline),
+                _socket.SO_PRIORITY: self._priority,
             }
             if optname in table:
                 return table[optname]
@@ -859,6 +885,10 @@ class StreamSocket(Socket):
             raise error(errno.ENOPROTOOPT)
         if level == _socket.IPPROTO_IP and optname == IP_TTL:
             return t.ttl if t.ttl is not None else self._stack.ipv4.default_ttl
+        if level == _socket.IPPROTO_IP and optname == IP_TOS:
+            return int(self.__dict__.get("_tos", 0))
+        if level == _socket.IPPROTO_IP and optname == IP_RECVTOS:
+            return int(self.__dict__.get("_recv_tos", False))
         if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
             if optname == IPV6_TCLASS:
                 return self._tclass

@@ -85,7 +85,7 @@ class Datagram:
     size: int  # what it is charged against the receive buffer
     v4: bool  # arrived over IPv4 (counted under Udp, else Udp6)
     ifindex: int = 0  # the interface it arrived on (for IP_PKTINFO)
-    tclass: int = 0  # the IPv6 traffic class it came with (for IPV6_RECVTCLASS)
+    tclass: int = 0  # IPv6 traffic class or IPv4 TOS (IPV6_RECVTCLASS, IP_RECVTOS)
 
 
 class UdpSock:
@@ -107,6 +107,8 @@ class UdpSock:
         self.ttl: int | None = None
         self.hop_limit: int | None = None
         self.tclass = 0  # IPV6_TCLASS
+        self.tos = 0  # IP_TOS (inet->tos)
+        self.recv_tos = False  # IP_RECVTOS
         # UDP-Lite coverage (udp_sock's pcslen, pcrlen and pcflag bits)
         self.pcslen = 0
         self.pcrlen = 0
@@ -175,7 +177,7 @@ class UdpSock:
 
     # -- data --------------------------------------------------------------------
     def sendto(self, data: bytes, addr: bytes | None, port: int, ttl: int | None = None,
-               tclass: int | None = None, more: bool = False) -> int:
+               tclass: int | None = None, more: bool = False, tos: int | None = None) -> int:
         """Send one datagram, or (corked, or ``more``: MSG_MORE) add ``data``
         to the one being gathered (udp_sendmsg)."""
         if self.so_error:
@@ -200,9 +202,9 @@ class UdpSock:
             # The first part: the route and the source are settled now
             # (ip_setup_cork), the datagram leaves later (push).
             self.udp.check_output(self, len(data), addr)
-            pending = self.pending = _Pending(addr, port, ttl, tclass)
+            pending = self.pending = _Pending(addr, port, ttl, tclass, tos)
             return self._append(pending, data, more)
-        return self.udp.output(self, data, addr, port, ttl, tclass)
+        return self.udp.output(self, data, addr, port, ttl, tclass, tos)
 
     def _append(self, pending: _Pending, data: bytes, more: bool) -> int:
         """ip_append_data for a gathered datagram: too long in all is
@@ -223,7 +225,7 @@ class UdpSock:
         pending, self.pending = self.pending, None
         if pending is not None:
             self.udp.output(self, b"".join(pending.parts), pending.addr, pending.port,
-                            pending.ttl, pending.tclass)
+                            pending.ttl, pending.tclass, pending.tos)
 
     def set_cork(self, on: bool) -> None:
         """UDP_CORK: on, sends gather; off, what was gathered is sent."""
@@ -283,13 +285,15 @@ class _Pending:
     """A datagram being gathered (corking): where it goes, as its first part
     said, and its parts."""
 
-    __slots__ = ("addr", "port", "ttl", "tclass", "parts", "size")
+    __slots__ = ("addr", "port", "ttl", "tclass", "tos", "parts", "size")
 
-    def __init__(self, addr: bytes, port: int, ttl: int | None, tclass: int | None) -> None:
+    def __init__(self, addr: bytes, port: int, ttl: int | None, tclass: int | None,
+                 tos: int | None) -> None:
         self.addr = addr
         self.port = port
         self.ttl = ttl
         self.tclass = tclass
+        self.tos = tos
         self.parts: list[bytes] = []
         self.size = 0
 
@@ -400,7 +404,7 @@ class UDP:
             raise _err(errno.EACCES)
 
     def output(self, s: UdpSock, data: bytes, addr: bytes, port: int,
-               ttl: int | None = None, tclass: int | None = None) -> int:
+               ttl: int | None = None, tclass: int | None = None, tos: int | None = None) -> int:
         if s.v6:
             addr = self.target(s, addr)
         v4 = len(addr) == 4
@@ -420,8 +424,8 @@ class UDP:
         if rt.broadcast or rt.dst == V4_LIMITED_BROADCAST:
             if not s.broadcast:
                 raise _err(errno.EACCES)
-        elif v4 and not self.lite:
-            # An unobserved lo carries the datagram as its record (the
+        elif v4 and not self.lite and not (s.tos if tos is None else tos):
+            # An unobserved lo carries a datagram with TOS 0 as its record (the
             # ports and the payload itself: no bytes, no checksum), counted
             # as the bytes would be; False: it goes as bytes below.
             if type(data) is not bytes:
@@ -452,7 +456,8 @@ class UDP:
                 head |= csum
         segment = head.to_bytes(8, "big") + data
         if v4:
-            self.ipv4.output(rt, proto, segment, ttl=s.ttl if ttl is None else ttl)
+            self.ipv4.output(rt, proto, segment, ttl=s.ttl if ttl is None else ttl,
+                             tos=s.tos if tos is None else tos)
         else:
             self.ipv6.output(rt, proto, segment,
                              hop_limit=s.hop_limit if ttl is None else ttl,
@@ -544,7 +549,7 @@ class UDP:
             return
         size = _truesize(len(payload))
         packet = pkt.packet
-        tclass = 0 if v4 else ((packet[0] & 0x0F) << 4) | (packet[1] >> 4)
+        tclass = packet[1] if v4 else ((packet[0] & 0x0F) << 4) | (packet[1] >> 4)
         for s in targets:
             if cscov and s.recv_cc and (s.pcrlen == 0 or cscov < s.pcrlen):
                 mib["InErrors"] += 1  # less coverage than the receiver insists on
