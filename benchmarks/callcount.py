@@ -17,6 +17,11 @@ from Python. Only events inside the measured window count.
   end, echo, recv).
 - aio: asyncio streams under ``loopstack.patch()`` with ``asyncio.run``,
   1-byte ping-pong, TCP_NODELAY.
+- conn: one connection in one thread: connect, accept, the server's end
+  closes, the client reads EOF and closes (issue10.py's tcp_conn without
+  its server thread); calls per connection.
+- aio_conn: asyncio ``open_connection``, the server's handler closes, the
+  client reads EOF and closes (issue10.py's aio_conn); calls per connection.
 
     python benchmarks/callcount.py                 # the table
     python benchmarks/callcount.py --json out.json
@@ -49,7 +54,7 @@ from _common import loadavg  # noqa: E402
 import loopstack  # noqa: E402
 
 HOST = "127.0.0.1"
-WORKLOADS = ("bulk", "rtt_threads", "rtt_single", "aio")
+WORKLOADS = ("bulk", "rtt_threads", "rtt_single", "aio", "conn", "aio_conn")
 
 
 # -- counting -------------------------------------------------------------------------
@@ -331,10 +336,76 @@ def aio(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
     return out
 
 
+def conn(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
+    stack, make = _make(side)
+    lst = make(socket.AF_INET, socket.SOCK_STREAM)
+    lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lst.bind((HOST, 0))
+    lst.listen(128)
+    addr = lst.getsockname()
+
+    def one() -> None:
+        c = make(socket.AF_INET, socket.SOCK_STREAM)
+        c.connect(addr)
+        s, _ = lst.accept()
+        s.close()
+        if c.recv(1) != b"":
+            raise AssertionError("expected EOF")
+        c.close()
+
+    for _ in range(20):
+        one()
+    seg0 = _segments(stack)
+    window(True)
+    for _ in range(n):
+        one()
+    window(False)
+    segs = _segments(stack) - seg0
+    lst.close()
+    if stack is not None:
+        stack.close()
+    return {"units": n, "segments": segs if stack is not None else None}
+
+
+async def _aio_conns(n: int, window: Callable[[bool], None], stack: Any) -> dict[str, Any]:
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        w.close()
+
+    server = await asyncio.start_server(handle, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def one() -> None:
+        r, w = await asyncio.open_connection(HOST, port)
+        if await r.read() != b"":
+            raise AssertionError("expected EOF")
+        w.close()
+        await w.wait_closed()
+
+    for _ in range(20):
+        await one()
+    seg0 = _segments(stack)
+    window(True)
+    for _ in range(n):
+        await one()
+    window(False)
+    segs = _segments(stack) - seg0
+    server.close()
+    await server.wait_closed()
+    return {"units": n, "segments": segs if stack is not None else None}
+
+
+def aio_conn(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
+    if side == "kernel":
+        return asyncio.run(_aio_conns(n, window, None))
+    with loopstack.patch() as stack:
+        return asyncio.run(_aio_conns(n, window, stack))
+
+
 RUNNERS: dict[str, Callable[[str, int, Callable[[bool], None]], dict[str, Any]]] = {
-    "bulk": bulk, "rtt_threads": rtt_threads, "rtt_single": rtt_single, "aio": aio}
+    "bulk": bulk, "rtt_threads": rtt_threads, "rtt_single": rtt_single, "aio": aio,
+    "conn": conn, "aio_conn": aio_conn}
 UNIT = {"bulk": "segment", "rtt_threads": "round trip", "rtt_single": "round trip",
-        "aio": "round trip"}
+        "aio": "round trip", "conn": "connection", "aio_conn": "connection"}
 
 
 def count(workload: str, side: str, n: int, detail: bool) -> dict[str, Any]:
@@ -382,7 +453,8 @@ def main() -> None:
     ap.add_argument("--workloads", default=",".join(WORKLOADS),
                     help="comma-separated: " + ",".join(WORKLOADS))
     ap.add_argument("--bytes", type=int, default=16 << 20, help="bulk bytes (default 16 MiB)")
-    ap.add_argument("--rounds", type=int, default=2000, help="round trips (default 2000)")
+    ap.add_argument("--rounds", type=int, default=2000,
+                    help="round trips or connections (default 2000)")
     ap.add_argument("--top", action="store_true",
                     help="also list the most-called functions and a cProfile of every thread")
     ap.add_argument("--limit", type=int, default=20, help="rows in --top listings")
@@ -407,6 +479,9 @@ def main() -> None:
                 note = (f"{r['segments']} segments for {r['bytes'] >> 20} MiB "
                         f"({r['bytes'] / r['segments']:.0f} B/segment); "
                         f"{r['total_per_sendall']:.0f} calls per 64 KiB sendall")
+            elif r.get("segments") and w in ("conn", "aio_conn"):
+                note = (f"{r['segments_per_round_trip']:.2f} segments per connection, "
+                        f"{r['total_per_segment']:.0f} calls per segment")
             elif r.get("segments"):
                 note = (f"{r['segments_per_round_trip']:.2f} segments per round trip, "
                         f"{r['total_per_segment']:.0f} calls per segment")

@@ -101,6 +101,9 @@ class InterfaceInfo:
         return "\n".join(lines)
 
 
+_STREAM: Any = None  # stream.StreamSocket, once Stack.socket has imported it
+
+
 class _Operation:
     """``with stack.locked:`` — hold the stack lock for one operation; when
     the outermost operation ends, drain the receive backlog before letting go
@@ -703,9 +706,12 @@ class Stack:
         """A socket on this stack, as ``socket.socket(family, type, proto)``."""
         kind = type & ~(getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0))
         if kind == socket.SOCK_STREAM and family in (AF_INET, AF_INET6):
-            from .stream import StreamSocket
+            stream = _STREAM
+            if stream is None:  # (imported here: stream.py imports this module's neighbours)
+                from .stream import StreamSocket as stream
 
-            return StreamSocket(self, family, type, proto)
+                globals()["_STREAM"] = stream
+            return stream(self, family, type, proto)  # type: ignore[no-any-return]
         return Socket(self, family, type, proto)
 
     def _register(self, sock: Socket) -> None:

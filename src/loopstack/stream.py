@@ -49,6 +49,7 @@ from .transport.tcp.constants import (
     MIN_SNDBUF,
     URG_VALID,
 )
+from .transport.tcp.tcb import _nothing
 
 if TYPE_CHECKING:
     from .stack import Stack
@@ -228,9 +229,11 @@ class StreamSocket(Socket):
             self._poll_first(self._readable)  # so a connected socket times out (facts)
             if not t.listening:
                 raise error(errno.EINVAL)
-            self._wait(lambda: bool(t.listen_state.accept_queue) or not t.listening, 0)
-            if not t.listening:
-                raise error(errno.EINVAL)  # shut down while we waited
+            lst = t._listen_state
+            if lst is None or not lst.accept_queue:  # (_wait's first answer, without it)
+                self._wait(lambda: bool(t.listen_state.accept_queue) or not t.listening, 0)
+                if not t.listening:
+                    raise error(errno.EINVAL)  # shut down while we waited
             child = self._stack.tcp.accept(t)
             self._sync_fd()
             if child is None:
@@ -294,7 +297,8 @@ class StreamSocket(Socket):
         """A blocking connect waits for the handshake's end (inet_wait_for_connect),
         for SO_SNDTIMEO at most: then EINPROGRESS, still connecting."""
         try:
-            self._wait(lambda: t.state not in (State.SYN_SENT, State.SYN_RECV), 0, True)
+            if t.state in (State.SYN_SENT, State.SYN_RECV):  # (_wait's first answer, without it)
+                self._wait(lambda: t.state not in (State.SYN_SENT, State.SYN_RECV), 0, True)
         except BlockingIOError:
             raise error(errno.EINPROGRESS) from None
         if self._state(t) == State.CLOSED:
@@ -651,10 +655,16 @@ class StreamSocket(Socket):
                 self._cond,
                 lambda: t.state in (State.CLOSED, State.TIME_WAIT, State.FIN_WAIT2),
                 float(linger_secs))
+        # The connection (a TIME-WAIT or a FIN-WAIT-2 one lives on for a
+        # minute) lets go of the socket, and the socket of its core: nothing
+        # of the closed socket is kept in a cycle, so it is freed at once,
+        # not by the garbage collector (what wake did, nobody waits for now).
         t.owner = None
+        t.wake = _nothing
         if t.state == State.CLOSED:
             self._stack.tcp.destroy(t)
         self._cond.notify_all()
+        self.__dict__.pop("_core", None)
         return self._forget_readiness()
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *,

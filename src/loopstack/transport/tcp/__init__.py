@@ -53,6 +53,7 @@ from .isn import (
     encode_ts_options,
     initial_sequence,
     make_cookie,
+    port_offset,
     timestamp_offset,
 )
 from .listen import Listener
@@ -159,7 +160,12 @@ class TCP:
         sndbuf_expand(tcb)
         tcb.snd_nxt = max(tcb.snd_nxt, tcb.snd_una)
         tcb.rcv_tstamp = self.clock.now_ns()
-        timers.arm_keepalive(tcb)
+        if tcb.keepalive:
+            timers.arm_keepalive(tcb)
+        else:  # (arm_keepalive without SO_KEEPALIVE: the timer stops)
+            timer = tcb.keepalive_timer
+            if timer is not None and timer.active:
+                timer.cancel()
         lst = tcb.listener
         if lst is not None:
             key = (tcb.remote_addr, tcb.remote_port, tcb.local_addr)
@@ -192,8 +198,9 @@ class TCP:
         tcb.state = State.CLOSED
         self.on_state(tcb)
         tcb.cancel_timers()
-        if self.conns.get(tcb.key) is tcb:
-            del self.conns[tcb.key]
+        key = (tcb.local_addr, tcb.local_port, tcb.remote_addr, tcb.remote_port)  # (TCB.key)
+        if self.conns.get(key) is tcb:
+            del self.conns[key]
         lst = tcb.listener
         if lst is not None:
             lst.syn_queue.pop((tcb.remote_addr, tcb.remote_port, tcb.local_addr), None)
@@ -259,7 +266,10 @@ class TCP:
         """Send MSS (RFC 9293 3.7.1, RFC 6691): the peer's, our route's and
         TCP_MAXSEG's minimum, less the timestamp option bytes."""
         assert tcb.route is not None
-        mss = min(tcb.peer_mss, self.advmss_for(tcb.route))
+        rt = tcb.route
+        mtu = rt.iface.mtu  # (advmss_for)
+        mss = min(tcb.peer_mss, min(mtu - 40, 65535 - 40) if len(rt.dst) == 4
+                  else min(mtu - 60, 65535 - 20))
         if tcb.mss_clamp:
             mss = min(mss, tcb.mss_clamp)
         if tcb.ts_ok:
@@ -360,6 +370,13 @@ class TCP:
                 return
             segment_arrives(tcb, seg)
             return
+        if fastpath.enabled:
+            # A listener's SYN (or what a closed port answers) from the
+            # record: the demultiplexer reads only the addresses, the
+            # interface and the segment (no quote of the bytes is made).
+            self._demux(Inbound(rec.iface, rec.src, rec.dst, rec.proto, rec.ttl, b"",
+                                seg.payload), seg)
+            return
         packet = rec.packet()
         self._demux(Inbound(rec.iface, rec.src, rec.dst, rec.proto, rec.ttl, packet,
                             memoryview(packet)[20:]), seg)
@@ -445,17 +462,16 @@ class TCP:
             return
         child = self._child(ltcb, pkt, seg, rt)
         child.listener = lst
-        child.iss = iss if iss is not None else initial_sequence(
-            self.secret, self.clock.now_ns(), pkt.dst, seg.dport, pkt.src, seg.sport)
-        child.snd_una = child.snd_nxt = child.iss
-        child.snd_nxt = child.iss + 1
-        child.snd_max = child.snd_nxt
-        child.snd_base = child.iss + 1
+        now = self.clock.now_ns()
+        if iss is None:
+            iss = initial_sequence(self.secret, now, pkt.dst, seg.dport, pkt.src, seg.sport)
+        child.iss = child.snd_una = iss
+        child.snd_nxt = child.snd_max = child.snd_base = iss + 1
         child.state = State.SYN_RECV
-        child.syn_start = self.clock.now_ns()
+        child.syn_start = now
         child.syn_timed = True
         lst.syn_queue[key] = child
-        self.conns[child.key] = child
+        self.conns[(pkt.dst, seg.dport, pkt.src, seg.sport)] = child  # (TCB.key)
         send_synack(child, child.ts_ok, child.sack_ok, child.wscale_ok)
         timers._arm(child, "rto_timer", TIMEOUT_INIT, timers.on_rto)
 
@@ -474,22 +490,24 @@ class TCP:
         child.keepintvl, child.keepcnt = ltcb.keepintvl, ltcb.keepcnt
         child.linger, child.mss_clamp = ltcb.linger, ltcb.mss_clamp
         child.ttl, child.urg_inline = ltcb.ttl, ltcb.urg_inline
-        child.advmss = self.advmss_for(rt)
+        # (advmss_for)
+        mtu = rt.iface.mtu
+        advmss = min(mtu - 40, 65535 - 40) if len(rt.dst) == 4 else min(mtu - 60, 65535 - 20)
         if child.mss_clamp:
-            child.advmss = min(child.advmss, child.mss_clamp)
+            advmss = min(advmss, child.mss_clamp)
+        child.advmss = advmss
         child.ts_offset = timestamp_offset(self.secret, pkt.dst, pkt.src)
-        child.rcv_nxt = unwrap(seg.seq, 0) + 1
+        child.rcv_nxt = child.rcv_wup = unwrap(seg.seq, 0) + 1
         child.irs = child.rcv_nxt - 1
-        child.rcv_wup = child.rcv_nxt
         negotiate(child, seg)
         # Linux tcp_openreq_init_rwin: the listener's buffer and clamp, the
         # MSS less the timestamp option, the shift only if the peer scales.
+        space = full_space(ltcb)
         child.window_clamp = ltcb.window_clamp
-        if ltcb.rcvbuf_locked and (child.window_clamp > full_space(ltcb)
-                                   or child.window_clamp == 0):
-            child.window_clamp = full_space(ltcb)
-        select_initial_window(child, full_space(ltcb),
-                              child.advmss - (TS_LEN if child.ts_ok else 0), child.wscale_ok)
+        if ltcb.rcvbuf_locked and (child.window_clamp > space or child.window_clamp == 0):
+            child.window_clamp = space
+        select_initial_window(child, space, child.advmss - (TS_LEN if child.ts_ok else 0),
+                              child.wscale_ok)
         return child
 
     # -- SYN cookies (RFC 4987 3.6) ----------------------------------------------------
@@ -658,23 +676,26 @@ class TCP:
                 else:
                     raise _err(errno.EADDRNOTAVAIL)
         now = self.clock.now_ns()
-        tcb.iss = initial_sequence(self.secret, now, rt.src, tcb.local_port, rt.dst, port)
-        tcb.snd_una = tcb.iss
-        tcb.snd_nxt = tcb.snd_max = tcb.iss + 1
-        tcb.snd_base = tcb.iss + 1
-        tcb.advmss = self.advmss_for(rt)
+        iss = tcb.iss = initial_sequence(self.secret, now, rt.src, tcb.local_port, rt.dst, port)
+        tcb.snd_una = iss
+        tcb.snd_nxt = tcb.snd_max = tcb.snd_base = iss + 1
+        # (advmss_for)
+        mtu = rt.iface.mtu
+        advmss = min(mtu - 40, 65535 - 40) if len(rt.dst) == 4 else min(mtu - 60, 65535 - 20)
         if tcb.mss_clamp:
-            tcb.advmss = min(tcb.advmss, tcb.mss_clamp)
+            advmss = min(advmss, tcb.mss_clamp)
+        tcb.advmss = advmss
         # Linux tcp_connect_init: the SYN's window and our shift.
         tcb.window_clamp = 0
-        clamp_for_locked_buffer(tcb)
-        select_initial_window(tcb, full_space(tcb), tcb.advmss, self.window_scaling)
+        if tcb.rcvbuf_locked:
+            clamp_for_locked_buffer(tcb)
+        select_initial_window(tcb, full_space(tcb), advmss, self.window_scaling)
         tcb.ts_offset = timestamp_offset(self.secret, rt.src, rt.dst)
         tcb.state = State.SYN_SENT
         tcb.syn_start = now
         tcb.syn_timed = True
         tcb.retransmits = 0
-        self.conns[tcb.key] = tcb
+        self.conns[(tcb.local_addr, tcb.local_port, tcb.remote_addr, port)] = tcb  # (TCB.key)
         self.mib["ActiveOpens"] += 1
         send_syn(tcb)
         timers._arm(tcb, "rto_timer", TIMEOUT_INIT, timers.on_rto)
@@ -686,8 +707,7 @@ class TCP:
         loopback traffic may be reused (tcp_tw_reuse = 2) after a second."""
         ports = self.ports
         span = ports.high - ports.low + 1
-        offset = int.from_bytes(
-            initial_sequence(self.secret, 0, src, 0, dst, dport).to_bytes(4, "big"), "big")
+        offset = port_offset(self.secret, src, dst, dport)
         offset += self.rng.randrange(span)
         now = self.clock.now_ns()
         tcb.bind_addr = V6_ANY if tcb.v6 else V4_ANY

@@ -12,7 +12,18 @@ tests/tcp/test_fast_path_equivalence.py):
   (``rack.schedule_loss_probe``), with one clock read for the call;
 - header prediction (input.py ``_predicted``, Van Jacobson's, Linux
   ``tcp_rcv_established``), with the ACK processing and the in-order data
-  it takes fused (``_new_ack``, ``_ack_tail``, ``_receive``, the ACK policy).
+  it takes fused (``_new_ack``, ``_ack_tail``, ``_receive``, the ACK policy);
+- the connection path (tests/tcp/test_conn_path_equivalence.py): SYNs and
+  SYN-ACKs cross an unobserved lo as records, their options as the parsed
+  fields (output.py ``_send_syn_record``; the bytes, when a record must
+  become them, are ``pack_syn_options``'); a segment for no connection is
+  demultiplexed from its record (a listener's SYN, a closed port's RST)
+  without building its bytes (``TCP.input_record``); every ACK, FIN and
+  data segment without urgent data or SACK blocks leaves through
+  ``_send_record`` (``transmit``, and ``output``'s FIN); an acceptable ACK
+  that is not a duplicate, without SACK blocks and outside recovery, is
+  processed as header prediction does (input.py ``_ack_predicted``: the
+  handshake's last ACK aside, the close's FINs and ACKs).
 
 ``enabled = False`` sends everything the general way.
 """

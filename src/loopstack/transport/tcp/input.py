@@ -587,18 +587,24 @@ def _time_wait(tcb: TCB, seg: Segment) -> None:
 def _synchronized(tcb: TCB, seg: Segment) -> None:
     tcp = tcb.tcp
     flags = seg.flags
-    seq = unwrap(seg.seq, tcb.rcv_nxt)
+    rcv_nxt = tcb.rcv_nxt
+    seq = rcv_nxt + ((seg.seq - rcv_nxt + HALF) & 0xFFFFFFFF) - HALF  # (seq.unwrap)
     data = seg.payload
     seg_len = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-    rcv_nxt = tcb.rcv_nxt
     wnd = max(0, tcb.rcv_wup + tcb.rcv_wnd - rcv_nxt)
 
     # RFC 7323 5.3: PAWS, before anything else (Linux tcp_validate_incoming;
     # SYN-RECEIVED as tcp_check_req, without tolerance). An RST passes.
-    if tcb.ts_ok and seg.tsval is not None and not flags & RST:
+    tsval = seg.tsval
+    if tcb.ts_ok and tsval is not None and not flags & RST \
+            and not 0 < (tcb.ts_recent - tsval) & 0xFFFFFFFF < 0x80000000:
+        # (_paws_check's and _paws_reject's first test, inline: a TSval not
+        # behind TS.Recent passes)
+        pass
+    elif tcb.ts_ok and tsval is not None and not flags & RST:
         if tcb.state == State.SYN_RECV:
-            rejected = "paws" if _paws_reject(tcb, seg.tsval, False) else None
-        elif _paws_check(tcb, seg.tsval, PAWS_WINDOW):
+            rejected = "paws" if _paws_reject(tcb, tsval, False) else None
+        elif _paws_check(tcb, tsval, PAWS_WINDOW):
             rejected = None
         else:
             rejected = _disordered_ack(tcb, seg, seq)
@@ -686,7 +692,8 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
     # Fifth: ACK.
     if not flags & ACK:
         return
-    ack = unwrap(seg.ack, tcb.snd_una)
+    snd_una = tcb.snd_una
+    ack = snd_una + ((seg.ack - snd_una + HALF) & 0xFFFFFFFF) - HALF  # (seq.unwrap)
     if tcb.state == State.SYN_RECV:
         if tcb.snd_una < ack <= tcb.snd_max:
             tcb.snd_wnd = seg.window << tcb.snd_wscale
@@ -709,14 +716,21 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         else:
             tcp.reset_reply(tcb.route, seg, tcb.local_port, tcb.remote_port)
             return
+    elif snd_una <= ack <= tcb.snd_max and not seg.sack and not tcb.in_recovery \
+            and fastpath.enabled and (ack > snd_una or data or flags & FIN
+                                      or tcb.snd_max == snd_una
+                                      or seg.window << tcb.snd_wscale != tcb.snd_wnd):
+        # (not a duplicate ACK: _process_ack's test)
+        _ack_predicted(tcb, seg, seq, ack)
     elif not _process_ack(tcb, seg, seq, ack, len(data), flags):
         return
 
     # RFC 7323 4.3: remember the timestamp of the segment that covers rcv_nxt
     # (Linux tcp_replace_ts_recent: only one not behind TS.Recent).
-    if tcb.ts_ok and seg.tsval is not None and seq <= tcb.rcv_wup \
-            and _paws_check(tcb, seg.tsval, 0):
-        tcb.ts_recent = seg.tsval
+    if tcb.ts_ok and tsval is not None and seq <= tcb.rcv_wup and (
+            not 0 < (tcb.ts_recent - tsval) & 0xFFFFFFFF < 0x80000000  # (_paws_check's first)
+            or _paws_check(tcb, tsval, 0)):
+        tcb.ts_recent = tsval
         tcb.ts_recent_stamp = tcp.clock.now_ns()
 
     state = tcb.state
@@ -785,6 +799,49 @@ def _urgent(tcb: TCB, seg: Segment) -> None:
         if 0 <= offset < len(seg.payload):
             tcb.urg_data = URG_VALID | seg.payload[offset]
             tcb.wake()
+
+
+def _ack_predicted(tcb: TCB, seg: Segment, seq: int, ack: int) -> None:
+    """_process_ack for an acceptable ACK (SND.UNA =< SEG.ACK =< SND.MAX)
+    that is not a duplicate, without SACK blocks, outside recovery, as
+    header prediction does it (fastpath.py): _new_ack if it acknowledges
+    something, then _ack_tail, whose SACK recovery part such an ACK never
+    reaches, with one clock read (the ACK part of _predicted, for the states
+    and segments it does not take: a FIN, the handshake's and the close's
+    ACKs)."""
+    tcp = tcb.tcp
+    now = tcp.clock.now_ns()
+    tcb.keep_probes = 0
+    tcb.rcv_tstamp = now
+    window = seg.window << tcb.snd_wscale
+    acked = ack > tcb.snd_una
+    if acked:
+        _predicted_ack(tcb, seg, ack, now)
+    # (_ack_tail with acked, no duplicate, no SACK news, no recovery)
+    if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
+        if window != tcb.snd_wnd:
+            tcb.snd_wnd = window
+        tcb.snd_wl1 = seq
+        tcb.snd_wl2 = ack
+        if window > tcb.max_window:
+            tcb.max_window = window
+            sync_mss(tcb)
+        if window:
+            if tcb.persist_timer is not None and tcb.persist_timer.active:
+                stop_persist(tcb)
+                tcb.backoff = 0
+    if tcb.tlp_high_seq:
+        rack.process_tlp_ack(tcb, ack, acked)
+    if not acked:
+        return
+    _predicted_xmit_timer(tcb, now)
+    # (sizing.sndbuf_expand)
+    if not tcb.sndbuf_locked:
+        per_mss = 1 << (max(tcb.mss_base, tcb.mss_clamp) + 640 - 1).bit_length()
+        want = 2 * max(tcb.cc.cwnd, 10, tcp.reordering + 1) * (per_mss + 256)
+        if want > tcb.sndbuf:
+            tcb.sndbuf = min(want, tcp.wmem_max)
+    tcb.wake()
 
 
 def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flags: int) -> bool:
@@ -1118,7 +1175,12 @@ def _fin_state(tcb: TCB) -> None:
         tcp.on_state(tcb)
         tcb.pingpong = max(tcb.pingpong, PINGPONG_THRESH)
         tcb.ack_pending = True
-        arm_keepalive(tcb)
+        if tcb.keepalive:
+            arm_keepalive(tcb)
+        else:  # (arm_keepalive without SO_KEEPALIVE: the timer stops)
+            timer = tcb.keepalive_timer
+            if timer is not None and timer.active:
+                timer.cancel()
         tcb.wake()
         return
     if state == State.FIN_WAIT1:

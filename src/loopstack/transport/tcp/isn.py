@@ -24,9 +24,36 @@ def initial_sequence(secret: bytes, now_ns: int, laddr: bytes, lport: int, raddr
     return (m + _hash(secret, laddr, raddr, _PORTS.pack(lport, rport))) % (1 << 32)
 
 
+# The hashes that depend on addresses alone (no clock) are kept once made:
+# a busy client connects to one address again and again. Bounded: cleared
+# when it grows past _MEMO_MAX entries.
+_MEMO: dict[tuple[bytes, ...], int] = {}
+_MEMO_MAX = 4096
+
+
 def timestamp_offset(secret: bytes, laddr: bytes, raddr: bytes) -> int:
     """A per-connection random offset for TSval (Linux tcp_timestamps = 1)."""
-    return _hash(secret, b"ts", laddr, raddr)
+    key = (secret, b"ts", laddr, raddr)
+    got = _MEMO.get(key)
+    if got is None:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        got = _MEMO[key] = _hash(secret, b"ts", laddr, raddr)
+    return got
+
+
+def port_offset(secret: bytes, laddr: bytes, raddr: bytes, rport: int) -> int:
+    """RFC 6056 3.3.4's F(local address, remote address, remote port,
+    secret), where the ephemeral port search starts (Linux
+    secure_ipv4_port_ephemeral): initial_sequence's hash with no clock
+    and no local port."""
+    key = (secret, laddr, raddr, _PORTS.pack(0, rport))
+    got = _MEMO.get(key)
+    if got is None:
+        if len(_MEMO) >= _MEMO_MAX:
+            _MEMO.clear()
+        got = _MEMO[key] = initial_sequence(secret, 0, laddr, 0, raddr, rport)
+    return got
 
 
 # MSS values a cookie can carry (Linux msstab for IPv4).

@@ -35,24 +35,86 @@ def ts_now(tcb: TCB) -> int:
 
 def syn_options(tcb: TCB, *, synack: bool, peer_ts: bool, peer_sack: bool,
                 peer_ws: bool, tsval: int | None = None) -> bytes:
-    """Linux's SYN option layout: MSS, SACK-permitted + timestamps (or
-    NOP NOP TS, or NOP NOP SACKOK), NOP + window scale."""
-    opts = bytearray(struct.pack("!BBH", 2, 4, tcb.advmss))
+    """Linux's SYN option layout (tcp_options_write): MSS, SACK-permitted +
+    timestamps (or NOP NOP TS, or NOP NOP SACKOK), NOP + window scale."""
     use_ts = tcb.tcp.timestamps and (peer_ts or not synack)
     use_sack = tcb.tcp.sack and (peer_sack or not synack)
     use_ws = tcb.tcp.window_scaling and (peer_ws or not synack)
+    tv: int | None = None
+    ecr = 0
     if use_ts:
         tv = ts_now(tcb) if tsval is None else tsval
         ecr = tcb.ts_recent if synack else 0
-        if use_sack:
-            opts += struct.pack("!BBBBII", 4, 2, 8, 10, tv, ecr)
+    return pack_syn_options(tcb.advmss, tv, ecr, use_sack, tcb.rcv_wscale if use_ws else None)
+
+
+def pack_syn_options(mss: int, tsval: int | None, tsecr: int, sack_ok: bool,
+                     wscale: int | None) -> bytes:
+    """The option bytes of a SYN or SYN-ACK (syn_options' layout), from the
+    fields a parsed SYN holds: a SYN record's bytes (build_segment) are
+    these too."""
+    opts = bytearray(struct.pack("!BBH", 2, 4, mss))
+    if tsval is not None:
+        if sack_ok:
+            opts += struct.pack("!BBBBII", 4, 2, 8, 10, tsval, tsecr)
         else:
-            opts += struct.pack("!BBBBII", 1, 1, 8, 10, tv, ecr)
-    elif use_sack:
+            opts += struct.pack("!BBBBII", 1, 1, 8, 10, tsval, tsecr)
+    elif sack_ok:
         opts += bytes((1, 1, 4, 2))
-    if use_ws:
-        opts += bytes((1, 3, 3, tcb.rcv_wscale))
+    if wscale is not None:
+        opts += bytes((1, 3, 3, wscale))
     return bytes(opts)
+
+
+def _send_syn_record(tcb: TCB, flags: int, synack: bool, peer_ts: bool, peer_sack: bool,
+                     peer_ws: bool, tsval: int | None) -> bool:
+    """A SYN or SYN-ACK across an unobserved lo as its record (fastpath.py):
+    what syn_options and transmit (with the options and the initial window
+    given) do, the options as the parsed fields (mss, wscale, sack_ok,
+    tsval/tsecr) a receiver's parse_segment would find in syn_options'
+    bytes. False (nothing done): the caller builds the bytes."""
+    rt = tcb.route
+    if rt is None or len(rt.dst) != 4 or tcb.snd_up > tcb.snd_una \
+            or not rt.iface.carries_records():
+        return False
+    tcp = tcb.tcp
+    use_ts = tcp.timestamps and (peer_ts or not synack)
+    use_sack = tcp.sack and (peer_sack or not synack)
+    use_ws = tcp.window_scaling and (peer_ws or not synack)
+    # (pack_syn_options' length) MSS; TS (with SACKOK) or SACKOK; WS
+    hdr_len = 24 + (12 if use_ts else 4 if use_sack else 0) + (4 if use_ws else 0)
+    if 20 + hdr_len > rt.iface.mtu:
+        return False
+    seg = Segment(tcb.local_port, tcb.remote_port, tcb.iss & 0xFFFFFFFF,
+                  tcb.rcv_nxt & 0xFFFFFFFF if flags & ACK else 0, flags,
+                  min(tcb.rcv_wnd, MAX_WINDOW), memoryview(b""), tcb.advmss)
+    seg.hdr_len = hdr_len
+    if use_ts:
+        seg.tsval = ts_now(tcb) if tsval is None else tsval
+        seg.tsecr = tcb.ts_recent if synack else 0
+    seg.sack_ok = use_sack
+    if use_ws:
+        seg.wscale = tcb.rcv_wscale
+    _count_sent(tcb, flags, b"")
+    # (IPv4.output_record, Loopback.transmit_record)
+    ip = tcp.ipv4
+    mib = ip.mib
+    mib["OutRequests"] += 1
+    ident = ip._ident = (ip._ident + 1) & 0xFFFF  # (IPv4.next_ident)
+    ttl = tcb.ttl
+    total = 20 + hdr_len
+    iface = rt.iface
+    rec = Record(iface, rt.src, rt.dst, PROTO_TCP, ip.default_ttl if ttl is None else ttl, ident,
+                 total, seg, build_segment, ip.input_record, ip.record_bytes)
+    mib["OutTransmits"] += 1
+    ip.mib_ext["OutOctets"] += total
+    stats = iface.stats
+    stats.tx_packets += 1
+    stats.tx_bytes += total
+    stats.rx_packets += 1
+    stats.rx_bytes += total
+    iface._rx_handler(None, rec)  # type: ignore[arg-type]  # (the stack's _netif_rx)
+    return True
 
 
 def data_options(tcb: TCB, with_sack: bool) -> bytes:
@@ -89,6 +151,11 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     tcp = tcb.tcp
     rt = tcb.route
     if rt is None:
+        return
+    if options is None and window is None and not flags & RST and tcb.snd_up <= tcb.snd_una \
+            and fastpath.enabled and _send_record(tcb, seq, flags, payload, tcp.clock.now_ns()):
+        # (fastpath.py) an ACK, a FIN or data on an unobserved lo, as its
+        # record, in one frame: no urgent pointer, no RST to count.
         return
     # On an unobserved lo the segment crosses as its record (ip/packet.py
     # Record): no bytes built here, none parsed at the other end. Only the
@@ -172,6 +239,9 @@ def build_segment(seg: Segment) -> bytes:
     offloaded on lo), exactly as :func:`transmit` builds them."""
     head = _HDR.pack(seg.sport, seg.dport, seg.seq, seg.ack,
                      ((seg.hdr_len // 4) << 12) | seg.flags, seg.window, 0, seg.urg_ptr)
+    if seg.mss is not None:  # a SYN or SYN-ACK (_send_syn_record)
+        return b"".join((head, pack_syn_options(seg.mss, seg.tsval, seg.tsecr, seg.sack_ok,
+                                                seg.wscale), seg.payload))
     if seg.tsval is not None:
         return b"".join((head, _TS.pack(1, 1, 8, 10, seg.tsval, seg.tsecr), seg.payload))
     return b"".join((head, seg.payload))
@@ -204,6 +274,8 @@ def send_rst(tcb: TCB) -> None:
 
 def send_syn(tcb: TCB) -> None:
     """The SYN offers the window connect() chose (window.select_initial_window)."""
+    if fastpath.enabled and _send_syn_record(tcb, SYN, False, False, False, False, None):
+        return
     opts = syn_options(tcb, synack=False, peer_ts=False, peer_sack=False, peer_ws=False)
     transmit(tcb, tcb.iss, SYN, options=opts, window=min(tcb.rcv_wnd, MAX_WINDOW))
 
@@ -212,6 +284,10 @@ def send_synack(tcb: TCB, peer_ts: bool, peer_sack: bool, peer_ws: bool,
                 tsval: int | None = None) -> None:
     """The SYN-ACK offers the window the request chose (Linux
     tcp_openreq_init_rwin; for a simultaneous open, connect()'s)."""
+    if fastpath.enabled:
+        tcb.rcv_wup = tcb.rcv_nxt
+        if _send_syn_record(tcb, SYN | ACK, True, peer_ts, peer_sack, peer_ws, tsval):
+            return
     opts = syn_options(tcb, synack=True, peer_ts=peer_ts, peer_sack=peer_sack,
                        peer_ws=peer_ws, tsval=tsval)
     tcb.rcv_wup = tcb.rcv_nxt
@@ -307,7 +383,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
             flags |= PSH
         retransmit = seq < tcb.snd_max
         end = seq + n + (1 if fin else 0)
-        if fast and not retransmit and n and tcb.snd_up <= tcb.snd_una:
+        if fast and not retransmit and (n or fin) and tcb.snd_up <= tcb.snd_una:
             new_data = True
             if tcb.rtt_seq is None and not tcb.ts_ok:
                 tcb.rtt_seq = seq + n
@@ -356,11 +432,12 @@ def output(tcb: TCB, probe: bool = False) -> int:
     return sent
 
 
-def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | memoryview,
+def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memoryview,
                  now: int) -> bool:
-    """What :func:`transmit` does for a data segment without urgent data
-    when it crosses an unobserved lo as its record (through ``_count_sent``,
-    ``IPv4.output_record``, ``Loopback.transmit_record``), inline: the same
+    """What :func:`transmit` does for a data segment (or a FIN) without
+    urgent data when it crosses an unobserved lo as its record (through
+    ``_count_sent``, ``IPv4.output_record``, ``Loopback.transmit_record``),
+    inline: the same
     fields, counters and IP ID, ``now`` the clock. False (nothing done): the
     general transmit decides."""
     rt = tcb.route
@@ -368,6 +445,8 @@ def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | memoryview,
         return False
     iface = rt.iface
     n = len(payload)
+    if not n and tcb.ooo and tcb.sack_ok:
+        return False  # a FIN alone carries the SACK blocks: transmit builds them
     ts_ok = tcb.ts_ok
     total = (52 if ts_ok else 40) + n  # IP header, TCP header (+ timestamps), data
     if total > iface.mtu or not iface.carries_records():
@@ -403,7 +482,7 @@ def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | memoryview,
     timer = tcb.delack_timer
     if timer is not None and timer.active:
         timer.active = False  # (Timer.cancel)
-    if now // ack_policy.JIFFY_NS - tcb.lrcvtime < tcb.ato and tcb.pingpong < 255:
+    if n and now // ack_policy.JIFFY_NS - tcb.lrcvtime < tcb.ato and tcb.pingpong < 255:
         tcb.pingpong += 1
     tcb.segs_out += 1
     tcp = tcb.tcp

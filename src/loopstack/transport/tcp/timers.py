@@ -286,7 +286,8 @@ def enter_time_wait(tcb: TCB) -> None:
     tcb.tcp.on_state(tcb)
     for t in (tcb.rto_timer, tcb.delack_timer, tcb.persist_timer, tcb.keepalive_timer,
               tcb.finwait2_timer):
-        _stop(t)
+        if t is not None and t.active:  # (_stop)
+            t.cancel()
     tcb.last_invalid_ack_ns = -(1 << 62)  # tcp_time_wait: tw_last_oow_ack_time = 0
     _arm(tcb, "timewait_timer", tcb.tcp.timewait_ns, on_timewait)
 

@@ -100,7 +100,7 @@ def init_buffer_space(tcb: TCB) -> None:
     window may use the whole buffer but one segment (tcp_app_win = 31
     reserves nothing else), rcv_ssthresh starts at what the SYN offered,
     and DRS first measures against ten segments."""
-    maxwin = full_space(tcb)
+    maxwin = (tcb.rcvbuf * tcb.scaling_ratio) >> RMEM_TO_WIN_SCALE  # (full_space)
     advmss = tcb.advmss
     if tcb.window_clamp >= maxwin:
         tcb.window_clamp = maxwin
@@ -112,7 +112,8 @@ def init_buffer_space(tcb: TCB) -> None:
     tcb.rcvq_space = min(tcb.rcv_ssthresh, tcb.rcv_wnd, INIT_CWND * advmss)
     now_us = tcb.tcp.clock.now_ns() // 1000
     tcb.rcvq_space_time = now_us
-    tcb.rcvq_space_seq = tcb.copied_seq
+    # (TCB.copied_seq)
+    tcb.rcvq_space_seq = tcb.rcv_nxt - tcb.rcvq.size - (1 if tcb.fin_received else 0)
     # tcp_initialize_rcv_mss: a guess of the peer's segment size, low.
     hint = min(advmss, tcb.mss, tcb.rcv_wnd // 2, MIN_RCVMSS)
     tcb.rcv_mss = max(hint, MIN_MSS)
