@@ -87,7 +87,6 @@ class StreamSocket(Socket):
         with stack.locked:
             self._tcb = tcb if tcb is not None else stack.tcp.new_tcb(family == AF_INET6)
             self._conn = _CONNECTED if tcb is not None else _UNCONNECTED
-            self._tclass = 0  # IPV6_TCLASS, kept (segments carry the stack's default)
             self._recv_tclass = False
             if nonblock:
                 self._timeout = 0.0
@@ -240,6 +239,8 @@ class StreamSocket(Socket):
                 raise error(errno.EAGAIN)
             sock = StreamSocket(self._stack, self._family, self._kind, self._proto, tcb=child)
             sock._timeout = _socket.getdefaulttimeout()  # as socket.accept() does
+            # (SO_PRIORITY starts at 0 on an accepted socket: observed on Linux
+            # 6.18, whatever the listener's; its IP_TOS is inherited: TCB.)
             return sock, self._text(self._shown(child.remote_addr), child.remote_port)
 
     def _target(self, address: Any) -> tuple[bytes, int]:
@@ -742,10 +743,10 @@ class StreamSocket(Socket):
                     return
                 # __ip_sock_set_tos: a byte; a stream's ECN bits stay TCP's;
                 # the priority follows a changed TOS.
-                old = self.__dict__.get("_tos", 0)
+                old = t.tos
                 tos = (ival & 0xFC) | (old & 3)
                 if tos != old:
-                    self._tos = tos
+                    t.tos = tos  # (every segment from now on carries it: output.py)
                     self._priority = tos_priority(tos)
                 return
             ival = self._int_value(value)
@@ -815,7 +816,7 @@ class StreamSocket(Socket):
                 if optname == IPV6_TCLASS:
                     if not -1 <= ival <= 255:
                         raise error(errno.EINVAL)
-                    self._tclass = max(ival, 0) & ~3  # a stream's ECN bits are TCP's
+                    t.tclass = max(ival, 0) & ~3  # a stream's ECN bits are TCP's
                 elif optname == IPV6_RECVTCLASS:
                     self._recv_tclass = bool(ival)
                 elif optname == IPV6_V6ONLY:
@@ -896,12 +897,12 @@ class StreamSocket(Socket):
         if level == _socket.IPPROTO_IP and optname == IP_TTL:
             return t.ttl if t.ttl is not None else self._stack.ipv4.default_ttl
         if level == _socket.IPPROTO_IP and optname == IP_TOS:
-            return int(self.__dict__.get("_tos", 0))
+            return t.tos
         if level == _socket.IPPROTO_IP and optname == IP_RECVTOS:
             return int(self.__dict__.get("_recv_tos", False))
         if level == _socket.IPPROTO_IPV6 and self._family == AF_INET6:
             if optname == IPV6_TCLASS:
-                return self._tclass
+                return t.tclass
             if optname == IPV6_RECVTCLASS:
                 return int(self._recv_tclass)
             if optname == IPV6_V6ONLY:

@@ -281,16 +281,18 @@ class TCP:
 
     # -- output helper --------------------------------------------------------------
     def ip_output(self, rt: OutRoute, segment: bytes | tuple[bytes | bytearray | memoryview, ...],
-                  ttl: int | None) -> None:
-        """Hand a segment (bytes, or parts IP joins with its header) to IP."""
+                  ttl: int | None, tos: int = 0, tclass: int = 0) -> None:
+        """Hand a segment (bytes, or parts IP joins with its header) to IP,
+        with the connection's TOS (IPv4) or traffic class (IPv6)."""
         if isinstance(segment, tuple):
-            if len(rt.dst) == 4 and self.ipv4.output_parts(rt, PROTO_TCP, segment, ttl):
+            if len(rt.dst) == 4 and not tos \
+                    and self.ipv4.output_parts(rt, PROTO_TCP, segment, ttl):
                 return
             segment = b"".join(segment)
         if len(rt.dst) == 4:
-            self.ipv4.output(rt, PROTO_TCP, segment, ttl=ttl)
+            self.ipv4.output(rt, PROTO_TCP, segment, ttl=ttl, tos=tos)
         else:
-            self.ipv6.output(rt, PROTO_TCP, segment, hop_limit=ttl)
+            self.ipv6.output(rt, PROTO_TCP, segment, hop_limit=ttl, traffic_class=tclass)
 
     def reset_reply(self, rt: OutRoute | None, seg: Segment, lport: int, rport: int,
                     src: bytes | None = None, dst: bytes | None = None) -> None:
@@ -490,6 +492,7 @@ class TCP:
         child.keepintvl, child.keepcnt = ltcb.keepintvl, ltcb.keepcnt
         child.linger, child.mss_clamp = ltcb.linger, ltcb.mss_clamp
         child.ttl, child.urg_inline = ltcb.ttl, ltcb.urg_inline
+        child.tos, child.tclass = ltcb.tos, ltcb.tclass
         # (advmss_for)
         mtu = rt.iface.mtu
         advmss = min(mtu - 40, 65535 - 40) if len(rt.dst) == 4 else min(mtu - 60, 65535 - 20)

@@ -74,9 +74,9 @@ def _send_syn_record(tcb: TCB, flags: int, synack: bool, peer_ts: bool, peer_sac
     tsval/tsecr) a receiver's parse_segment would find in syn_options'
     bytes. False (nothing done): the caller builds the bytes."""
     rt = tcb.route
-    if rt is None or len(rt.dst) != 4 or tcb.snd_up > tcb.snd_una \
+    if rt is None or len(rt.dst) != 4 or tcb.snd_up > tcb.snd_una or tcb.tos \
             or not rt.iface.carries_records():
-        return False
+        return False  # (a TOS: the bytes carry it)
     tcp = tcb.tcp
     use_ts = tcp.timestamps and (peer_ts or not synack)
     use_sack = tcp.sack and (peer_sack or not synack)
@@ -165,7 +165,7 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     tsval: int | None = None
     if options is None:
         if not (flags & ACK and not payload and tcb.sack_ok and tcb.ooo) \
-                and len(rt.dst) == 4 and rt.iface.carries_records():
+                and len(rt.dst) == 4 and not tcb.tos and rt.iface.carries_records():
             direct = True
             if tcb.ts_ok:  # (ts_now)
                 tsval = (tcp.clock.now_ns() // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF
@@ -218,7 +218,7 @@ def transmit(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memory
     else:
         parts = (head, options, payload)  # joined once, with the IP header
     _count_sent(tcb, flags, payload)
-    tcp.ip_output(rt, parts, tcb.ttl)
+    tcp.ip_output(rt, parts, tcb.ttl, tcb.tos, tcb.tclass)
 
 
 def _count_sent(tcb: TCB, flags: int, payload: bytes | bytearray | memoryview) -> None:
@@ -441,7 +441,7 @@ def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | me
     fields, counters and IP ID, ``now`` the clock. False (nothing done): the
     general transmit decides."""
     rt = tcb.route
-    if rt is None or len(rt.dst) != 4:
+    if rt is None or len(rt.dst) != 4 or tcb.tos:
         return False
     iface = rt.iface
     n = len(payload)

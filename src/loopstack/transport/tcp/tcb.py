@@ -61,7 +61,8 @@ class TCB:
                  "error_reported", "bytes_acked", "bytes_received", "segs_in", "segs_out",
                  "listener", "accept_pending", "wake", "owner", "rto_timer", "delack_timer",
                  "persist_timer", "keepalive_timer", "timewait_timer", "finwait2_timer",
-                 "rto_min", "route", "ttl", "autobound", "counted_estab", "counted_tw",
+                 "rto_min", "route", "ttl", "tos", "tclass", "autobound", "counted_estab",
+                 "counted_tw",
                  "counted_orphan", "soft_error", "_listen_state")
 
     def __init__(self, tcp: TCP, v6: bool, congestion: str = "cubic") -> None:
@@ -222,6 +223,11 @@ class TCB:
         self.rto_min = RTO_MIN
         self.route: OutRoute | None = None
         self.ttl: int | None = None
+        # What the IP header carries: IP_TOS (IPv4, a v6 socket's mapped
+        # traffic too) and IPV6_TCLASS (IPv6), ECN bits clear (inet->tos,
+        # np->tclass).
+        self.tos = 0
+        self.tclass = 0
         self.autobound = False
         self.counted_estab = False  # counted in Tcp CurrEstab
         self.counted_tw = False  # counted in TCP.tw_count
