@@ -11,13 +11,22 @@ pushes a new entry and the old one is skipped when it surfaces.
 
 from __future__ import annotations
 
+import _thread
+import fcntl
 import heapq
 import logging
 import os
+import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from functools import partial
+from operator import methodcaller
+from queue import Empty, SimpleQueue
+from select import POLLIN, poll
+from select import select as _select
+from time import monotonic as _monotonic
 from typing import Any, ClassVar
 
 NS_PER_SEC = 1_000_000_000
@@ -42,6 +51,164 @@ def _call(callback: Callback) -> None:
 _NO_WAITERS: deque[Any] = deque(maxlen=0)
 
 
+# -- the stack's lock, and parking a waiting thread ------------------------------------
+#
+# A thread woken while the thread that woke it still runs Python wakes only
+# to wait for the GIL: with one CPU it takes the CPU from the waker, finds
+# the GIL held, sleeps again, and is woken a second and a third time when
+# the waker lets go of the GIL (its condition variable, then its mutex).
+# Three wake-ups and six context switches per hand-over, where two threads
+# taking turns over kernel sockets need one: the kernel wakes the other
+# thread inside a system call, the GIL already let go.
+#
+# So a wake-up that an operation owes (the stack lock held, inside
+# ``Stack.locked``) is made when that operation lets go of the lock (the
+# woken thread does not wake only to wait for it), and a thread that waits
+# for an answer (a hand-off: ``Condition.wait(handoff=True)``) parks on an
+# eventfd of its own, woken by a write made with the GIL released. Who is
+# woken, in what order, and what ``wait`` returns stay those of
+# ``threading.Condition``.
+
+class StackLock(_thread.RLock):  # type: ignore[misc]  # (final in typeshed; a type at runtime)
+    """The stack's lock: a ``threading.RLock`` that knows whether its holder
+    is inside an operation (``depth``: ``Stack.locked`` counts them) and
+    keeps the wake-ups that holder owes (``wakes``: parked waiters a
+    Condition over this lock was told to wake while ``depth`` > 0). They
+    are made when the operation lets go of the lock (``Stack.locked``) or
+    the holder itself waits (``Condition.wait``), whichever comes first:
+    ``wakes`` is empty whenever the lock is free."""
+
+    __slots__ = ("depth", "wakes")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.wakes: list[Parker] = []
+
+
+_ONE = (1).to_bytes(8, sys.byteorder)  # what an eventfd write adds
+_SELECTABLE = 1024  # FD_SETSIZE: select() takes descriptors below it
+_descriptor_floor = 0
+
+
+def set_descriptor_floor(floor: int) -> None:
+    """Parkers' descriptors go at or above ``floor`` (readiness.peer_floor:
+    out of the low numbers the program's next open() would get), and below
+    1024 where they can: a timed wait uses select(), whose timeout has
+    microseconds (poll's has milliseconds, rounded up)."""
+    global _descriptor_floor
+    _descriptor_floor = min(floor, _SELECTABLE - 64)
+
+
+class Parker:
+    """What one waiting thread blocks on, in one of two ways, chosen for
+    each wait:
+
+    - by default on a ``queue.SimpleQueue``, woken by a put made with the
+      GIL held (as a lock is released): the woken thread runs once the
+      waker lets go of the GIL (blocks, or its switch interval ends), so a
+      thread streaming data keeps the CPU while its reader waits;
+    - for a hand-off (``handoff``: the waiter expects to be answered, and
+      whoever wakes it to wait for it next) on an eventfd, woken by a write
+      made with the GIL released: the woken thread can take the GIL at once.
+
+    ``wake`` is a C callable (a list of them can be called with no Python
+    code between two: a signal handler's exception cannot leave some
+    asleep). A parker is reused: a wake-up meant for its earlier use may
+    arrive late (its waiter timed out as it was notified). The waiter tells
+    a real wake-up from such a one by looking, under the lock, whether a
+    notifier took it off its Condition's waiters; if not, it parks again."""
+
+    __slots__ = ("wake", "fd", "_handoff", "_queue", "_put", "_write", "_poll")
+
+    def __init__(self) -> None:
+        queue: SimpleQueue[None] = SimpleQueue()
+        self._queue = queue
+        self._put: Callable[[], Any] = partial(queue.put_nowait, None)
+        self.wake: Callable[[], Any] = self._put
+        self._handoff = False
+        self.fd = -1  # the eventfd, made at the first hand-off
+        self._write: Callable[[], Any] | None = None
+        self._poll: Any = None  # select.poll(), for a descriptor select() cannot take
+
+    def prepare(self, handoff: bool) -> None:
+        """Before a wait (lock held): block the given way (a hand-off
+        without an eventfd, on another system or with no descriptor left,
+        blocks the default way)."""
+        if handoff and (self._write is not None or self._make_fd()):
+            self.wake = self._write  # type: ignore[assignment]  # (not None: just made)
+            self._handoff = True
+        else:
+            self.wake = self._put
+            self._handoff = False
+
+    def _make_fd(self) -> bool:
+        try:
+            fd = os.eventfd(0, os.EFD_CLOEXEC)
+        except (AttributeError, OSError):
+            return False
+        if _descriptor_floor and fd < _descriptor_floor:
+            try:
+                moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _descriptor_floor)
+            except OSError:
+                pass  # none free up there: keep the number it has
+            else:
+                os.close(fd)
+                fd = moved
+        self.fd = fd
+        self._write = partial(os.write, fd, _ONE)
+        return True
+
+    def park(self, timeout: float | None) -> None:
+        """Block until woken, or for ``timeout`` seconds (None: no limit).
+        Signal handlers run meanwhile; an exception of theirs ends it."""
+        if not self._handoff:
+            try:
+                self._queue.get(True, timeout)
+            except Empty:
+                pass
+            return
+        fd = self.fd
+        if timeout is None:
+            os.read(fd, 8)
+        elif fd < _SELECTABLE:
+            if _select((fd,), (), (), timeout)[0]:
+                os.read(fd, 8)
+        else:
+            if self._poll is None:
+                self._poll = poll()
+                self._poll.register(fd, POLLIN)
+            if self._poll.poll(timeout * 1e3):  # (milliseconds, rounded up)
+                os.read(fd, 8)
+
+
+# Parkers not in use. A thread waiting takes one (the most recently
+# returned) and gives it back when its wait ends.
+_PARKERS: list[Parker] = []
+_WAKE = methodcaller("wake")
+
+
+def wake_all(parkers: Iterable[Parker]) -> None:
+    """Wake every parker, in order, with no Python code between two wakes
+    (a signal handler's exception cannot leave some of them asleep)."""
+    deque(map(_WAKE, parkers), 0)
+
+
+def _forget_parkers() -> None:
+    """In a child after fork(): the idle parkers' descriptors are the
+    parent's eventfds. Nothing here can owe them a wake-up (the forking
+    thread was outside the stack); the ones in use (the parent's waiting
+    threads, which do not exist here) are left open, so a write to them
+    lands in an eventfd, never in a descriptor reused for something else."""
+    for parker in _PARKERS:
+        if parker.fd >= 0:
+            os.close(parker.fd)
+    _PARKERS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parkers)
+
+
 class Condition(threading.Condition):
     """``threading.Condition`` over an ``RLock`` (the stack's lock), in a
     fraction of the memory: every socket has one, and most are never waited
@@ -50,11 +217,15 @@ class Condition(threading.Condition):
     the first wait. Same semantics: ``wait`` releases the lock whatever its
     recursion depth and restores it, returns False on timeout;
     ``notify``/``notify_all`` need the lock held and wake waiters in order
-    of arrival."""
+    of arrival.
+
+    Waiters park on a :class:`Parker`; over a :class:`StackLock` held inside
+    an operation, the wake-ups are made when the operation lets go of the
+    lock (see above)."""
 
     __slots__ = ("_lock", "_waiters")
     _lock: Any  # threading.RLock (a factory function, not a type, in typeshed)
-    _waiters: deque[Any]
+    _waiters: deque[Parker]
 
     def __init__(self, lock: Any) -> None:  # noqa: D107 (no super().__init__: no bound copies)
         self._lock = lock
@@ -79,48 +250,75 @@ class Condition(threading.Condition):
         self._lock._at_fork_reinit()
         self._waiters = _NO_WAITERS
 
-    def wait(self, timeout: float | None = None) -> bool:
+    def wait(self, timeout: float | None = None, handoff: bool = False) -> bool:
+        """``threading.Condition.wait``; ``handoff``: park the hand-off way
+        (see Parker)."""
         lock = self._lock
         if not lock._is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
-        waiter = threading.Lock()
-        waiter.acquire()
+        if timeout is not None and timeout <= 0:
+            return False  # (no one could have notified it: the lock was never let go)
+        parker = _PARKERS.pop() if _PARKERS else Parker()
+        parker.prepare(handoff)
         waiters = self._waiters
         if waiters is _NO_WAITERS:
             waiters = self._waiters = deque()
-        waiters.append(waiter)
-        saved = lock._release_save()
-        got = False
-        try:  # restore the lock whatever happens (KeyboardInterrupt)
-            if timeout is None:
-                got = waiter.acquire()
-            elif timeout > 0:
-                got = waiter.acquire(True, timeout)
-            else:
-                got = waiter.acquire(False)
-            return got
-        finally:
-            lock._acquire_restore(saved)
-            if not got:
+        waiters.append(parker)
+        deadline = None if timeout is None else _monotonic() + timeout
+        stack_lock = type(lock) is StackLock
+        try:
+            while True:
+                owed = None
+                if stack_lock and lock.wakes:  # this thread's own, before it sleeps
+                    owed, lock.wakes = lock.wakes, []
+                saved = lock._release_save()
                 try:
-                    waiters.remove(waiter)
-                except ValueError:
-                    pass
+                    if owed is not None:
+                        wake_all(owed)
+                    parker.park(None if deadline is None else max(0.0, deadline - _monotonic()))
+                finally:
+                    lock._acquire_restore(saved)
+                if parker not in waiters:
+                    return True  # a notifier took it off
+                if deadline is not None and _monotonic() >= deadline:
+                    waiters.remove(parker)
+                    return False
+                # A late wake-up meant for the parker's earlier use: park again.
+        except BaseException:
+            if parker in waiters:  # (interrupted: a notification goes to the others)
+                waiters.remove(parker)
+            raise
+        finally:
+            _PARKERS.append(parker)
 
     def notify(self, n: int = 1) -> None:
-        if not self._lock._is_owned():
+        lock = self._lock
+        if not lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
         waiters = self._waiters
-        while waiters and n > 0:
-            waiters.popleft().release()
-            n -= 1
+        if not waiters or n <= 0:
+            return
+        if n >= len(waiters):
+            self.notify_all()
+            return
+        woken = [waiters.popleft() for _ in range(n)]
+        if type(lock) is StackLock and lock.depth:
+            lock.wakes += woken
+        else:
+            wake_all(woken)
 
     def notify_all(self) -> None:
-        if not self._lock._is_owned():
+        lock = self._lock
+        if not lock._is_owned():
             raise RuntimeError("cannot notify on un-acquired lock")
         waiters = self._waiters
-        while waiters:
-            waiters.popleft().release()
+        if not waiters:
+            return
+        if type(lock) is StackLock and lock.depth:
+            lock.wakes += waiters
+        else:
+            wake_all(waiters)
+        waiters.clear()
 
 
 class Timer:

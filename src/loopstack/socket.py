@@ -726,10 +726,12 @@ class Socket(_socket.socket, metaclass=_Implementation):
             if fd not in _RESERVED:  # (fileno() sets it when the descriptor is made)
                 set_nonblocking(fd, timeout is not None)
 
-    def _wait(self, ready: Callable[[], bool], flags: int, sending: bool = False) -> None:
+    def _wait(self, ready: Callable[[], bool], flags: int, sending: bool = False,
+              handoff: bool = False) -> None:
         """Block (lock held) until ``ready()`` as the socket's mode says. A
         blocking socket waits for SO_RCVTIMEO (SO_SNDTIMEO when ``sending``)
-        at most, and then says EAGAIN, as the kernel's call does."""
+        at most, and then says EAGAIN, as the kernel's call does.
+        ``handoff``: a wait for an answer (Stack.wait_for)."""
         if ready():
             return
         timeout = self._timeout
@@ -742,7 +744,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 if limit == 0:
                     raise error(errno.EAGAIN)  # a negative time was set: no wait at all
                 timeout = limit / HZ
-        if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, timeout):
+        if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, timeout,
+                                    handoff):
             if limit is not None:
                 raise error(errno.EAGAIN)
             raise _timeout()

@@ -10,6 +10,7 @@ while draining join the backlog: a loop, never recursion.
 
 from __future__ import annotations
 
+import _thread
 import errno
 import os
 import random
@@ -20,10 +21,20 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from time import monotonic as _monotonic
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .clock import Clock, Quiescence, RealClock, VirtualClock
+from .clock import (
+    Clock,
+    Condition,
+    Quiescence,
+    RealClock,
+    StackLock,
+    VirtualClock,
+    set_descriptor_floor,
+    wake_all,
+)
 from .ip.addr import (
     AF_INET,
     AF_INET6,
@@ -42,6 +53,7 @@ from .link.netem import Netem, NetemSpec
 from .link.pipe import PipeInterface
 from .mib import Mib
 from .names import AddrInfo, Resolver
+from .readiness import peer_floor
 from .socket import Socket
 from .transport.icmp import ICMPv4, ICMPv6
 from .transport.ports import PortTable
@@ -57,6 +69,7 @@ if TYPE_CHECKING:
 
 # Every stack not yet closed: a fork hands them to the child (host/attach.py).
 live_stacks: weakref.WeakSet[Stack] = weakref.WeakSet()
+set_descriptor_floor(peer_floor())  # where waiting threads' eventfds go (clock.Parker)
 
 _DEFAULT: Any = socket._GLOBAL_DEFAULT_TIMEOUT  # type: ignore[attr-defined]
 
@@ -107,27 +120,36 @@ _STREAM: Any = None  # stream.StreamSocket, once Stack.socket has imported it
 class _Operation:
     """``with stack.locked:`` — hold the stack lock for one operation; when
     the outermost operation ends, drain the receive backlog before letting go
-    (DESIGN.md, execution model: run to completion)."""
+    (DESIGN.md, execution model: run to completion), and once it has let go
+    wake the threads the operation woke (clock.py, StackLock: the woken
+    thread need not wait for the lock)."""
 
     __slots__ = ("_stack", "_lock")
 
     def __init__(self, stack: Stack) -> None:
         self._stack = stack
-        self._lock = stack.lock
+        self._lock = stack._slock
 
     def __enter__(self) -> None:
-        self._lock.acquire()
-        self._stack._depth += 1
+        lock = self._lock
+        lock.acquire()
+        lock.depth += 1
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        stack = self._stack
+        lock = self._lock
         try:
-            if stack._depth == 1 and stack._backlog:
-                stack._drain()
+            if lock.depth == 1 and self._stack._backlog:
+                self._stack._drain()
         finally:
-            stack._depth -= 1
-            self._lock.release()
+            lock.depth -= 1
+            wakes = lock.wakes
+            if wakes and not lock.depth:
+                lock.wakes = []
+                lock.release()
+                wake_all(wakes)
+            else:
+                lock.release()
 
 
 class _Waiter:
@@ -199,7 +221,11 @@ class Stack:
             raise ValueError(f"unknown clock {clock!r}: use 'real' or 'virtual'")
         self.seed = seed
         self.rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8)))
-        self.lock = threading.RLock()
+        # An RLock; also counts the holder's operations (depth) and keeps
+        # the wake-ups they owe (clock.py). (lock's type is the RLock's: an
+        # attached process's RemoteStack has a plain one.)
+        self._slock = StackLock()
+        self.lock: _thread.RLock = self._slock
         self.clock.set_runner(self._run_timer)
         self.mib = Mib()
         self.hosts: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_HOSTS.items()}
@@ -208,7 +234,6 @@ class Stack:
         # (device, packet); device None: a record (ip/packet.py Record) from lo
         self._backlog: deque[tuple[Interface | None, Any]] = deque()
         self._draining = False
-        self._depth = 0
         self.locked = _Operation(self)
         self._closed = False
         self.route_table = RoutingTable()
@@ -254,7 +279,7 @@ class Stack:
         :attr:`locked`) the backlog is drained when the outermost one ends, so
         no layer sees a reply before it has finished sending; otherwise now."""
         self._backlog.append((iface, packet))
-        if self._depth == 0:
+        if self._slock.depth == 0:
             self._drain()
 
     def _drain(self) -> None:
@@ -457,12 +482,15 @@ class Stack:
         self.clock.advance(int(round(seconds * 1e9)))
 
     def wait_for(self, cond: threading.Condition, predicate: Callable[[], bool],
-                 timeout: float | None) -> bool:
+                 timeout: float | None, handoff: bool = False) -> bool:
         """Wait (lock held, through ``cond``) until ``predicate()`` or the
         timeout. On a virtual clock the wait moves time instead, to each next
         timer in turn, up to the timeout, whenever every thread of the
-        program is idle (see "virtual time with threads" below)."""
-        self._drain()  # what this operation sent must arrive before anyone waits
+        program is idle (see "virtual time with threads" below).
+        ``handoff``: the caller waits for an answer to what it sent, so let
+        whoever wakes it hand the GIL over at once (clock.py, Parker)."""
+        if self._backlog:
+            self._drain()  # what this operation sent must arrive before anyone waits
         if predicate():
             return True
         clock = self.clock
@@ -470,15 +498,30 @@ class Stack:
             return self._wait_virtual(clock, cond, predicate, timeout)
         # The wait lets go of the lock: other threads' operations then start
         # at depth 0 and drain what they send, so keep ours aside meanwhile.
-        depth, self._depth = self._depth, 0
+        lock = self._slock
+        depth, lock.depth = lock.depth, 0
         try:
             if self._abortable:
                 me = threading.get_ident()
                 if me in self._abortable:
                     return self._wait_abortable(me, cond, predicate, timeout)
-            return cond.wait_for(predicate, timeout)
+            if not handoff or not isinstance(cond, Condition):
+                return cond.wait_for(predicate, timeout)
+            # (threading.Condition.wait_for, parking for a hand-off)
+            wait = cond.wait
+            end = None if timeout is None else _monotonic() + timeout
+            while True:
+                if end is None:
+                    wait(None, True)
+                else:
+                    left = end - _monotonic()
+                    if left <= 0:
+                        return False
+                    wait(left, True)
+                if predicate():
+                    return True
         finally:
-            self._depth = depth
+            lock.depth = depth
 
     # -- virtual time with threads -------------------------------------------------
     # On a virtual clock a blocking call moves time instead of sleeping, but
@@ -534,11 +577,12 @@ class Stack:
                         wait = vt.quiet.window
                     else:
                         vt.sleeping = wake  # a timer armed now wakes us (_timer_armed)
-                depth, self._depth = self._depth, 0  # others' operations drain their own
+                lock = self._slock
+                depth, lock.depth = lock.depth, 0  # others' operations drain their own
                 try:
                     notified = cond.wait(wait)
                 finally:
-                    self._depth = depth
+                    lock.depth = depth
                     if vt.sleeping is wake:
                         vt.sleeping = None
                 if step == _NOT_YET and not notified and vt.driver == me:

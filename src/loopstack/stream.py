@@ -42,6 +42,7 @@ from .socket import (
 )
 from .transport.ports import mapped, v4_of
 from .transport.tcp import TCB, State
+from .transport.tcp.ack import PINGPONG_THRESH
 from .transport.tcp.constants import (
     CORE_RMEM_MAX,
     CORE_WMEM_MAX,
@@ -488,7 +489,9 @@ class StreamSocket(Socket):
             # queued (ready()'s first answer, without the call).
             if not self._timeout and (t.urg_data or t.rcvq.size < want):
                 try:
-                    self._wait(ready, flags)
+                    # An interactive connection (Linux's pingpong: it answers
+                    # what it receives) waits for an answer: a hand-off.
+                    self._wait(ready, flags, False, t.pingpong >= PINGPONG_THRESH)
                 except BlockingIOError:
                     if not t.rcvq or not tcp.recv_avail(t):
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
