@@ -82,7 +82,8 @@ class StackLock(_thread.RLock):  # type: ignore[misc]  # (final in typeshed; a t
 
     def __init__(self) -> None:
         self.depth = 0
-        self.wakes: list[Parker] = []
+        # Parkers, and the clock thread's waker (RealClock): anything with wake().
+        self.wakes: list[Any] = []
 
 
 _ONE = (1).to_bytes(8, sys.byteorder)  # what an eventfd write adds
@@ -485,6 +486,10 @@ class RealClock(Clock):
         self._wakeup = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._wake_at: int | None = None  # deadline the thread sleeps until; None: no limit
+        # The stack's lock (Stack sets it): a timer armed inside an operation
+        # wakes the thread when the operation lets go of the lock or waits.
+        self.deferral: StackLock | None = None
+        self._waker = _ClockWaker(self)
 
     def close(self) -> None:
         super().close()
@@ -499,7 +504,27 @@ class RealClock(Clock):
             self._thread = threading.Thread(target=self._run, name="loopstack-clock", daemon=True)
             self._thread.start()
         elif self._wake_at is None or deadline_ns < self._wake_at:
-            self._wakeup.notify()
+            lock = self.deferral
+            if lock is not None and lock.depth and lock._is_owned():  # type: ignore[attr-defined]
+                # Inside an operation: the thread is woken when the operation
+                # lets go of the stack lock or waits (StackLock.wakes), and
+                # only if an earlier timer is still armed then: a timer armed
+                # and cancelled in one operation (a SYN's retransmission
+                # timer, answered at once on lo) costs the thread no wake-up.
+                wakes = lock.wakes
+                if not wakes or wakes[-1] is not self._waker:
+                    wakes.append(self._waker)
+            else:
+                self._wakeup.notify()
+
+    def _wake_if_earlier(self) -> None:
+        """The deferred wake-up: if the earliest armed timer is earlier than
+        what the thread sleeps until, wake it (clock lock taken here)."""
+        with self._lock:
+            earliest = self._top()
+            if earliest is not None and (self._wake_at is None
+                                         or earliest._deadline < self._wake_at):
+                self._wakeup.notify()
 
     def _run(self) -> None:
         while True:
@@ -523,6 +548,16 @@ class RealClock(Clock):
             timeout = None if self._wake_at is None else (self._wake_at - now) / NS_PER_SEC
             self._wakeup.wait(timeout)
         return None
+
+
+class _ClockWaker:
+    """What a StackLock's owed wake-ups hold for a RealClock (wake_all calls
+    ``wake()``)."""
+
+    __slots__ = ("wake",)
+
+    def __init__(self, clock: RealClock) -> None:
+        self.wake = clock._wake_if_earlier
 
 
 class VirtualClock(Clock):

@@ -510,8 +510,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
         if nonblock:
             self._timeout = 0.0
         self._udp.wake = self._open()._wake
-        self._fd = number
-        self._fd_owners[number] = 1
+        self._fd = number  # (reserved numbers are owned by their object: _RESERVED)
 
     def _init_common(self, stack: Stack, family: int, type: int, proto: int,
                      fileno: int | None = None) -> bool:
@@ -686,6 +685,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                         efd.move_to(fd)
                     _RESERVED.discard(fd)
                     _UNMADE.pop(fd, None)
+                    owners[fd] = 1
                 else:
                     if watched < 0:
                         fd = self._dup_of_file(efd)
@@ -721,7 +721,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
         fd = self._fd
         if fd >= 0:
             owners = self.__dict__.get("_fd_owners")  # (an attached socket has none)
-            if owners is not None and fd not in owners:
+            if owners is not None and fd not in owners and fd not in _RESERVED:
                 raise error(errno.EBADF)  # another object closed this number
             if fd not in _RESERVED:  # (fileno() sets it when the descriptor is made)
                 set_nonblocking(fd, timeout is not None)
@@ -1264,7 +1264,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
         with self._stack.locked:
             if self._closed:
                 return
-            stale = self._fd >= 0 and self._fd not in self._fd_owners
+            stale = self._fd >= 0 and self._fd not in self._fd_owners \
+                and self._fd not in _RESERVED
             if self._let_go() and not self._outlived():
                 efd = self._close_socket()
         if efd is not None:
@@ -1319,14 +1320,19 @@ class Socket(_socket.socket, metaclass=_Implementation):
                     del owners[fd]
             else:
                 del owners[fd]
-                _RESERVED.discard(fd)
-                _UNMADE.pop(fd, None)
                 efd = self._efd
                 if efd is None or fd != efd.fileno():  # the readiness pair closes with the socket
                     try:
                         os.close(fd)
                     except OSError:
                         pass  # the program closed it behind our back (os.close)
+        elif fd in _RESERVED:  # never made: only this object had the number
+            _RESERVED.discard(fd)
+            _UNMADE.pop(fd, None)
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the program closed it behind our back (os.close)
         self._refs -= 1
         return self._refs <= 0
 
@@ -1349,8 +1355,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 _unreserve(number)
                 raise error(errno.EBADF)
             twin = self._twin()
-            twin._fd = number
-            self._fd_owners[number] = 1
+            twin._fd = number  # (reserved: owned by the twin, _RESERVED)
             return twin
 
     def detach(self) -> int:

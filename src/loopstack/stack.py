@@ -227,6 +227,8 @@ class Stack:
         self._slock = StackLock()
         self.lock: _thread.RLock = self._slock
         self.clock.set_runner(self._run_timer)
+        if isinstance(self.clock, RealClock):
+            self.clock.deferral = self._slock  # (timers armed in an operation: clock.py)
         self.mib = Mib()
         self.hosts: dict[str, list[str]] = {k: list(v) for k, v in DEFAULT_HOSTS.items()}
         self._interfaces: dict[str, Interface] = {}

@@ -94,8 +94,7 @@ class StreamSocket(Socket):
             core = self._open()  # the protocol's callbacks reach the socket through it
             self._tcb.owner = core
             self._tcb.wake = core._wake
-            self._fd = number
-            self._fd_owners[number] = 1
+            self._fd = number  # (reserved numbers are owned by their object: _RESERVED)
 
     # -- readiness (Linux tcp_poll) ------------------------------------------------
     @staticmethod
