@@ -228,7 +228,8 @@ def _predicted(tcb: TCB, seg: Segment) -> bool:
     if acked:
         _predicted_ack(tcb, seg, ack, now)
     # (_ack_tail with no duplicate, no SACK news, no recovery: the window
-    # update, a loss probe's outcome, the timers)
+    # update, a loss probe's outcome, the timers; _update_window inline, as
+    # every predicted segment runs it)
     if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
         if window != tcb.snd_wnd:
             tcb.snd_wnd = window
@@ -818,18 +819,7 @@ def _ack_predicted(tcb: TCB, seg: Segment, seq: int, ack: int) -> None:
     if acked:
         _predicted_ack(tcb, seg, ack, now)
     # (_ack_tail with acked, no duplicate, no SACK news, no recovery)
-    if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
-        if window != tcb.snd_wnd:
-            tcb.snd_wnd = window
-        tcb.snd_wl1 = seq
-        tcb.snd_wl2 = ack
-        if window > tcb.max_window:
-            tcb.max_window = window
-            sync_mss(tcb)
-        if window:
-            if tcb.persist_timer is not None and tcb.persist_timer.active:
-                stop_persist(tcb)
-                tcb.backoff = 0
+    _update_window(tcb, seq, ack, window)
     if tcb.tlp_high_seq:
         rack.process_tlp_ack(tcb, ack, acked)
     if not acked:
@@ -885,11 +875,10 @@ def _process_ack(tcb: TCB, seg: Segment, seq: int, ack: int, data_len: int, flag
     return True
 
 
-def _ack_tail(tcb: TCB, seq: int, ack: int, window: int, acked: bool, dup: bool,
-              sack_news: bool, delivered: int) -> None:
-    """The fifth check's end (after SND.UNA moved, or did not): the send
-    window, a loss probe's outcome, SACK recovery, the timers."""
-    # Window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (= and WL2 =< SEG.ACK)).
+def _update_window(tcb: TCB, seq: int, ack: int, window: int) -> None:
+    """The send window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ, or =
+    and SND.WL2 =< SEG.ACK); a window reopened ends the persist timer.
+    (_predicted has it inline.)"""
     if tcb.snd_wl1 < seq or (tcb.snd_wl1 == seq and tcb.snd_wl2 <= ack):
         if window != tcb.snd_wnd:
             tcb.snd_wnd = window
@@ -902,6 +891,13 @@ def _ack_tail(tcb: TCB, seq: int, ack: int, window: int, acked: bool, dup: bool,
             if tcb.persist_timer is not None and tcb.persist_timer.active:
                 stop_persist(tcb)
                 tcb.backoff = 0
+
+
+def _ack_tail(tcb: TCB, seq: int, ack: int, window: int, acked: bool, dup: bool,
+              sack_news: bool, delivered: int) -> None:
+    """The fifth check's end (after SND.UNA moved, or did not): the send
+    window, a loss probe's outcome, SACK recovery, the timers."""
+    _update_window(tcb, seq, ack, window)
     if tcb.tlp_high_seq:
         rack.process_tlp_ack(tcb, ack, acked or sack_news)
     waiting = False

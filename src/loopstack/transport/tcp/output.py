@@ -96,24 +96,8 @@ def _send_syn_record(tcb: TCB, flags: int, synack: bool, peer_ts: bool, peer_sac
     if use_ws:
         seg.wscale = tcb.rcv_wscale
     _count_sent(tcb, flags, b"")
-    # (IPv4.output_record, Loopback.transmit_record)
-    ip = tcp.ipv4
-    mib = ip.mib
-    mib["OutRequests"] += 1
-    ident = ip._ident = (ip._ident + 1) & 0xFFFF  # (IPv4.next_ident)
-    ttl = tcb.ttl
-    total = 20 + hdr_len
-    iface = rt.iface
-    rec = Record(iface, rt.src, rt.dst, PROTO_TCP, ip.default_ttl if ttl is None else ttl, ident,
-                 total, seg, build_segment, ip.input_record, ip.record_bytes)
-    mib["OutTransmits"] += 1
-    ip.mib_ext["OutOctets"] += total
-    stats = iface.stats
-    stats.tx_packets += 1
-    stats.tx_bytes += total
-    stats.rx_packets += 1
-    stats.rx_bytes += total
-    iface._rx_handler(None, rec)  # type: ignore[arg-type]  # (the stack's _netif_rx)
+    # (It fits and lo carries records, both checked above: IP takes it.)
+    tcp.ipv4.output_record(rt, PROTO_TCP, hdr_len, tcb.ttl, seg, build_segment)
     return True
 
 
