@@ -254,14 +254,20 @@ def tcp_rtt(net: Net, dur: float) -> dict[str, Any]:
 
 def tcp_conn(net: Net, dur: float) -> dict[str, Any]:
     lst, addr = net.listener()
-    stop = False
+    # The server thread stops after the last connection the main thread makes:
+    # `last` is set before that connection, and the count (not a flag alone)
+    # decides, so a flag seen late for an earlier connection cannot make the
+    # server leave the final one unaccepted (which hung the main thread's recv).
+    last = 0
 
     def server() -> None:
         accept = lst.accept
+        accepted = 0
         while True:
             s, _ = accept()
             s.close()
-            if stop:
+            accepted += 1
+            if accepted == last:
                 return
 
     t = threading.Thread(target=server)
@@ -286,7 +292,7 @@ def tcp_conn(net: Net, dur: float) -> dict[str, Any]:
         n += 1
     dt = clock() - t0
     after = net.counters()
-    stop = True
+    last = 20 + n + 1
     one()
     t.join()
     lst.close()
