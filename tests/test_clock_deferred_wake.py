@@ -81,10 +81,13 @@ def test_timers_armed_and_cancelled_in_one_operation_wake_nobody() -> None:
     loss-probe timers within single operations: with the deferral the clock
     thread is woken far less often than without it (about five times a
     connection)."""
-    before = _wakeups(deferred=False)
     after = _wakeups(deferred=True)
-    assert before >= 100  # the old way: at least one per connection
-    assert after < before / 4
+    # The old way (deferral off: `_wakeups(deferred=False)`) wakes the thread
+    # 2-5 times a connection on this machine (200-500 for these 100); under
+    # load it varies widely (17 was seen), so it is not a baseline to divide
+    # by. The deferral's claim holds at any load: well under one wake-up per
+    # connection (0 on a quiet machine; up to ~30 seen with two CPU hogs).
+    assert after < 50
 
 
 def test_a_timer_armed_outside_an_operation_wakes_at_once() -> None:

@@ -321,3 +321,76 @@ def test_hand_off_eventfds_are_kept_out_of_the_programs_numbers() -> None:
         cond.wait(0.001, True)
     fds = [p.fd for p in clock._PARKERS if p.fd >= 0]
     assert fds and min(fds) >= clock._descriptor_floor > 0
+
+
+def test_an_untimed_hand_off_wait_parks_again_after_a_late_wake_up() -> None:
+    """The hand-off wait with no time limit reads its eventfd in
+    Condition.wait itself (Parker.park, inline): a wake-up left over from
+    the parker's earlier use ends that read, and the wait parks again."""
+    parker = clock._PARKERS.pop() if clock._PARKERS else Parker()
+    parker.prepare(True)  # its eventfd made: the next wait prepares it inline
+    parker.wake()
+    clock._PARKERS.append(parker)
+    cond = Condition(StackLock())
+    woken: list[bool] = []
+
+    def waiter() -> None:
+        with cond:
+            woken.append(cond.wait(None, True))
+
+    t = start(waiter)
+    until(waiting(cond, 1))
+    with cond:
+        assert cond._waiters[0] is parker and parker._handoff
+    time.sleep(0.05)
+    assert not woken and t.is_alive()  # the stale wake-up did not end the wait
+    with cond:
+        cond.notify()
+    t.join(5)
+    assert woken == [True]
+    assert clock._PARKERS[-1] is parker  # handed back
+
+
+def test_a_recv_waiting_as_a_hand_off_ends_when_its_object_closes() -> None:
+    """A blocking recv on an interactive connection parks the hand-off way
+    with a readiness predicate that is also true once the socket object is
+    closed (stream.py, socket.py _wait ``closes``): closing the object ends
+    the wait with EBADF, and data still reach another object of it."""
+    import errno
+    import socket
+
+    import loopstack
+
+    stack = loopstack.Stack()
+    try:
+        lst = stack.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(1)
+        client = stack.socket()
+        client.connect(lst.getsockname())
+        conn, _ = lst.accept()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)  # pingpong mode
+        assert conn._tcb.pingpong >= 1
+        other = conn.dup()
+        errors: list[int | None] = []
+
+        def receive() -> None:
+            try:
+                conn.recv(10)
+            except OSError as e:
+                errors.append(e.errno)
+
+        t = start(receive)
+        until(waiting(conn._cond, 1))
+        with conn._cond:
+            assert conn._cond._waiters[0]._handoff  # parked the hand-off way
+        conn.close()  # this object only
+        t.join(5)
+        assert not t.is_alive() and errors == [errno.EBADF]
+        client.sendall(b"x")
+        other.settimeout(5)
+        assert other.recv(10) == b"x"
+        for s in (other, client, lst):
+            s.close()
+    finally:
+        stack.close()

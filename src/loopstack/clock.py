@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from functools import partial
 from operator import methodcaller
+from os import read as _read
 from queue import Empty, SimpleQueue
 from select import POLLIN, poll
 from select import select as _select
@@ -260,7 +261,11 @@ class Condition(threading.Condition):
         if timeout is not None and timeout <= 0:
             return False  # (no one could have notified it: the lock was never let go)
         parker = _PARKERS.pop() if _PARKERS else Parker()
-        parker.prepare(handoff)
+        if handoff and parker._write is not None:  # (prepare, inline: its eventfd is made)
+            parker.wake = parker._write
+            parker._handoff = True
+        else:
+            parker.prepare(handoff)
         waiters = self._waiters
         if waiters is _NO_WAITERS:
             waiters = self._waiters = deque()
@@ -276,7 +281,11 @@ class Condition(threading.Condition):
                 try:
                     if owed is not None:
                         wake_all(owed)
-                    parker.park(None if deadline is None else max(0.0, deadline - _monotonic()))
+                    if deadline is None and parker._handoff:
+                        _read(parker.fd, 8)  # (park, inline: a hand-off with no time limit)
+                    else:
+                        parker.park(None if deadline is None
+                                    else max(0.0, deadline - _monotonic()))
                 finally:
                     lock._acquire_restore(saved)
                 if parker not in waiters:

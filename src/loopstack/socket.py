@@ -727,11 +727,13 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 set_nonblocking(fd, timeout is not None)
 
     def _wait(self, ready: Callable[[], bool], flags: int, sending: bool = False,
-              handoff: bool = False) -> None:
+              handoff: bool = False, closes: bool = False) -> None:
         """Block (lock held) until ``ready()`` as the socket's mode says. A
         blocking socket waits for SO_RCVTIMEO (SO_SNDTIMEO when ``sending``)
         at most, and then says EAGAIN, as the kernel's call does.
-        ``handoff``: a wait for an answer (Stack.wait_for)."""
+        ``handoff``: a wait for an answer (Stack.wait_for). ``closes``:
+        ``ready()`` is also true once the socket is closed (else a wrapper
+        adds that, a frame more at each look)."""
         if ready():
             return
         timeout = self._timeout
@@ -744,8 +746,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 if limit == 0:
                     raise error(errno.EAGAIN)  # a negative time was set: no wait at all
                 timeout = limit / HZ
-        if not self._stack.wait_for(self._cond, lambda: ready() or self._closed, timeout,
-                                    handoff):
+        if not self._stack.wait_for(self._cond, ready if closes else
+                                    lambda: ready() or self._closed, timeout, handoff):
             if limit is not None:
                 raise error(errno.EAGAIN)
             raise _timeout()

@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .clock import (
+    _WAKE,  # (clock.wake_all's methodcaller, inline in _Operation.__exit__)
     Clock,
     Condition,
     Quiescence,
@@ -33,7 +34,6 @@ from .clock import (
     StackLock,
     VirtualClock,
     set_descriptor_floor,
-    wake_all,
 )
 from .ip.addr import (
     AF_INET,
@@ -147,7 +147,7 @@ class _Operation:
             if wakes and not lock.depth:
                 lock.wakes = []
                 lock.release()
-                wake_all(wakes)
+                deque(map(_WAKE, wakes), 0)  # (wake_all, inline)
             else:
                 lock.release()
 

@@ -405,31 +405,33 @@ class StreamSocket(Socket):
 
     def sendall(self, data: Any, flags: int = 0) -> None:
         """As CPython's sock_sendall: send() until done; a timeout bounds the whole call."""
-        view = c_buffer(data)
+        try:  # (c_buffer, inline: every send of a two-thread exchange comes here)
+            view = memoryview(data).cast("B")
+        except TypeError:
+            raise TypeError("a bytes-like object is required, not "
+                            f"'{type(data).__name__}'") from None
         try:
-            self._sendall(view, flags)
+            with self._stack.locked:
+                if self._closed:  # (_check_tcb)
+                    raise error(errno.EBADF)
+                clock = self._stack.clock
+                deadline = None if not self._timeout else clock.now() + self._timeout
+                block = self._timeout is None and not flags & MSG_DONTWAIT
+                sent = 0
+                while True:
+                    if deadline is not None:
+                        remaining = deadline - clock.now()
+                        if remaining <= 0 or not self._stack.wait_for(
+                                self._cond, lambda: self._closed or self._writable(), remaining):
+                            raise TimeoutError("timed out")
+                        if self._closed:
+                            raise error(errno.EBADF)
+                    sent += self._send_once(view[sent:] if sent else view, block,
+                                            bool(flags & MSG_OOB))
+                    if sent >= len(view):
+                        return
         finally:
             view.release()  # (as send's)
-
-    def _sendall(self, view: memoryview, flags: int) -> None:
-        with self._stack.locked:
-            if self._closed:  # (_check_tcb)
-                raise error(errno.EBADF)
-            clock = self._stack.clock
-            deadline = None if not self._timeout else clock.now() + self._timeout
-            block = self._timeout is None and not flags & MSG_DONTWAIT
-            sent = 0
-            while True:
-                if deadline is not None:
-                    remaining = deadline - clock.now()
-                    if remaining <= 0 or not self._stack.wait_for(
-                            self._cond, lambda: self._closed or self._writable(), remaining):
-                        raise TimeoutError("timed out")
-                    if self._closed:
-                        raise error(errno.EBADF)
-                sent += self._send_once(view[sent:], block, bool(flags & MSG_OOB))
-                if sent >= len(view):
-                    return
 
     def sendto(self, data: Any, flags_or_address: Any, address: Any = None) -> int:
         flags = 0 if address is None else flags_or_address
@@ -476,6 +478,7 @@ class StreamSocket(Socket):
             want = n if flags & MSG_WAITALL and not peek and self._timeout is None else 1
 
             def ready() -> bool:
+                # (also true once the socket is closed: _wait's ``closes``)
                 if t.urg_data:  # reads stop at the urgent mark (tcp_recvmsg_locked)
                     avail = tcp.recv_avail(t)
                     if avail >= want or 0 < avail < t.rcvq.size:
@@ -483,14 +486,15 @@ class StreamSocket(Socket):
                 elif t.rcvq.size >= want:
                     return True
                 return t.fin_received or t.so_error != 0 or t.shut_rd \
-                    or self._state(t) == State.CLOSED
+                    or t.state == State.CLOSED or t.state == State.TIME_WAIT \
+                    or self._closed  # (_state(t) == CLOSED, inline)
             # After the poll the call itself does not wait; nor when enough is
             # queued (ready()'s first answer, without the call).
             if not self._timeout and (t.urg_data or t.rcvq.size < want):
                 try:
                     # An interactive connection (Linux's pingpong: it answers
                     # what it receives) waits for an answer: a hand-off.
-                    self._wait(ready, flags, False, t.pingpong >= PINGPONG_THRESH)
+                    self._wait(ready, flags, False, t.pingpong >= PINGPONG_THRESH, True)
                 except BlockingIOError:
                     if not t.rcvq or not tcp.recv_avail(t):
                         raise  # (MSG_DONTWAIT | MSG_WAITALL returns what there is)
