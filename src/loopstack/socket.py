@@ -259,6 +259,10 @@ def parse_timeout(value: Any) -> float | None:
     return float(ns // _NS) if ns % _NS == 0 else ns / 1e9
 
 
+_FAMILIES: dict[int, _socket.AddressFamily] = {
+    AF_INET: _socket.AddressFamily.AF_INET, AF_INET6: _socket.AddressFamily.AF_INET6}
+
+
 def _enum(kind: Any, value: int) -> Any:
     """socket.py's _intenum_converter: the enum member, or the plain int."""
     try:
@@ -375,16 +379,40 @@ def udplite(stack: Stack) -> UDP:
     return lite
 
 
+class SocketTable(dict):  # type: ignore[type-arg]
+    """A stack's socket objects, by ``id``: each held by a weak reference (an
+    unclosed socket is closed when it is collected, as a kernel socket is).
+    Unlike a ``weakref.WeakValueDictionary``, putting an object in and
+    taking it out (``pop``) runs no Python code: an object leaves when it
+    is closed (``_let_go``; a collected one is closed first, ``__del__``),
+    so the reference's callback only tidies up after one that was not.
+    ``values()`` gives the live objects."""
+
+    def values(self) -> list[Socket]:  # type: ignore[override]
+        live = []
+        for ref in dict.values(self):
+            sock = ref()
+            if sock is not None:
+                live.append(sock)
+        return live
+
+    def _gone(self, ref: weakref.ref[Socket]) -> None:
+        """A registered object was collected while still registered."""
+        for key, held in list(self.items()):
+            if held is ref:
+                del self[key]
+
+
 def _register(stack: Stack, sock: Socket) -> None:
-    """Put ``sock`` in the stack's table of socket objects. The table must
-    not keep an object alive (an unclosed socket is closed when it is
-    collected, as a kernel socket is): a weak table replaces the plain one
-    the stack starts with."""
+    """Put ``sock`` in the stack's table of socket objects (a SocketTable
+    replaces the plain dict the stack starts with)."""
     table: Any = stack._sockets
-    if type(table) is dict:
-        table = weakref.WeakValueDictionary(table)
+    if type(table) is not SocketTable:
+        table = SocketTable()
+        for key, held in stack._sockets.items():
+            table[key] = weakref.ref(held, table._gone)
         stack._sockets = table
-    table[id(sock)] = sock
+    table[id(sock)] = weakref.ref(sock, table._gone)
 
 
 def find_descriptor(fd: int) -> Socket | None:
@@ -530,7 +558,7 @@ class Socket(_socket.socket, metaclass=_Implementation):
         if family not in (AF_INET, AF_INET6):
             raise error(errno.EAFNOSUPPORT)
         self._stack = stack
-        self._family = _socket.AddressFamily(family)
+        self._family = _FAMILIES[family]  # (AddressFamily(family): checked above)
         self._kind = kind
         self._proto = proto  # as given, like socket.socket().proto; SO_PROTOCOL tells the truth
         self._timeout = _socket.getdefaulttimeout()
@@ -816,10 +844,11 @@ class Socket(_socket.socket, metaclass=_Implementation):
             # "I": an unsigned int, masked, no overflow check.
             flowinfo = c_index(address[2]) & 0xFFFFFFFF if len(address) > 2 else 0
             scope = c_index(address[3]) & 0xFFFFFFFF if len(address) > 3 else 0
-        try:
-            port = c_int(port)
-        except OverflowError:
-            port = -1  # CPython words any overflow of the port as its range
+        if type(port) is not int:  # (an int is its own c_int, or out of range below)
+            try:
+                port = c_int(port)
+            except OverflowError:
+                port = -1  # CPython words any overflow of the port as its range
         if not 0 <= port <= 65535:
             raise OverflowError(f"{what}(): port must be 0-65535.")
         if flowinfo > 0xFFFFF:
@@ -1268,7 +1297,8 @@ class Socket(_socket.socket, metaclass=_Implementation):
                 return
             stale = self._fd >= 0 and self._fd not in self._fd_owners \
                 and self._fd not in _RESERVED
-            if self._let_go() and not self._outlived():
+            # (_outlived's first test inline: no descriptor was ever made)
+            if self._let_go() and not (self._efd is not None and self._outlived()):
                 efd = self._close_socket()
         if efd is not None:
             efd.close()
@@ -1302,8 +1332,10 @@ class Socket(_socket.socket, metaclass=_Implementation):
         if rec is not None and rec.refs and not self._stack._closed:
             self._hand_over()
         self._closed = True
-        self._cond.notify_all()
-        self._stack._unregister(self)
+        cond = self._cond
+        if cond._waiters:  # (nobody waits: no calls)
+            cond.notify_all()
+        self._stack._sockets.pop(id(self), None)  # (Stack._unregister)
         fd, self._fd = self._fd, -1
         owners = self._fd_owners
         number = _HOLDER_FD.pop(id(self), None) if _HOLDER_FD else None

@@ -760,9 +760,6 @@ class Stack:
             return stream(self, family, type, proto)  # type: ignore[no-any-return]
         return Socket(self, family, type, proto)
 
-    def _register(self, sock: Socket) -> None:
-        self._sockets[id(sock)] = sock
-
     def _unregister(self, sock: Socket) -> None:
         self._sockets.pop(id(sock), None)
 

@@ -230,7 +230,11 @@ class StreamSocket(Socket):
                 raise error(errno.EINVAL)
             lst = t._listen_state
             if lst is None or not lst.accept_queue:  # (_wait's first answer, without it)
-                self._wait(lambda: bool(t.listen_state.accept_queue) or not t.listening, 0)
+                # A hand-off: the connecting thread that wakes this one
+                # lets go of the GIL as it does, as accept(2) is woken
+                # inside connect(2)'s system call (clock.py, Parker).
+                self._wait(lambda: bool(t.listen_state.accept_queue) or not t.listening, 0,
+                           False, True)
                 if not t.listening:
                     raise error(errno.EINVAL)  # shut down while we waited
             child = self._stack.tcp.accept(t)
@@ -670,7 +674,9 @@ class StreamSocket(Socket):
         t.wake = _nothing
         if t.state == State.CLOSED:
             self._stack.tcp.destroy(t)
-        self._cond.notify_all()
+        cond = self._cond
+        if cond._waiters:  # (nobody waits: no calls)
+            cond.notify_all()
         self.__dict__.pop("_core", None)
         return self._forget_readiness()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Protocol
 
 from ..ip.addr import V4_ANY, V6_ANY
@@ -72,6 +72,9 @@ def addresses_overlap(a: Bound, b: Bound) -> bool:
     return a6 is not None and b6 is not None and (a6 == V6_ANY or b6 == V6_ANY or a6 == b6)
 
 
+_EMPTY: dict[Bound, None] = {}
+
+
 def in_use() -> OSError:
     return OSError(errno.EADDRINUSE, os.strerror(errno.EADDRINUSE))
 
@@ -83,7 +86,10 @@ class PortTable:
     def __init__(self, rng: random.Random, *, tcp: bool) -> None:
         self._rng = rng
         self._tcp = tcp
-        self.by_port: dict[int, list[Bound]] = {}
+        # port -> its bound sockets, in the order they were bound (a dict
+        # used as an ordered set: a busy server's port holds every
+        # TIME-WAIT connection it accepted, and one leaves in O(1)).
+        self.by_port: dict[int, dict[Bound, None]] = {}
         self.low = EPHEMERAL_LOW
         self.high = EPHEMERAL_HIGH
 
@@ -105,8 +111,16 @@ class PortTable:
         elif self.conflicts(s, port):
             raise in_use()
         s.local_port = port
-        self.by_port.setdefault(port, []).append(s)
+        self.add(s, port)
         return port
+
+    def add(self, s: Bound, port: int) -> None:
+        """Put ``s`` (its port already chosen and checked) in ``port``'s bucket."""
+        bucket = self.by_port.get(port)
+        if bucket is None:
+            self.by_port[port] = {s: None}
+        else:
+            bucket[s] = None
 
     def pick(self, s: Bound, *, odd_first: bool = True) -> int:
         """A free ephemeral port from a random start. TCP tries one parity
@@ -133,12 +147,14 @@ class PortTable:
     def unbind(self, s: Bound) -> None:
         bucket = self.by_port.get(s.local_port)
         if bucket and s in bucket:
-            bucket.remove(s)
+            del bucket[s]
             if not bucket:
                 del self.by_port[s.local_port]
 
-    def at(self, port: int) -> list[Bound]:
-        return self.by_port.get(port, [])
+    def at(self, port: int) -> Collection[Bound]:
+        """The sockets bound to ``port``, in the order they were bound (do
+        not bind or unbind while iterating over it)."""
+        return self.by_port.get(port, _EMPTY).keys()
 
     def __iter__(self) -> Iterator[Bound]:
         for bucket in self.by_port.values():

@@ -480,7 +480,7 @@ class UDP:
         if dst[0] & 0xF0 == 0xE0:  # multicast: the byte way
             pass
         elif socks is not None and len(socks) == 1:  # _lookup of one socket, inlined
-            one = socks[0]
+            one, = socks
             assert isinstance(one, UdpSock)
             if self._score(one, src, sport, dst) >= 0:
                 s = one

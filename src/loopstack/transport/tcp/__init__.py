@@ -173,7 +173,7 @@ class TCP:
             if lst.tcb.state != State.LISTEN:
                 self.abort(tcb)
                 return False
-            if lst.accept_queue_full:
+            if len(lst.accept_queue) > lst.backlog:  # (accept_queue_full)
                 # Linux drops the ACK (ListenOverflows) and the SYN-ACK will be resent.
                 self.ext["ListenOverflows"] += 1
                 self.ext["ListenDrops"] += 1
@@ -421,7 +421,9 @@ class TCP:
         chosen = best[0]
         if len(best) > 1:
             chosen = best[self.rng.randrange(len(best))]  # SO_REUSEPORT spreads connections
-        return chosen.listen_state
+        lst = chosen._listen_state  # (listen_state: set for every listening block)
+        assert lst is not None
+        return lst
 
     def _listen_input(self, lst: Listener, pkt: Inbound, seg: Segment,
                       iss: int | None = None) -> None:
@@ -448,7 +450,7 @@ class TCP:
         if not flags & SYN:
             return
         ltcb = lst.tcb
-        if lst.accept_queue_full:
+        if len(lst.accept_queue) > lst.backlog:  # (accept_queue_full)
             self.ext["ListenOverflows"] += 1
             self.ext["ListenDrops"] += 1
             return
@@ -456,7 +458,7 @@ class TCP:
             rt = (self.ipv4 if len(pkt.src) == 4 else self.ipv6).route_output(pkt.src, pkt.dst)
         except OSError:
             return
-        if lst.syn_queue_full:
+        if len(lst.syn_queue) >= max(lst.backlog, 1):  # (syn_queue_full)
             if not self.syncookies:
                 self.ext["ListenDrops"] += 1
                 return
@@ -737,7 +739,7 @@ class TCP:
                 if clash:
                     continue
                 tcb.local_port = port
-                ports.by_port.setdefault(port, []).append(tcb)
+                ports.add(tcb, port)
                 tcb.bound = True
                 tcb.autobound = True
                 return
@@ -747,7 +749,7 @@ class TCP:
         lst = tcb.listen_state
         child = lst.pop()
         if child is not None:
-            self.ports.by_port.setdefault(child.local_port, []).append(child)
+            self.ports.add(child, child.local_port)
             child.bound = True
         return child
 
@@ -922,7 +924,7 @@ class TCP:
         if state in (State.CLOSED, State.SYN_SENT):
             self.destroy(tcb)
             return
-        if tcb.rcvq and state not in (State.TIME_WAIT,):
+        if tcb.rcvq.size and state not in (State.TIME_WAIT,):  # (ByteQueue.__bool__)
             # RFC 2525 / RFC 9293: unread data means the peer must know: RST.
             self.ext["TCPAbortOnClose"] += 1
             self.abort(tcb)

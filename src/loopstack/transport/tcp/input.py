@@ -767,7 +767,9 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
             _receive(tcb, seg, seq, data, bool(flags & FIN))
         elif data:
             pass  # CLOSE_WAIT, CLOSING, LAST_ACK: the peer already sent FIN; ignore
-    output(tcb)
+    # (output's first test: nothing queued beyond what is sent, no FIN)
+    if tcb.snd_nxt < tcb.snd_base + tcb.sndq.size or tcb.fin_queued:
+        output(tcb)
     if tcb.ack_pending and tcb.state != State.CLOSED:
         ack_snd_check(tcb)
     tcb.ack_now = False

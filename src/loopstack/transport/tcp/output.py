@@ -90,7 +90,8 @@ def _send_syn_record(tcb: TCB, flags: int, synack: bool, peer_ts: bool, peer_sac
                   min(tcb.rcv_wnd, MAX_WINDOW), memoryview(b""), tcb.advmss)
     seg.hdr_len = hdr_len
     if use_ts:
-        seg.tsval = ts_now(tcb) if tsval is None else tsval
+        seg.tsval = ((tcp.clock.now_ns() // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF
+                     if tsval is None else tsval)  # (ts_now)
         seg.tsecr = tcb.ts_recent if synack else 0
     seg.sack_ok = use_sack
     if use_ws:

@@ -283,13 +283,31 @@ def enter_time_wait(tcb: TCB) -> None:
         tcp.destroy(tcb)
         return
     tcb.state = State.TIME_WAIT
-    tcb.tcp.on_state(tcb)
+    tcp.on_state(tcb)
     for t in (tcb.rto_timer, tcb.delack_timer, tcb.persist_timer, tcb.keepalive_timer,
               tcb.finwait2_timer):
         if t is not None and t.active:  # (_stop)
             t.cancel()
+    # A TIME-WAIT connection lives on for a minute (Linux keeps only a
+    # mini-socket): the timers it no longer needs are let go (one armed
+    # again is made anew), so what it keeps is less for the garbage
+    # collector to walk. An orphan's FIN-WAIT-2 timer becomes its TIME-WAIT
+    # timer (its callback swapped under the clock's lock, where the clock
+    # reads it: one already taken to fire is on_finwait2, which leaves
+    # TIME-WAIT alone, and the timer is pushed again); moved later than its
+    # heap entry, only its deadline moves.
+    tcb.rto_timer = tcb.delack_timer = tcb.persist_timer = tcb.keepalive_timer = None
     tcb.last_invalid_ack_ns = -(1 << 62)  # tcp_time_wait: tw_last_oow_ack_time = 0
-    _arm(tcb, "timewait_timer", tcb.tcp.timewait_ns, on_timewait)
+    timer = tcb.finwait2_timer
+    if timer is not None and tcb.timewait_timer is None:
+        tcb.finwait2_timer = None
+        tcb.timewait_timer = timer
+        clock = tcp.clock
+        with clock._lock:
+            timer._callback = partial(on_timewait, tcb)
+        timer.reschedule(clock.now_ns() + tcp.timewait_ns)
+        return
+    _arm(tcb, "timewait_timer", tcp.timewait_ns, on_timewait)
 
 
 def restart_time_wait(tcb: TCB) -> None:
