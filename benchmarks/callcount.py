@@ -17,6 +17,11 @@ from Python. Only events inside the measured window count.
   end, echo, recv).
 - aio: asyncio streams under ``loopstack.patch()`` with ``asyncio.run``,
   1-byte ping-pong, TCP_NODELAY.
+- aio_vt: the same ping-pong under ``loopstack.aio.run`` (virtual time); the
+  kernel side is asyncio.run on the kernel's sockets, as issue10.py's
+  aio_vt_rtt.
+- aio_bulk: asyncio streams under ``patch()``, 64 KiB ``write`` + ``drain``
+  (issue10.py's aio_bulk); calls per 64 KiB written, the reader included.
 - conn: one connection in one thread: connect, accept, the server's end
   closes, the client reads EOF and closes (issue10.py's tcp_conn without
   its server thread); calls per connection.
@@ -54,7 +59,8 @@ from _common import loadavg  # noqa: E402
 import loopstack  # noqa: E402
 
 HOST = "127.0.0.1"
-WORKLOADS = ("bulk", "rtt_threads", "rtt_single", "aio", "conn", "aio_conn")
+WORKLOADS = ("bulk", "rtt_threads", "rtt_single", "aio", "aio_vt", "aio_bulk", "conn",
+             "aio_conn")
 
 
 # -- counting -------------------------------------------------------------------------
@@ -336,6 +342,66 @@ def aio(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
     return out
 
 
+async def _aio_bulk(n: int, window: Callable[[bool], None], stack: Any) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[int] = loop.create_future()
+
+    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        got = 0
+        while True:
+            d = await r.read(1 << 20)
+            if not d:
+                break
+            got += len(d)
+        finished.set_result(got)
+        w.close()
+
+    server = await asyncio.start_server(handle, HOST, 0)
+    port = server.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection(HOST, port)
+    w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    data = bytes(64 << 10)
+    for _ in range(20):
+        w.write(data)
+        await w.drain()
+    seg0 = _segments(stack)
+    window(True)
+    for _ in range(n):
+        w.write(data)
+        await w.drain()
+    window(False)
+    segs = _segments(stack) - seg0
+    w.write_eof()
+    if await finished != (n + 20) * len(data):
+        raise AssertionError("bytes lost")
+    w.close()
+    await w.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return {"units": n, "segments": segs if stack is not None else None}
+
+
+def aio_bulk(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
+    if side == "kernel":
+        return asyncio.run(_aio_bulk(n, window, None))
+    with loopstack.patch() as stack:
+        return asyncio.run(_aio_bulk(n, window, stack))
+
+
+def aio_vt(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
+    if side == "kernel":
+        return asyncio.run(_aio_pingpong(n, window, None))
+    import loopstack.aio
+
+    stack = loopstack.Stack(clock="virtual")
+    try:
+        out = loopstack.aio.run(_aio_pingpong(n, window, stack), stack=stack)
+    finally:
+        stack.close()
+    assert out["socket_module"].startswith("loopstack"), out
+    return out
+
+
 def conn(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any]:
     stack, make = _make(side)
     lst = make(socket.AF_INET, socket.SOCK_STREAM)
@@ -403,9 +469,10 @@ def aio_conn(side: str, n: int, window: Callable[[bool], None]) -> dict[str, Any
 
 RUNNERS: dict[str, Callable[[str, int, Callable[[bool], None]], dict[str, Any]]] = {
     "bulk": bulk, "rtt_threads": rtt_threads, "rtt_single": rtt_single, "aio": aio,
-    "conn": conn, "aio_conn": aio_conn}
+    "aio_vt": aio_vt, "aio_bulk": aio_bulk, "conn": conn, "aio_conn": aio_conn}
 UNIT = {"bulk": "segment", "rtt_threads": "round trip", "rtt_single": "round trip",
-        "aio": "round trip", "conn": "connection", "aio_conn": "connection"}
+        "aio": "round trip", "aio_vt": "round trip",
+        "aio_bulk": "64 KiB write", "conn": "connection", "aio_conn": "connection"}
 
 
 def count(workload: str, side: str, n: int, detail: bool) -> dict[str, Any]:

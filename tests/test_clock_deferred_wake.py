@@ -81,13 +81,20 @@ def test_timers_armed_and_cancelled_in_one_operation_wake_nobody() -> None:
     loss-probe timers within single operations: with the deferral the clock
     thread is woken far less often than without it (about five times a
     connection)."""
-    after = _wakeups(deferred=True)
-    # The old way (deferral off: `_wakeups(deferred=False)`) wakes the thread
-    # 2-5 times a connection on this machine (200-500 for these 100); under
-    # load it varies widely (17 was seen), so it is not a baseline to divide
-    # by. The deferral's claim holds at any load: well under one wake-up per
-    # connection (0 on a quiet machine; up to ~30 seen with two CPU hogs).
-    assert after < 50
+    # On a quiet machine the old way (deferral off) wakes the thread 2-5
+    # times a connection (200-500 for these 100) and the deferral ~0. Under
+    # load both move (the old way was once seen at 17, the deferral at 62,
+    # when timers fired between slowed operations), so the two are measured
+    # back to back, up to three times: the deferral must save at least half
+    # in one of them; a deferral that saves nothing fails all three.
+    seen = []
+    for _ in range(3):
+        before = _wakeups(deferred=False)
+        after = _wakeups(deferred=True)
+        seen.append((before, after))
+        if after * 2 < before:
+            return
+    raise AssertionError(f"(wake-ups without, with the deferral) x3: {seen}")
 
 
 def test_a_timer_armed_outside_an_operation_wakes_at_once() -> None:

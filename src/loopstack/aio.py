@@ -28,56 +28,57 @@ from __future__ import annotations
 import asyncio
 import selectors
 import socket as _socket
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
+from functools import partial
 from typing import Any, TypeVar, TypeVarTuple
 
 from .clock import VirtualClock
 from .patch import patch
-from .selector import StackSelector
+from .selector import _REAL_POLL_NS, StackSelector
 from .stack import _MOVED, _NOTHING, Stack
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
 
 
-class VirtualTimeSelector(selectors.BaseSelector):
-    """A real selector (it watches the sockets' descriptors) that, instead
-    of sleeping, moves the stack's virtual clock."""
-
-    in_process_readiness = True  # (its StackSelector's: socket.py, fileno)
+class VirtualTimeSelector(StackSelector):
+    """The in-process selector of selector.py (loopstack sockets' readiness
+    learned in-process, real descriptors by epoll) that, instead of
+    sleeping, moves the stack's virtual clock."""
 
     def __init__(self, stack: Stack, busy: Callable[[], bool] = lambda: False) -> None:
         if not isinstance(stack.clock, VirtualClock):
             raise ValueError("virtual-time asyncio needs Stack(clock='virtual')")
+        super().__init__()
         self._stack = stack
         self._clock: VirtualClock = stack.clock
-        # Loopstack sockets' readiness learned in-process, the rest by epoll
-        # (selector.py).
-        self._real = StackSelector()
         self._busy = busy  # True while threads work for the loop
         self.wake: Callable[[], None] = lambda: None  # the loop's, from any thread
 
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.register(fileobj, events, data)
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        return self._real.unregister(fileobj)
-
-    def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        return self._real.modify(fileobj, events, data)
-
-    def get_map(self) -> Any:
-        return self._real.get_map()
-
     def close(self) -> None:
         self._stack._loop_done()
-        self._real.close()
+        super().close()
 
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        events = self._real.select(0)
-        if events or timeout == 0:
-            return events
+    def _look(self, timeout: float | None) -> list[tuple[selectors.SelectorKey, int]]:
+        """StackSelector's select with the real descriptors always looked at."""
+        ready = self._ready_now() if self._candidates else []
+        return StackSelector._select_real(self, ready, 0 if ready else timeout,
+                                          time.monotonic_ns())
+
+    # StackSelector.select's look at loopstack sockets comes first; this is
+    # its second part: a loop with nothing ready that would wait (timeout
+    # other than 0) moves virtual time instead.
+    def _select_real(self, ready: list[tuple[selectors.SelectorKey, int]],
+                     timeout: float | None, now_real: int
+                     ) -> list[tuple[selectors.SelectorKey, int]]:
+        if timeout == 0:
+            return StackSelector._select_real(self, ready, 0, now_real)
+        if not self._mine or now_real - self._last_real_poll >= _REAL_POLL_NS:
+            events = StackSelector._select_real(self, ready, 0, now_real)
+            if events:
+                return events
         clock = self._clock
         now = clock.now_ns()
         limit = None if timeout is None else now + _ceil_ns(timeout)
@@ -86,24 +87,24 @@ class VirtualTimeSelector(selectors.BaseSelector):
             # Threads are working for the loop: give them real time, up to
             # the jump we would make, before making it.
             target = nxt if nxt is not None and (limit is None or nxt <= limit) else limit
-            events = self._real.select(None if target is None else (target - now) / 1e9)
+            events = self._look(None if target is None else (target - now) / 1e9)
             if events:
                 return events
         stack = self._stack
         while True:
             step = stack._drive_loop(limit, self.wake)
             if step == _MOVED:
-                return self._real.select(0)
+                return self._look(0)
             if step == _NOTHING:
                 # Nothing is scheduled anywhere: only another thread or a real
                 # descriptor can wake us (a timer armed meanwhile does).
                 try:
-                    return self._real.select(None)
+                    return self._look(None)
                 finally:
                     stack._loop_woke(self.wake)
             # Other threads of the program are running: give them real time.
             quiet = stack._quiet()
-            events = self._real.select(quiet.window)
+            events = self._look(quiet.window)
             if events:
                 return events
             quiet.waited()
@@ -131,6 +132,10 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         selector.wake = wake
         self.stack = stack
         self._clock_resolution = 1e-9
+        # time() below, with no Python frame (the loop asks once per iteration).
+        self.time = stack.clock.now_seconds  # type: ignore[attr-defined, method-assign]
+        # get_debug() likewise: every Future and Handle made asks it.
+        self.get_debug = partial(getattr, self, "_debug")  # type: ignore[method-assign]
 
     def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T],
                         *args: *Ts) -> asyncio.Future[T]:

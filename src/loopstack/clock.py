@@ -380,8 +380,9 @@ class Clock:
 
     is_virtual: ClassVar[bool]
     # A timer re-armed later than its live heap entry need not tell the
-    # clock's waker (_armed): true where _armed only wakes for an earlier deadline.
-    _later_is_quiet: ClassVar[bool] = False
+    # clock's waker (_armed): true where _armed only wakes for an earlier
+    # deadline (RealClock), or while nobody listens (VirtualClock.on_armed).
+    _later_is_quiet: bool = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -576,16 +577,40 @@ class VirtualClock(Clock):
 
     def __init__(self, start_ns: int = 0) -> None:
         super().__init__()
-        self._now = start_ns
-        self.on_armed: Callback | None = None  # told when a timer is armed (Stack.wait_for)
+        # Now, in ns and in float seconds (loopstack.aio's loop.time), each in
+        # a one-item list that now_ns and now_seconds read with no Python frame.
+        self._cell = [start_ns]
+        self._seconds = [start_ns / NS_PER_SEC]
+        self.now_ns = partial(self._cell.__getitem__, 0)  # type: ignore[method-assign]
+        self.now_seconds: Callable[[], float] = partial(self._seconds.__getitem__, 0)
+        self._on_armed: Callback | None = None
+        self._later_is_quiet = True
+
+    @property
+    def on_armed(self) -> Callback | None:
+        """Told when a timer is armed, while someone waits for that with
+        nothing scheduled (Stack.wait_for); None while nobody does: a timer
+        re-armed later than its heap entry then tells nobody (Timer.reschedule)."""
+        return self._on_armed
+
+    @on_armed.setter
+    def on_armed(self, listener: Callback | None) -> None:
+        self._on_armed = listener
+        self._later_is_quiet = listener is None
 
     def _armed(self, deadline_ns: int) -> None:
-        listener = self.on_armed
+        listener = self._on_armed
         if listener is not None:
             listener()
 
-    def now_ns(self) -> int:
-        return self._now
+    @property
+    def _now(self) -> int:
+        return self._cell[0]
+
+    @_now.setter
+    def _now(self, ns: int) -> None:
+        self._cell[0] = ns
+        self._seconds[0] = ns / NS_PER_SEC
 
     def advance(self, delay_ns: int) -> None:
         """Fire, in deadline order, every timer due within delay_ns, then stop there.

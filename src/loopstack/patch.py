@@ -58,6 +58,7 @@ from typing import Any
 
 from . import sendfile as _sendfile
 from . import tls as _tls
+from .aio_transport import make_socket_transport as _make_socket_transport
 from .clock import RealClock
 from .selector import StackSelector as _StackSelector
 from .socket import (
@@ -286,6 +287,7 @@ def _wrap_socket(self: _ssl.SSLContext, sock: Any, *args: Any, **kwargs: Any) ->
 
 
 _REAL_LOOP_INIT = _BaseSelectorEventLoop.__init__
+_REAL_MAKE_SOCKET_TRANSPORT = _BaseSelectorEventLoop._make_socket_transport  # type: ignore[attr-defined]
 
 
 def _loop_init(self: Any, selector: Any = None) -> None:
@@ -309,6 +311,9 @@ def _install() -> None:
     # readiness in-process (selector.py); selectors.DefaultSelector itself
     # stays the real one.
     _BaseSelectorEventLoop.__init__ = _loop_init  # type: ignore[method-assign]
+    # Their transports of loopstack TCP sockets call the sockets' methods
+    # without the fronts' dispatchers (aio_transport.py).
+    _BaseSelectorEventLoop._make_socket_transport = _make_socket_transport  # type: ignore[attr-defined]
 
 
 def _uninstall() -> None:
@@ -318,6 +323,7 @@ def _uninstall() -> None:
     _ssl.SSLContext.wrap_socket = _REAL_WRAP  # type: ignore[method-assign]
     _sendfile.uninstall()
     _BaseSelectorEventLoop.__init__ = _REAL_LOOP_INIT  # type: ignore[method-assign]
+    _BaseSelectorEventLoop._make_socket_transport = _REAL_MAKE_SOCKET_TRANSPORT  # type: ignore[attr-defined]
 
 
 @contextmanager

@@ -254,26 +254,41 @@ class Readiness:
             if carrier.wait_tcp and not carrier.poked and (readable or writable):
                 carrier.poke()
             return
+        watchers = self._watchers
+        if watchers:  # in-process selectors learn it; the descriptor stays quiet
+            # Only a state that comes on is told: a selector looks at a
+            # socket it found ready again at its next select, and drops it
+            # then if it is no longer ready (level-triggered). (StreamSocket._sync_fd
+            # has this branch inline.)
+            rise = (readable and not self.want_readable) or (
+                writable and not self.want_writable) or (urgent and not self.want_urgent)
+            self.want_readable = readable
+            self.want_writable = writable
+            self.want_urgent = urgent
+            if rise:
+                for changed in watchers:
+                    changed(self)
+            return
         self.want_readable = readable
         self.want_writable = writable
         self.want_urgent = urgent
-        watchers = self._watchers
-        if watchers:  # in-process selectors learn it; the descriptor stays quiet
-            for changed in watchers:
-                changed(self)
-            return
         if self._watched is not _NO_SOCKET:  # (no descriptor yet: make_pair shows it)
             self._apply(readable, writable, urgent)
 
     def watch(self, changed: Callable[[Readiness], None]) -> None:
         """An in-process selector (selector.py) watches this socket: every
-        update calls ``changed(self)``, and the descriptor is no longer kept
+        update that turns a state on (readable, writable or urgent) calls
+        ``changed(self)``, and the descriptor is no longer kept
         in step until the last watcher lets go (no syscall per change)."""
         self._watchers = (*self._watchers, changed)
 
     def unwatch(self, changed: Callable[[Readiness], None]) -> None:
         """The selector lets go; the last one brings the descriptor up to date."""
-        self._watchers = tuple(w for w in self._watchers if w != changed)
+        watchers = self._watchers
+        if len(watchers) == 1 and watchers[0] == changed:  # (the usual: one loop)
+            self._watchers = ()
+        else:
+            self._watchers = tuple(w for w in watchers if w != changed)
         if not self._watchers and self._carrier is None and self._watched.fileno() >= 0:
             self._apply(self.want_readable, self.want_writable, self.want_urgent)
 

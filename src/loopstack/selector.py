@@ -46,7 +46,7 @@ from __future__ import annotations
 import os
 import selectors
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .readiness import Readiness
@@ -55,6 +55,13 @@ from .socket import find_descriptor, implementation, unmade_readiness
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
 _REAL_POLL_NS = 1_000_000  # the real selector is looked at this often while loopstack is busy
+_monotonic_ns = time.monotonic_ns
+
+
+# selectors.SelectorKey(...) is a Python function (namedtuple's __new__);
+# tuple's own makes the same key in C: _new_key(SelectorKey, (fileobj, fd, events, data)).
+_new_key: Callable[[type, tuple[Any, ...]], selectors.SelectorKey] = tuple.__new__
+_Key = selectors.SelectorKey
 
 # The class patch() replaces: selectors.DefaultSelector as the module made it.
 RealDefaultSelector: type[selectors.BaseSelector] = selectors.DefaultSelector
@@ -88,7 +95,7 @@ class StackSelector(selectors.BaseSelector):
         self._real = RealDefaultSelector()
         self._keys: dict[int, selectors.SelectorKey] = {}
         self._mine: dict[int, Readiness] = {}  # fd -> its Readiness (loopstack sockets)
-        self._fd_of: dict[int, int] = {}  # id(Readiness) -> fd registered here
+        self._watchers: dict[int, Callable[[Readiness], None]] = {}  # fd -> what it calls
         # fds to look at in the next select: changed since, or ready last time.
         self._candidates: set[int] = set()
         self._blocked = False
@@ -97,28 +104,46 @@ class StackSelector(selectors.BaseSelector):
         self._real.register(self._wake_fd, _EVENT_READ)
         self._last_real_poll = 0
         self._closed = False
+        self._map = _KeyMap(self._keys)  # (one, as selectors' own: a live view)
 
     # -- registration ------------------------------------------------------------
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
-        fd = selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+        fd = fileobj if type(fileobj) is int and fileobj >= 0 else \
+            selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
         if fd in self._keys:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        key = selectors.SelectorKey(fileobj, fd, events, data)
+        key = _new_key(_Key, (fileobj, fd, events, data))
         rd = _readiness_of(fileobj, fd)
         if rd is None:
             self._real.register(fileobj, events, data)
         else:
             self._mine[fd] = rd
-            self._fd_of[id(rd)] = fd
-            rd.watch(self._changed)
+            changed = self._watcher(fd)
+            self._watchers[fd] = changed
+            rd.watch(changed)
             self._candidates.add(fd)
         self._keys[fd] = key
         return key
 
+    def _watcher(self, fd: int) -> Callable[[Readiness], None]:
+        """What a watched socket calls when it becomes more ready than it was
+        (readiness.py, update; any thread): ``fd`` is looked at in the next
+        select, and a blocked select wakes."""
+        def changed(rd: Readiness) -> None:
+            self._candidates.add(fd)
+            if self._blocked and not self._woken:
+                self._woken = True
+                try:
+                    os.eventfd_write(self._wake_fd, 1)
+                except OSError:
+                    pass
+
+        return changed
+
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        fd = self._fd_lookup(fileobj)
+        fd = fileobj if type(fileobj) is int and fileobj >= 0 else self._fd_lookup(fileobj)
         key = self._keys.pop(fd, None)
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
@@ -126,13 +151,14 @@ class StackSelector(selectors.BaseSelector):
         if rd is None:
             self._real.unregister(fd)
         else:
-            self._fd_of.pop(id(rd), None)
             self._candidates.discard(fd)
-            rd.unwatch(self._changed)
+            changed = self._watchers.pop(fd, None)
+            if changed is not None:
+                rd.unwatch(changed)
         return key
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        fd = self._fd_lookup(fileobj)
+        fd = fileobj if type(fileobj) is int and fileobj >= 0 else self._fd_lookup(fileobj)
         key = self._keys.get(fd)
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
@@ -141,12 +167,12 @@ class StackSelector(selectors.BaseSelector):
                 self._real.modify(fd, events, data)
             elif data is not key.data:
                 self._real.modify(fd, events, data)
-            key = key._replace(events=events, data=data)
+            key = _new_key(_Key, (key.fileobj, fd, events, data))
             self._keys[fd] = key
             return key
         if not events or events & ~(_EVENT_READ | _EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
-        key = key._replace(events=events, data=data)
+        key = _new_key(_Key, (key.fileobj, fd, events, data))  # (key._replace, without its calls)
         self._keys[fd] = key
         self._candidates.add(fd)
         return key
@@ -162,47 +188,45 @@ class StackSelector(selectors.BaseSelector):
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey] | None:  # type: ignore[override]
         # None once closed, as selectors' own (get_key then says RuntimeError).
-        return None if self._closed else _KeyMap(self._keys)
+        return None if self._closed else self._map
+
+    def get_key(self, fileobj: Any) -> selectors.SelectorKey:
+        # BaseSelector's (get_map()[fileobj]) without the mapping's calls:
+        # asyncio asks it at every add_reader / add_writer.
+        if self._closed:
+            raise RuntimeError("Selector is closed")
+        try:
+            fd = fileobj if type(fileobj) is int and fileobj >= 0 else \
+                selectors._fileobj_to_fd(fileobj)  # type: ignore[attr-defined]
+            return self._keys[fd]
+        except (ValueError, KeyError):
+            raise KeyError(f"{fileobj!r} is not registered") from None
 
     # -- waiting ------------------------------------------------------------------
-    def _changed(self, rd: Readiness) -> None:
-        """A watched socket's readiness changed (any thread)."""
-        fd = self._fd_of.get(id(rd))
-        if fd is None:
-            return
-        self._candidates.add(fd)
-        if self._blocked and not self._woken:
-            self._woken = True
-            try:
-                os.eventfd_write(self._wake_fd, 1)
-            except OSError:
-                pass
-
-    def _ready_now(self) -> list[tuple[selectors.SelectorKey, int]]:
-        out: list[tuple[selectors.SelectorKey, int]] = []
-        keys, mine = self._keys, self._mine
-        still: set[int] = set()
-        # Swapped, not iterated in place: other threads add while we look.
-        candidates, self._candidates = self._candidates, set()
-        for fd in candidates:
-            rd = mine.get(fd)
-            key = keys.get(fd)
-            if rd is None or key is None:
-                continue
-            mask = 0
-            if key.events & _EVENT_READ and rd.want_readable:
-                mask = _EVENT_READ
-            if key.events & _EVENT_WRITE and rd.want_writable:
-                mask |= _EVENT_WRITE
-            if mask:
-                out.append((key, mask))
-                still.add(fd)  # level-triggered: looked at again next time
-        self._candidates |= still
-        return out
-
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = self._ready_now() if self._candidates else []
-        now = time.monotonic_ns()
+        ready: list[tuple[selectors.SelectorKey, int]] = []
+        if self._candidates:
+            # The loopstack sockets that may be ready (level-triggered: one
+            # found ready is looked at again next time). Swapped, not
+            # iterated in place: other threads add while we look.
+            keys, mine = self._keys, self._mine
+            candidates, self._candidates = self._candidates, set()
+            for fd in candidates:
+                rd = mine.get(fd)
+                key = keys.get(fd)
+                if rd is None or key is None:
+                    continue
+                events = key.events
+                if events & _EVENT_READ and rd.want_readable:
+                    mask = _EVENT_READ | _EVENT_WRITE if (
+                        events & _EVENT_WRITE and rd.want_writable) else _EVENT_READ
+                elif events & _EVENT_WRITE and rd.want_writable:
+                    mask = _EVENT_WRITE
+                else:
+                    continue
+                ready.append((key, mask))
+                self._candidates.add(fd)
+        now = _monotonic_ns()
         if ready:
             # Loopstack sockets are ready: the real descriptors are looked at
             # (without waiting) once a millisecond.
@@ -216,6 +240,12 @@ class StackSelector(selectors.BaseSelector):
             if self._mine and now - self._last_real_poll < _REAL_POLL_NS:
                 return ready
             timeout = 0
+        return self._select_real(ready, timeout, now)
+
+    def _select_real(self, ready: list[tuple[selectors.SelectorKey, int]],
+                     timeout: float | None, now: int) -> list[tuple[selectors.SelectorKey, int]]:
+        """The real selector's turn (waiting up to ``timeout`` unless a
+        loopstack socket changes meanwhile), after ``ready``'s look."""
         if timeout != 0:
             self._blocked = True
             if self._candidates:  # a change came in after the look above
@@ -241,14 +271,38 @@ class StackSelector(selectors.BaseSelector):
             out.extend(self._ready_now())
         return out
 
+    def _ready_now(self) -> list[tuple[selectors.SelectorKey, int]]:
+        """The loopstack sockets ready now (select's first look)."""
+        out: list[tuple[selectors.SelectorKey, int]] = []
+        keys, mine = self._keys, self._mine
+        still: set[int] = set()
+        candidates, self._candidates = self._candidates, set()
+        for fd in candidates:
+            rd = mine.get(fd)
+            key = keys.get(fd)
+            if rd is None or key is None:
+                continue
+            mask = 0
+            if key.events & _EVENT_READ and rd.want_readable:
+                mask = _EVENT_READ
+            if key.events & _EVENT_WRITE and rd.want_writable:
+                mask |= _EVENT_WRITE
+            if mask:
+                out.append((key, mask))
+                still.add(fd)  # level-triggered: looked at again next time
+        self._candidates |= still
+        return out
+
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         for fd in list(self._mine):
             rd = self._mine.pop(fd)
-            rd.unwatch(self._changed)
-        self._fd_of.clear()
+            changed = self._watchers.pop(fd, None)
+            if changed is not None:
+                rd.unwatch(changed)
+        self._watchers.clear()
         self._keys.clear()
         self._candidates.clear()
         self._real.close()

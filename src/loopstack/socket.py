@@ -276,8 +276,15 @@ def c_buffer(data: Any) -> memoryview:
     try:
         return memoryview(data).cast("B")
     except TypeError:
+        pass
+    try:
+        memoryview(data)
+    except TypeError:
         raise TypeError("a bytes-like object is required, not "
                         f"'{type(data).__name__}'") from None
+    # A buffer that is not C-contiguous (a strided memoryview): "y*" asks
+    # for a contiguous one (PyBUF_SIMPLE).
+    raise BufferError("memoryview: underlying buffer is not C-contiguous")
 
 
 # -- the socket objects of one stack -------------------------------------------------

@@ -170,22 +170,48 @@ class _VirtualTime:
     """Virtual time shared by threads (Stack.wait_for): who waits, and who
     moves the clock for them (the "driver", one of the waiters)."""
 
-    __slots__ = ("waiters", "driver", "driver_wake", "sleeping", "quiet", "helper",
-                 "helper_tid", "helper_cond", "helper_sleeping")
+    __slots__ = ("waiters", "driver", "driver_wake", "_sleeping", "quiet", "helper",
+                 "helper_tid", "helper_cond", "_helper_sleeping", "_clock", "_listener")
 
-    def __init__(self) -> None:
+    def __init__(self, clock: VirtualClock, listener: Callable[[], None]) -> None:
         self.waiters: dict[int, _Waiter] = {}  # by thread ident, in arrival order
         self.driver: int | None = None
         # Wakes the driver: to look again (a new waiter), or while it waits
         # with nothing due, when a timer is armed (``sleeping``).
         self.driver_wake: Callable[[], None] | None = None
-        self.sleeping: Callable[[], None] | None = None
+        self._sleeping: Callable[[], None] | None = None
         self.quiet = Quiescence()
         # Stack.autojump's thread: moves time while no call waits in the stack.
         self.helper: threading.Thread | None = None
         self.helper_tid = 0
         self.helper_cond: threading.Condition | None = None
-        self.helper_sleeping = False
+        self._helper_sleeping = False
+        # The clock tells ``listener`` (Stack._timer_armed) of a timer armed
+        # only while the driver or the autojump thread sleeps (on_armed).
+        self._clock = clock
+        self._listener = listener
+
+    @property
+    def sleeping(self) -> Callable[[], None] | None:
+        return self._sleeping
+
+    @sleeping.setter
+    def sleeping(self, wake: Callable[[], None] | None) -> None:
+        self._sleeping = wake
+        self._listen()
+
+    @property
+    def helper_sleeping(self) -> bool:
+        return self._helper_sleeping
+
+    @helper_sleeping.setter
+    def helper_sleeping(self, sleeping: bool) -> None:
+        self._helper_sleeping = sleeping
+        self._listen()
+
+    def _listen(self) -> None:
+        on = self._sleeping is not None or self._helper_sleeping
+        self._clock.on_armed = self._listener if on else None
 
     def exclude(self) -> set[int]:
         """Threads whose idleness is known without asking the kernel: the
@@ -268,8 +294,7 @@ class Stack:
         # Threads waiting on a virtual clock (wait_for).
         self._vt: _VirtualTime | None = None
         if isinstance(self.clock, VirtualClock):
-            self._vt = _VirtualTime()
-            self.clock.on_armed = self._timer_armed
+            self._vt = _VirtualTime(self.clock, self._timer_armed)
         live_stacks.add(self)
         self._attach(self.lo)
         self.add_address("lo", "127.0.0.1/8")

@@ -138,8 +138,23 @@ class StreamSocket(Socket):
                 writable = False
             else:
                 writable = t.shut_wr or t.fin_queued or t.sndq.size < t.sndbuf
-            fd.update(t.rcvq.size != 0 or t.fin_received or t.so_error != 0 or t.shut_rd
-                      or closed, writable, False)
+            readable = t.rcvq.size != 0 or t.fin_received or t.so_error != 0 or t.shut_rd \
+                or closed
+            watchers = fd._watchers
+            if watchers and fd._carrier is None:
+                # fd.update(readable, writable, False), inline where an
+                # in-process selector watches (asyncio under patch): the
+                # states are stored, and a state that comes on is told.
+                rise = (readable and not fd.want_readable) or (
+                    writable and not fd.want_writable)
+                fd.want_readable = readable
+                fd.want_writable = writable
+                fd.want_urgent = False
+                if rise:
+                    for changed in watchers:
+                        changed(fd)
+                return
+            fd.update(readable, writable, False)
 
     def _writable(self) -> bool:
         """POLLOUT, POLLHUP or POLLERR."""
@@ -362,7 +377,10 @@ class StreamSocket(Socket):
             if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
                 sent += tcp.send(t, data[sent:], urgent)
                 efd = self._efd
-                if efd is not None and efd.writable and not self._writable():
+                # (A connection that can carry data is writable while the
+                # send buffer has room: _writable is asked only when it is full.)
+                if efd is not None and t.sndq.size >= t.sndbuf and efd.writable and \
+                        not self._writable():
                     self._sync_fd()  # the send buffer is full: POLLOUT ends now
                 if sent >= len(data):
                     return sent
