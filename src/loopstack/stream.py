@@ -364,18 +364,20 @@ class StreamSocket(Socket):
         tcp = self._stack.tcp
         sent = 0
         while True:
-            # (_send_error's answer, None, for a connection that can carry data)
+            state = t.state
             if t.so_error or t.shut_wr or t.fin_queued or (
-                    t.state != State.ESTABLISHED and t.state != State.CLOSE_WAIT):
+                    state != State.ESTABLISHED and state != State.CLOSE_WAIT):
                 e = self._send_error(t)
+                if e is not None:
+                    if sent:
+                        return sent
+                    raise e
+                sendable = t.state in (State.ESTABLISHED, State.CLOSE_WAIT)
             else:
-                e = None
-            if e is not None:
-                if sent:
-                    return sent
-                raise e
-            if t.state in (State.ESTABLISHED, State.CLOSE_WAIT):
-                sent += tcp.send(t, data[sent:], urgent)
+                sendable = True  # (_send_error's answer, None: the state can carry data)
+            if sendable:
+                # (TCP.send slices what it queues: the caller's view is never kept)
+                sent += tcp.send(t, data[sent:] if sent else data, urgent)
                 efd = self._efd
                 # (A connection that can carry data is writable while the
                 # send buffer has room: _writable is asked only when it is full.)
@@ -498,21 +500,21 @@ class StreamSocket(Socket):
             # Under a timeout CPython's descriptor is non-blocking, so MSG_WAITALL
             # takes what is there once the poll said readable (facts).
             want = n if flags & MSG_WAITALL and not peek and self._timeout is None else 1
-
-            def ready() -> bool:
-                # (also true once the socket is closed: _wait's ``closes``)
-                if t.urg_data:  # reads stop at the urgent mark (tcp_recvmsg_locked)
-                    avail = tcp.recv_avail(t)
-                    if avail >= want or 0 < avail < t.rcvq.size:
-                        return True
-                elif t.rcvq.size >= want:
-                    return True
-                return t.fin_received or t.so_error != 0 or t.shut_rd \
-                    or t.state == State.CLOSED or t.state == State.TIME_WAIT \
-                    or self._closed  # (_state(t) == CLOSED, inline)
             # After the poll the call itself does not wait; nor when enough is
             # queued (ready()'s first answer, without the call).
             if not self._timeout and (t.urg_data or t.rcvq.size < want):
+                # (made only when the call may wait)
+                def ready() -> bool:
+                    # (also true once the socket is closed: _wait's ``closes``)
+                    if t.urg_data:  # reads stop at the urgent mark (tcp_recvmsg_locked)
+                        avail = tcp.recv_avail(t)
+                        if avail >= want or 0 < avail < t.rcvq.size:
+                            return True
+                    elif t.rcvq.size >= want:
+                        return True
+                    return t.fin_received or t.so_error != 0 or t.shut_rd \
+                        or t.state == State.CLOSED or t.state == State.TIME_WAIT \
+                        or self._closed  # (_state(t) == CLOSED, inline)
                 try:
                     # An interactive connection (Linux's pingpong: it answers
                     # what it receives) waits for an answer: a hand-off.

@@ -90,8 +90,10 @@ SIZES = (1, 1, 1, 2, 7, 100, 536, 1000, 1448, 4000, 32000, 65483, 65536, 100000,
 DELAYS = (0.0, 0.0, 0.0, 0.0005, 0.001, 0.004, 0.02, 0.041, 0.2, 0.5, 2.0)
 
 
-def _drive(seed: int, steps: int) -> list[dict[str, Any]]:
-    """One run: the operations drawn from ``seed``; a snapshot after each."""
+def _drive(seed: int, steps: int, no_timestamps: bool = False) -> list[dict[str, Any]]:
+    """One run: the operations drawn from ``seed``; a snapshot after each.
+    ``no_timestamps``: timestamps off whatever the seed draws (RTT timed by
+    Karn's one segment, the send loop's other branch)."""
     rng = random.Random(seed)
     stack = loopstack.Stack(clock="virtual", seed=seed)
     snaps: list[dict[str, Any]] = []
@@ -106,7 +108,7 @@ def _drive(seed: int, steps: int) -> list[dict[str, Any]]:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rng.choice((4096, 20000, 90000)))
         if rng.random() < 0.2:
             stack.tcp.sack = False  # net.ipv4.tcp_sack = 0
-        if rng.random() < 0.2:
+        if rng.random() < 0.2 or no_timestamps:
             stack.tcp.timestamps = False  # net.ipv4.tcp_timestamps = 0
         srv.bind(("127.0.0.1", 0))
         srv.listen(4)
@@ -207,13 +209,13 @@ def _drive(seed: int, steps: int) -> list[dict[str, Any]]:
     return snaps
 
 
-def _compare(seed: int, steps: int) -> int:
+def _compare(seed: int, steps: int, no_timestamps: bool = False) -> int:
     saved = fastpath.enabled
     try:
         fastpath.enabled = False
-        general = _drive(seed, steps)
+        general = _drive(seed, steps, no_timestamps)
         fastpath.enabled = True
-        fast = _drive(seed, steps)
+        fast = _drive(seed, steps, no_timestamps)
     finally:
         fastpath.enabled = saved
     assert len(fast) == len(general)
@@ -235,6 +237,13 @@ def _compare(seed: int, steps: int) -> int:
 @pytest.mark.parametrize("seed", range(16))
 def test_fast_path_is_the_general_path(seed: int) -> None:
     assert _compare(seed, 300) == 301
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fast_path_without_timestamps(seed: int) -> None:
+    """The same without timestamps: the send-side prediction's loop times
+    one segment per round trip (rtt_seq), as the general loop does."""
+    assert _compare(100 + seed, 300, no_timestamps=True) == 301
 
 
 def test_fast_path_is_taken() -> None:

@@ -4,7 +4,10 @@ The fast paths do, for the common case, exactly what the general code
 does, in fewer Python frames (each is checked against the general path,
 tests/tcp/test_fast_path_equivalence.py):
 
-- the send-side prediction (output.py ``output``): on an unobserved lo a
+- the send-side prediction (output.py ``output``): new data outside
+  recovery, without a FIN, urgent data or a probe, leave in a loop of their
+  own (the general loop's tests answered once for that case; anything else
+  goes on in the general loop); on an unobserved lo a
   new data segment is built as its record and handed to the receive
   backlog inline (what ``transmit``, the ACK policy's ``ack_sent`` and
   ``data_sent``, ``IPv4.output_record``, ``Loopback.transmit_record`` and

@@ -47,6 +47,9 @@ from .constants import (
     State,
 )
 from .output import output, retransmit_range, send_ack, send_synack, transmit, ts_now
+from .rack import EVER, SACKED, TIMEOUT_MIN_NS, TLP
+from .rack import JIFFY_NS as RACK_JIFFY_NS
+from .rack import RTO as XMIT_RTO
 from .segment import Segment
 from .seq import HALF, unwrap
 from .sizing import sndbuf_expand, sync_mss
@@ -247,7 +250,8 @@ def _predicted(tcb: TCB, seg: Segment) -> bool:
     if acked:
         _predicted_xmit_timer(tcb, now)
         # (sizing.sndbuf_expand) Linux grows the send buffer with the window.
-        if not tcb.sndbuf_locked:
+        # (at wmem_max already, it stays: the test below is skipped)
+        if not tcb.sndbuf_locked and tcb.sndbuf != tcp.wmem_max:
             per_mss = 1 << (max(tcb.mss_base, tcb.mss_clamp) + 640 - 1).bit_length()
             want = 2 * max(tcb.cc.cwnd, 10, tcp.reordering + 1) * (per_mss + 256)
             if want > tcb.sndbuf:
@@ -291,10 +295,10 @@ def _predicted_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> None:
         if e[1] > ack:
             break
         flags = e[3]
-        if not flags & rack.SACKED:
+        if not flags & SACKED:
             xmit = e[2]
             rtt = now - xmit
-            if not (flags & rack.EVER and rtt < tcb.min_rtt):
+            if not (flags & EVER and rtt < tcb.min_rtt):
                 tcb.rack_advanced = True
                 tcb.rack_rtt = rtt
                 if xmit > tcb.rack_xmit or (xmit == tcb.rack_xmit and e[1] > tcb.rack_end):
@@ -318,7 +322,18 @@ def _predicted_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> None:
     if tcb.ts_ok and seg.tsecr:
         rtt_ms = (((now // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF) - seg.tsecr) & 0xFFFFFFFF
         if rtt_ms < 0x7FFFFFFF and tcb.retransmits == 0:
-            rtt_sample(tcb, rtt_ms * 1_000_000)
+            # (timers.rtt_sample, inline: every ACK of new data comes here)
+            rtt_ns = max(rtt_ms * 1_000_000, 1000)
+            if rtt_ns < tcb.min_rtt:
+                tcb.min_rtt = rtt_ns  # Linux tcp_update_rtt_min
+            if tcb.srtt == 0:
+                tcb.srtt = rtt_ns
+                tcb.rttvar = rtt_ns // 2
+            else:
+                delta = rtt_ns - tcb.srtt
+                tcb.rttvar += (abs(delta) - tcb.rttvar) // 4  # beta = 1/4
+                tcb.srtt += delta // 8  # alpha = 1/8
+            tcb.rto = min(RTO_MAX, tcb.srtt + max(4 * tcb.rttvar, tcb.rto_min))
     elif tcb.rtt_seq is not None and ack >= tcb.rtt_seq:
         if tcb.retransmits == 0:
             rtt_sample(tcb, now - tcb.rtt_start)
@@ -328,9 +343,12 @@ def _predicted_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> None:
     tcb.retrans_stamp = 0
     if tcb.scoreboard.ranges:
         tcb.scoreboard.advance(ack)
-    mss = max(tcb.mss, 1)
+    mss = tcb.mss
+    if mss < 1:
+        mss = 1
     cc = tcb.cc
-    if cc.cwnd * mss <= tcb.snd_max - ack + acked or cc.cwnd < cc.ssthresh:
+    # (slow start's test first: the cheaper one)
+    if cc.cwnd < cc.ssthresh or cc.cwnd * mss <= tcb.snd_max - ack + acked:
         cc.on_ack(max(1, (acked + mss - 1) // mss), now, tcb.srtt)
     tcb.lost = 0
     tcb.dupacks = 0
@@ -341,19 +359,20 @@ def _predicted_xmit_timer(tcb: TCB, now: int) -> None:
     rack.schedule_loss_probe(tcb, True) decides, else restart_rto), the
     timer armed inline."""
     sent = tcb.sent
-    if tcb.sack_ok and not tcb.in_recovery and tcb.snd_una >= tcb.loss_high and sent \
+    # (sent first: after an ACK of everything, the common case, it is empty)
+    if sent and tcb.sack_ok and not tcb.in_recovery and tcb.snd_una >= tcb.loss_high \
             and tcb.tcp.early_retrans:
         srtt = tcb.srtt
         if srtt:
-            pto = 2 * srtt + (tcb.rto_min if len(sent) == 1 else rack.TIMEOUT_MIN_NS)
-            pto = -(-pto // rack.JIFFY_NS) * rack.JIFFY_NS  # (rack._jiffies_ceil)
+            pto = 2 * srtt + (tcb.rto_min if len(sent) == 1 else TIMEOUT_MIN_NS)
+            pto = -(-pto // RACK_JIFFY_NS) * RACK_JIFFY_NS  # (rack._jiffies_ceil)
         else:
             pto = TIMEOUT_INIT
         if 0 < tcb.rto < pto:
             pto = tcb.rto
-        tcb.xmit_kind = rack.TLP
+        tcb.xmit_kind = TLP
     else:
-        tcb.xmit_kind = rack.RTO
+        tcb.xmit_kind = XMIT_RTO
         if tcb.snd_nxt > tcb.snd_una or tcb.snd_max > tcb.snd_una:
             pto = min(RTO_MAX, tcb.rto << tcb.backoff)  # (timers.current_rto)
         else:
@@ -366,6 +385,13 @@ def _predicted_xmit_timer(tcb: TCB, now: int) -> None:
         tcb.rto_timer = tcb.tcp.clock.call_at(now + pto, partial(on_rto, tcb))
     else:
         timer.reschedule(now + pto)
+
+
+# (constants of _predicted_data's tests, folded once)
+_MSS_DEFAULT_20 = MSS_DEFAULT + 20
+_ACK_MIN_MSS_20 = ACK_MIN_MSS + 20
+_FIN_URG_SYN_PSH = FIN | URG | SYN | PSH
+_HALF_ATO_MIN = ATO_MIN // 2
 
 
 def _predicted_data(tcb: TCB, seg: Segment, seq: int, data: memoryview, n: int,
@@ -410,8 +436,8 @@ def _predicted_data(tcb: TCB, seg: Segment, seq: int, data: memoryview, n: int,
         tcb.last_seg_size = 0
         size = n + seg.hdr_len
         learnt = False
-        if size >= MSS_DEFAULT + 20 or (size >= ACK_MIN_MSS + 20
-                                        and not seg.flags & (FIN | URG | SYN | PSH)):
+        if size >= _MSS_DEFAULT_20 or (size >= _ACK_MIN_MSS_20
+                                       and not seg.flags & _FIN_URG_SYN_PSH):
             size -= 32 if tcb.ts_ok else 20  # tp->tcp_header_len
             tcb.last_seg_size = size
             if size == last:
@@ -437,8 +463,8 @@ def _predicted_data(tcb: TCB, seg: Segment, seq: int, data: memoryview, n: int,
         tcb.ato = ATO_MIN
     else:
         gap = jiffy - tcb.lrcvtime
-        if gap <= ATO_MIN // 2:
-            tcb.ato = (tcb.ato >> 1) + ATO_MIN // 2
+        if gap <= _HALF_ATO_MIN:
+            tcb.ato = (tcb.ato >> 1) + _HALF_ATO_MIN
         elif gap < tcb.ato:
             tcb.ato = min((tcb.ato >> 1) + gap, -(-tcb.rto // JIFFY_NS))
         elif gap > -(-tcb.rto // JIFFY_NS):
@@ -1199,23 +1225,28 @@ def _fin_state(tcb: TCB) -> None:
     tcb.wake()
 
 
+_READ_ACK_STATES = (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2)
+
+
 def window_update_after_read(tcb: TCB, copied: int) -> None:
     """Linux tcp_cleanup_rbuf(), after the application read ``copied``
     bytes: an ACK now if one is owed for more than a segment, or if the
     window it would offer is at least twice the one the peer has (and that
     one is at most half the clamp)."""
-    if tcb.state not in (State.ESTABLISHED, State.FIN_WAIT1, State.FIN_WAIT2):
+    if tcb.state not in _READ_ACK_STATES:
         return
     # The ACK the input path left to the timer, once the application has read
     # everything a peer pushed (not for pingpong connections: the reply
     # carries it), or if more than a segment is unacknowledged.
+    rcv_nxt = tcb.rcv_nxt
+    rcv_wup = tcb.rcv_wup
     time_to_ack = tcb.ack_pending and (
-        tcb.rcv_nxt - tcb.rcv_wup > tcb.rcv_mss
+        rcv_nxt - rcv_wup > tcb.rcv_mss
         or copied > 0 and not tcb.rmem_alloc
         and bool(tcb.ack_pushed & PUSHED2
                  or tcb.ack_pushed & PUSHED and tcb.pingpong < PINGPONG_THRESH))  # (in_pingpong)
     if copied > 0 and not time_to_ack and not (tcb.fin_received or tcb.shut_rd):
-        current = tcb.rcv_wup + tcb.rcv_wnd - tcb.rcv_nxt
+        current = rcv_wup + tcb.rcv_wnd - rcv_nxt
         if 2 * current <= tcb.window_clamp:
             new = compute_window(tcb)
             time_to_ack = new > 0 and new >= 2 * current

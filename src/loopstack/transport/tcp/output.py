@@ -15,6 +15,8 @@ from ...wire.tcp import ACK, FIN, PROTO_TCP, PSH, RST, SYN, URG
 from . import ack as ack_policy
 from . import fastpath, rack, timers
 from .constants import MAX_WINDOW, TIMEOUT_INIT, State
+from .rack import JIFFY_NS as RACK_JIFFY_NS
+from .rack import TIMEOUT_MIN_NS, TLP
 from .segment import Segment
 from .seq import wire
 from .window import compute_window, select_window
@@ -284,15 +286,19 @@ def effective_mss(tcb: TCB) -> int:
     return tcb.mss
 
 
+# The states in which output() sends (data, or a FIN queued by a close).
+_SENDING_STATES = (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
+                   State.LAST_ACK)
+_ACK_PSH = ACK | PSH
+
+
 def output(tcb: TCB, probe: bool = False) -> int:
     """Send what the windows allow (RFC 9293 3.8.6, RFC 5681). Returns the
     number of segments sent. ``probe``: one new segment whatever cwnd and
     Nagle say (a tail loss probe, rack.py)."""
     if tcb.snd_nxt >= tcb.snd_base + tcb.sndq.size and not tcb.fin_queued:
         return 0  # nothing queued beyond what is sent: the common case after an ACK
-    state = tcb.state
-    if state not in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1, State.CLOSING,
-                     State.LAST_ACK):
+    if tcb.state not in _SENDING_STATES:
         return 0
     mss = tcb.mss
     cwnd = tcb.cc.cwnd
@@ -300,23 +306,84 @@ def output(tcb: TCB, probe: bool = False) -> int:
         # Limited transmit (RFC 3042, RFC 6675 5 step 2): each of the first two
         # duplicate ACKs lets one new segment out beyond cwnd, cwnd unchanged.
         cwnd += min(tcb.dupacks, 2)
-    # In SACK recovery cwnd is held against the segments in flight (Linux
-    # tcp_packets_in_flight: not SACKed, not lost, or retransmitted).
-    pipe = rack.in_flight(tcb) if tcb.in_recovery and tcb.sack_ok else -1
     sent = 0
     new_data = False
     tcp = tcb.tcp
-    # New data end with a loss probe scheduled (below) when these hold (they
-    # do not change in the loop; rack.schedule_loss_probe asks the same):
-    # the retransmission timer it arms replaces the RTO that arm_rto would
-    # arm first, so that first arming is skipped (Linux arms both too; only
-    # the last is seen).
-    tlp = not probe and tcb.sack_ok and not tcb.in_recovery and tcb.snd_una >= tcb.loss_high \
-        and tcp.early_retrans
     # The send-side prediction (fastpath.py): new data on an unobserved lo
     # leave as records built here, with one clock read for the call.
     fast = fastpath.enabled
-    now = tcp.clock.now_ns() if fast else 0
+    if fast and not probe and not tcb.in_recovery and not tcb.fin_queued \
+            and tcb.snd_up <= tcb.snd_una:
+        # The common case first: outside recovery (no pipe), no FIN, no
+        # urgent data, no probe. New data end with a loss probe scheduled
+        # (below) when tlp holds (it does not change in the loop;
+        # rack.schedule_loss_probe asks the same): the retransmission timer
+        # it arms replaces the RTO that arm_rto would arm first, so that
+        # first arming is skipped (Linux arms both too; only the last is seen).
+        pipe = -1
+        tlp = tcb.sack_ok and tcb.snd_una >= tcb.loss_high and tcp.early_retrans
+        now = tcp.clock.now_ns()
+        # The loop below, its tests answered for this case: new data only
+        # (seq >= snd_max: no retransmission, no SACKed range to skip),
+        # each segment what mss, the peer's window and cwnd allow. Anything
+        # else (nothing fits, a retransmission, a FIN) goes on in that loop,
+        # which decides from the state left here.
+        sndq = tcb.sndq
+        while True:
+            seq = tcb.snd_nxt
+            snd_base = tcb.snd_base
+            data_end = snd_base + sndq.size
+            avail = data_end - seq
+            if avail <= 0 or seq < tcb.snd_max or tcb.fin_queued:
+                if avail <= 0 and not tcb.fin_queued:
+                    # (the loop's test: nothing more to send; then its end)
+                    if new_data and tcb.sack_ok:
+                        _schedule_loss_probe(tcb, now)
+                    return sent
+                break
+            snd_una = tcb.snd_una
+            wnd_room = snd_una + tcb.snd_wnd - seq
+            cwnd_room = (cwnd - -(-(seq - snd_una) // mss)) * mss
+            n = min(avail, mss, wnd_room, cwnd_room)
+            if n <= 0:
+                break  # a zero window or cwnd full: the loop decides (a persist timer)
+            if n < mss and n == avail and not tcb.nodelay and tcb.snd_sml > snd_una:
+                # Nagle (Minshall's variant), as the loop: hold it.
+                if new_data and tcb.sack_ok:
+                    _schedule_loss_probe(tcb, now)
+                return sent
+            end = seq + n
+            flags = _ACK_PSH if end == data_end else ACK
+            payload = sndq.view(seq - snd_base, n)
+            new_data = True
+            if tcb.rtt_seq is None and not tcb.ts_ok:
+                tcb.rtt_seq = end
+                tcb.rtt_start = now
+            if not _send_record(tcb, seq, flags, payload, now):
+                transmit(tcb, seq, flags, payload)
+            # (rack.on_sent: new data join the end of the record)
+            rsent = tcb.sent
+            if not rsent or seq >= rsent[-1][1]:
+                rsent.append([seq, end, now, 0])
+            else:
+                rack.on_sent(tcb, seq, end, now)
+            sent += 1
+            if n < mss:
+                tcb.snd_sml = end
+            tcb.snd_nxt = end
+            if end > tcb.snd_max:
+                tcb.snd_max = end
+            if not tlp:
+                timers.arm_rto(tcb)
+            tcb.last_send_ns = now
+    else:
+        # In SACK recovery cwnd is held against the segments in flight (Linux
+        # tcp_packets_in_flight: not SACKed, not lost, or retransmitted).
+        pipe = rack.in_flight(tcb) if tcb.in_recovery and tcb.sack_ok else -1
+        # (tlp: as above)
+        tlp = not probe and tcb.sack_ok and not tcb.in_recovery \
+            and tcb.snd_una >= tcb.loss_high and tcp.early_retrans
+        now = tcp.clock.now_ns() if fast else 0
     while True:
         seq = tcb.snd_nxt
         data_end = tcb.snd_base + tcb.sndq.size
@@ -499,14 +566,14 @@ def _schedule_loss_probe(tcb: TCB, now: int) -> None:
         return
     srtt = tcb.srtt
     if srtt:
-        pto = 2 * srtt + (tcb.rto_min if len(sent) == 1 else rack.TIMEOUT_MIN_NS)
-        pto = -(-pto // rack.JIFFY_NS) * rack.JIFFY_NS  # (rack._jiffies_ceil)
+        pto = 2 * srtt + (tcb.rto_min if len(sent) == 1 else TIMEOUT_MIN_NS)
+        pto = -(-pto // RACK_JIFFY_NS) * RACK_JIFFY_NS  # (rack._jiffies_ceil)
     else:
         pto = TIMEOUT_INIT
     rto_delta = sent[0][2] + tcb.rto - now
     if 0 < rto_delta < pto:
         pto = rto_delta
-    tcb.xmit_kind = rack.TLP
+    tcb.xmit_kind = TLP
     timer = tcb.rto_timer
     if timer is None:
         tcb.rto_timer = tcb.tcp.clock.call_at(now + pto, partial(timers.on_rto, tcb))
