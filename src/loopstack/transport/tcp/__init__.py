@@ -29,7 +29,6 @@ from ..icmp import IcmpError, ICMPv4, ICMPv6
 from ..ports import PortTable, addresses_overlap, in_use, v4_of
 from . import fastpath, timers
 from . import input as _input
-from .ack import PINGPONG_THRESH, PUSHED, PUSHED2
 from .constants import (
     CAN_SEND_DATA,
     RETRIES2,
@@ -47,7 +46,7 @@ from .constants import (
     WMEM_MAX,
     State,
 )
-from .input import _READ_ACK_STATES, negotiate, segment_arrives
+from .input import negotiate, segment_arrives
 from .isn import (
     check_cookie,
     decode_ts_options,
@@ -58,14 +57,13 @@ from .isn import (
     timestamp_offset,
 )
 from .listen import Listener
-from .output import TS_LEN, output, send_ack, send_rst, send_syn, send_synack, transmit
+from .output import TS_LEN, output, send_rst, send_syn, send_synack, transmit
 from .segment import Segment, parse_segment
 from .seq import unwrap, wire
 from .sizing import sndbuf_expand, sync_mss
 from .tcb import TCB
 from .window import (
     clamp_for_locked_buffer,
-    compute_window,
     full_space,
     init_buffer_space,
     rcv_space_adjust,
@@ -870,28 +868,7 @@ class TCP:
         if tcb.rcv_rtt_us and \
                 self.clock.now_ns() // 1000 - tcb.rcvq_space_time >= tcb.rcv_rtt_us >> 3:
             rcv_space_adjust(tcb)
-        # (input.window_update_after_read, Linux tcp_cleanup_rbuf, inline:
-        # every read comes here) An ACK now if one is owed for more than a
-        # segment, or once everything a peer pushed is read (not for
-        # pingpong connections: the reply carries it); else if the window
-        # it would offer is at least twice the one the peer has (and that
-        # one is at most half the clamp).
-        if tcb.state not in _READ_ACK_STATES:
-            return
-        rcv_nxt = tcb.rcv_nxt
-        rcv_wup = tcb.rcv_wup
-        time_to_ack = tcb.ack_pending and (
-            rcv_nxt - rcv_wup > tcb.rcv_mss
-            or n > 0 and not tcb.rmem_alloc
-            and bool(tcb.ack_pushed & PUSHED2
-                     or tcb.ack_pushed & PUSHED and tcb.pingpong < PINGPONG_THRESH))
-        if n > 0 and not time_to_ack and not (tcb.fin_received or tcb.shut_rd):
-            current = rcv_wup + tcb.rcv_wnd - rcv_nxt
-            if 2 * current <= tcb.window_clamp:
-                new = compute_window(tcb)
-                time_to_ack = new > 0 and new >= 2 * current
-        if time_to_ack:
-            send_ack(tcb)
+        _input.window_update_after_read(tcb, n)  # (Linux tcp_cleanup_rbuf)
 
     def shutdown_write(self, tcb: TCB) -> None:
         """Queue our FIN after the data (RFC 9293 3.10.4 CLOSE, half)."""

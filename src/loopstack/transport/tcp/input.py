@@ -322,18 +322,7 @@ def _predicted_ack(tcb: TCB, seg: Segment, ack: int, now: int) -> None:
     if tcb.ts_ok and seg.tsecr:
         rtt_ms = (((now // 1_000_000 + tcb.ts_offset) & 0xFFFFFFFF) - seg.tsecr) & 0xFFFFFFFF
         if rtt_ms < 0x7FFFFFFF and tcb.retransmits == 0:
-            # (timers.rtt_sample, inline: every ACK of new data comes here)
-            rtt_ns = max(rtt_ms * 1_000_000, 1000)
-            if rtt_ns < tcb.min_rtt:
-                tcb.min_rtt = rtt_ns  # Linux tcp_update_rtt_min
-            if tcb.srtt == 0:
-                tcb.srtt = rtt_ns
-                tcb.rttvar = rtt_ns // 2
-            else:
-                delta = rtt_ns - tcb.srtt
-                tcb.rttvar += (abs(delta) - tcb.rttvar) // 4  # beta = 1/4
-                tcb.srtt += delta // 8  # alpha = 1/8
-            tcb.rto = min(RTO_MAX, tcb.srtt + max(4 * tcb.rttvar, tcb.rto_min))
+            rtt_sample(tcb, rtt_ms * 1_000_000)
     elif tcb.rtt_seq is not None and ack >= tcb.rtt_seq:
         if tcb.retransmits == 0:
             rtt_sample(tcb, now - tcb.rtt_start)

@@ -356,17 +356,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
             flags = _ACK_PSH if end == data_end else ACK
             payload = sndq.view(seq - snd_base, n)
             new_data = True
-            if tcb.rtt_seq is None and not tcb.ts_ok:
-                tcb.rtt_seq = end
-                tcb.rtt_start = now
-            if not _send_record(tcb, seq, flags, payload, now):
-                transmit(tcb, seq, flags, payload)
-            # (rack.on_sent: new data join the end of the record)
-            rsent = tcb.sent
-            if not rsent or seq >= rsent[-1][1]:
-                rsent.append([seq, end, now, 0])
-            else:
-                rack.on_sent(tcb, seq, end, now)
+            _send_new(tcb, seq, end, end, flags, payload, now)
             sent += 1
             if n < mss:
                 tcb.snd_sml = end
@@ -437,17 +427,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
         end = seq + n + (1 if fin else 0)
         if fast and not retransmit and (n or fin) and tcb.snd_up <= tcb.snd_una:
             new_data = True
-            if tcb.rtt_seq is None and not tcb.ts_ok:
-                tcb.rtt_seq = seq + n
-                tcb.rtt_start = now
-            if not _send_record(tcb, seq, flags, payload, now):
-                transmit(tcb, seq, flags, payload)
-            # (rack.on_sent: new data join the end of the record)
-            rsent = tcb.sent
-            if not rsent or seq >= rsent[-1][1]:
-                rsent.append([seq, end, now, 0])
-            else:
-                rack.on_sent(tcb, seq, end, now)
+            _send_new(tcb, seq, seq + n, end, flags, payload, now)
         else:
             if retransmit:
                 tcp.mib["RetransSegs"] += 1
@@ -482,6 +462,24 @@ def output(tcb: TCB, probe: bool = False) -> int:
         else:
             rack.schedule_loss_probe(tcb, False)
     return sent
+
+
+def _send_new(tcb: TCB, seq: int, data_end: int, end: int, flags: int,
+              payload: bytes | bytearray | memoryview, now: int) -> None:
+    """New data (``seq`` to ``data_end``; ``end`` past a FIN) sent on the
+    fast path, by both of output()'s loops: timed for the RTT without
+    timestamps (Karn), sent as a record where lo carries them, and noted for
+    RACK (rack.on_sent: new data join the end of the record)."""
+    if tcb.rtt_seq is None and not tcb.ts_ok:
+        tcb.rtt_seq = data_end
+        tcb.rtt_start = now
+    if not _send_record(tcb, seq, flags, payload, now):
+        transmit(tcb, seq, flags, payload)
+    rsent = tcb.sent
+    if not rsent or seq >= rsent[-1][1]:
+        rsent.append([seq, end, now, 0])
+    else:
+        rack.on_sent(tcb, seq, end, now)
 
 
 def _send_record(tcb: TCB, seq: int, flags: int, payload: bytes | bytearray | memoryview,
