@@ -13,6 +13,8 @@ a few tens of bytecodes between runs.
 - rtt_single: ``c.sendall(b"x"); s.recv(1); s.sendall(b"y"); c.recv(1)``,
   TCP_NODELAY, one thread: two data segments per round trip (each carries
   the ACK of the other).
+- conn_single: ``socket(); connect(); accept(); server close(); client
+  recv() sees EOF; client close()``, one thread, per connection.
 - bulk_single: ``c.sendall`` of a 64 KiB bytes object, then ``s.recv_into``
   a 64 KiB bytearray until all of it is read, one thread; divided by the
   segments the stack sent (``OutSegs``: data and ACKs).
@@ -142,12 +144,40 @@ def bulk_single(n: int, top: int) -> None:
     stack.close()
 
 
+def conn_single(n: int, top: int) -> None:
+    stack = loopstack.Stack()
+    lst = stack.socket(socket.AF_INET, socket.SOCK_STREAM)
+    lst.bind((HOST, 0))
+    lst.listen(128)
+    addr = lst.getsockname()
+
+    def step() -> None:
+        c = stack.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.connect(addr)
+        s, _ = lst.accept()
+        s.close()
+        c.recv(1)
+        c.close()
+
+    for _ in range(200):
+        step()
+    by_function: Counter[str] = Counter()
+    ops = _traced(step, n, by_function)
+    us = min(_timed(step, n) for _ in range(3))
+    heap = sum(by_function[k] for k in HEAP)
+    print(f"conn_single: {ops / n:.0f} bytecodes per connection, of which the timer heap's"
+          f" {heap / n:.0f}: {(ops - heap) / n:.0f} without; untraced {us:.1f} µs per"
+          f" connection (best of 3 runs of {n})")
+    _top(by_function, n, top, "connection")
+    stack.close()
+
+
 def _top(by_function: Counter[str], per: int, top: int, unit: str) -> None:
     for name, k in by_function.most_common(top):
         print(f"  {k / per:8.1f}  {name}  (per {unit})")
 
 
-WORKLOADS = {"rtt_single": rtt_single, "bulk_single": bulk_single}
+WORKLOADS = {"rtt_single": rtt_single, "bulk_single": bulk_single, "conn_single": conn_single}
 
 
 def main() -> None:
@@ -161,7 +191,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"loopstack from {loopstack.__file__}")
     for name in args.workloads.split(","):
-        n = args.rounds if name == "rtt_single" else max(1, args.rounds // 10)
+        n = args.rounds if name != "bulk_single" else max(1, args.rounds // 10)
         WORKLOADS[name](n, args.top)
 
 
