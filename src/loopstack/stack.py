@@ -777,7 +777,7 @@ class Stack:
         """A socket on this stack, as ``socket.socket(family, type, proto)``."""
         kind = type & ~(getattr(socket, "SOCK_NONBLOCK", 0) | getattr(socket, "SOCK_CLOEXEC", 0))
         if kind == socket.SOCK_STREAM and family in (AF_INET, AF_INET6):
-            stream = _STREAM
+            stream: Any = _STREAM
             if stream is None:  # (imported here: stream.py imports this module's neighbours)
                 from .stream import StreamSocket as stream
 

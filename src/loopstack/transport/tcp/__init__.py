@@ -57,7 +57,8 @@ from .isn import (
     timestamp_offset,
 )
 from .listen import Listener
-from .output import TS_LEN, output, send_rst, send_syn, send_synack, transmit
+from .output import TS_LEN, send_rst, send_syn, send_synack, transmit
+from .output import output as _output  # (not ``output``: the submodule's name)
 from .segment import Segment, parse_segment
 from .seq import unwrap, wire
 from .sizing import sndbuf_expand, sync_mss
@@ -770,7 +771,7 @@ class TCP:
         tcb.sndq.append(chunk)  # immutable bytes by reference (bufq.py)
         if urgent and len(chunk):
             tcb.snd_up = tcb.data_end
-        output(tcb)
+        _output(tcb)
         return len(chunk)
 
     def recv(self, tcb: TCB, n: int, peek: bool) -> bytes:
@@ -888,7 +889,7 @@ class TCP:
             return
         tcb.fin_queued = True
         self.on_state(tcb)
-        output(tcb)
+        _output(tcb)
 
     def close(self, tcb: TCB) -> None:
         """The application is done with the socket (Linux tcp_close())."""
