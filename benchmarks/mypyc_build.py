@@ -13,12 +13,19 @@ mypyc; each reason was seen building this tree):
 
 - clock.py: ``StackLock`` subclasses ``_thread.RLock`` (a native class
   over a built-in type crashes at the first ``release``), and the clocks
-  bind ``now_ns`` per instance (a native method cannot be replaced).
+  bind ``now_ns`` per instance (a native method cannot be replaced); and
+  marking these classes non-native fails on their property setters.
 - socket.py: the socket front's metaclass derives from ``type``; and
   stream.py, whose StreamSocket subclasses its Socket (mypyc's internal
-  error on a lambda in a method of such a class).
+  error on a lambda in a method of such a class; the same error meets
+  stack.py's and capture.py's closures if their classes are made
+  non-native, as their weak references would need).
 - stack.py and link/capture.py: their objects are held in weak sets, and
   this mypyc's native classes cannot be weakly referenced.
+  Pipe NICs are native classes (their base, ``Interface``, is one), so
+  nothing may hold them weakly: the build serves the benchmarks, and the
+  test suite's white-box tests (``vars()`` of a TCB, replacing a module's
+  function, weak references to NICs) do not run against it.
 - the CLI, ``host/`` (processes and the attach server), ``report/``,
   the asyncio and patch layers and the pytest plug-in: not on the
   per-packet path, and they patch or subclass foreign classes at run time.
