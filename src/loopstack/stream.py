@@ -501,8 +501,9 @@ class StreamSocket(Socket):
             # takes what is there once the poll said readable (facts).
             want = n if flags & MSG_WAITALL and not peek and self._timeout is None else 1
             # After the poll the call itself does not wait; nor when enough is
-            # queued (ready()'s first answer, without the call).
-            if not self._timeout and (t.urg_data or t.rcvq.size < want):
+            # queued or the peer's FIN is in (ready()'s first answer, without
+            # the call).
+            if not self._timeout and (t.urg_data or t.rcvq.size < want) and not t.fin_received:
                 # (made only when the call may wait)
                 def ready() -> bool:
                     # (also true once the socket is closed: _wait's ``closes``)

@@ -72,6 +72,13 @@ from .window import (
 )
 
 _HDR = struct.Struct("!HHIIHHHH")
+# What on_state counts: Tcp CurrEstab's states, and those in which a closed
+# socket's connection no longer counts as an orphan.
+_CURR_ESTAB = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
+_NOT_ORPHANED = frozenset({State.TIME_WAIT, State.CLOSED, State.LISTEN})
+# close(): the states it neither resets for too many orphans nor shuts down
+_CLOSE_NO_OOM = frozenset({State.LISTEN, State.CLOSED, State.TIME_WAIT, State.SYN_SENT})
+_CLOSE_SHUTS = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECV})
 
 
 def _err(code: int) -> OSError:
@@ -139,15 +146,16 @@ class TCP:
     def on_state(self, tcb: TCB) -> None:
         """Bookkeeping after a state change: Tcp CurrEstab counts
         ESTABLISHED and CLOSE-WAIT connections (RFC 4022 tcpCurrEstab)."""
-        counted = tcb.state in (State.ESTABLISHED, State.CLOSE_WAIT)
+        state = tcb.state
+        counted = state in _CURR_ESTAB
         if counted != tcb.counted_estab:
             self.mib["CurrEstab"] += 1 if counted else -1
             tcb.counted_estab = counted
-        tw = tcb.state == State.TIME_WAIT
+        tw = state == State.TIME_WAIT
         if tw != tcb.counted_tw:
             self.tw_count += 1 if tw else -1
             tcb.counted_tw = tw
-        orphan = tcb.orphan and tcb.state not in (State.TIME_WAIT, State.CLOSED, State.LISTEN)
+        orphan = tcb.orphan and state not in _NOT_ORPHANED
         if orphan != tcb.counted_orphan:
             self.orphans += 1 if orphan else -1
             tcb.counted_orphan = orphan
@@ -159,7 +167,8 @@ class TCP:
         tcb.state = State.ESTABLISHED
         self.on_state(tcb)
         sndbuf_expand(tcb)
-        tcb.snd_nxt = max(tcb.snd_nxt, tcb.snd_una)
+        if tcb.snd_nxt < tcb.snd_una:
+            tcb.snd_nxt = tcb.snd_una
         tcb.rcv_tstamp = self.clock.now_ns()
         if tcb.keepalive:
             timers.arm_keepalive(tcb)
@@ -897,8 +906,7 @@ class TCP:
         too_many = self.orphans >= self.max_orphans
         tcb.orphan = True
         self.on_state(tcb)
-        if state not in (State.LISTEN, State.CLOSED, State.TIME_WAIT, State.SYN_SENT) \
-                and too_many:
+        if too_many and state not in _CLOSE_NO_OOM:
             # Linux tcp_check_oom(): too many orphans, reset this one.
             self.ext["TCPAbortOnMemory"] += 1
             self.abort(tcb)
@@ -934,7 +942,7 @@ class TCP:
             self.ext["TCPAbortOnLinger"] += 1
             self.abort(tcb)
             return
-        if state in (State.ESTABLISHED, State.CLOSE_WAIT, State.SYN_RECV):
+        if state in _CLOSE_SHUTS:
             self.shutdown_write(tcb)
         elif state == State.FIN_WAIT2:
             timers.arm_finwait2(tcb)

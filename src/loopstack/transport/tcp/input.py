@@ -83,6 +83,9 @@ from .window import (
 if TYPE_CHECKING:
     from .tcb import TCB
 
+# The states in which our FIN may be what an ACK acknowledges.
+_FIN_SENT_STATES = frozenset({State.FIN_WAIT1, State.CLOSING, State.LAST_ACK})
+
 
 def _ts_before(a: int, b: int) -> bool:
     return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
@@ -179,11 +182,13 @@ def negotiate(tcb: TCB, seg: Segment) -> None:
 
 def segment_arrives(tcb: TCB, seg: Segment) -> None:
     tcb.segs_in += 1
-    if tcb.state == State.ESTABLISHED and fastpath.enabled and _predicted(tcb, seg):
+    state = tcb.state
+    # (_predicted declines before it changes anything: the state read stays true)
+    if state == State.ESTABLISHED and fastpath.enabled and _predicted(tcb, seg):
         return
-    if tcb.state == State.SYN_SENT:
+    if state == State.SYN_SENT:
         _syn_sent(tcb, seg)
-    elif tcb.state == State.TIME_WAIT:
+    elif state == State.TIME_WAIT:
         _time_wait(tcb, seg)
     else:
         _synchronized(tcb, seg)
@@ -604,106 +609,119 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
     tcp = tcb.tcp
     flags = seg.flags
     rcv_nxt = tcb.rcv_nxt
-    seq = rcv_nxt + ((seg.seq - rcv_nxt + HALF) & 0xFFFFFFFF) - HALF  # (seq.unwrap)
     data = seg.payload
-    seg_len = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
-    wnd = max(0, tcb.rcv_wup + tcb.rcv_wnd - rcv_nxt)
-
-    # RFC 7323 5.3: PAWS, before anything else (Linux tcp_validate_incoming;
-    # SYN-RECEIVED as tcp_check_req, without tolerance). An RST passes.
     tsval = seg.tsval
-    if tcb.ts_ok and tsval is not None and not flags & RST \
-            and not 0 < (tcb.ts_recent - tsval) & 0xFFFFFFFF < 0x80000000:
-        # (_paws_check's and _paws_reject's first test, inline: a TSval not
-        # behind TS.Recent passes)
-        pass
-    elif tcb.ts_ok and tsval is not None and not flags & RST:
-        if tcb.state == State.SYN_RECV:
-            rejected = "paws" if _paws_reject(tcb, tsval, False) else None
-        elif _paws_check(tcb, tsval, PAWS_WINDOW):
-            rejected = None
+    acceptable = True
+    if flags & (SYN | RST | ACK) == ACK and seg.seq == rcv_nxt & 0xFFFFFFFF \
+            and fastpath.enabled and (
+                not tcb.ts_ok or tsval is None
+                or not 0 < (tcb.ts_recent - tsval) & 0xFFFFFFFF < 0x80000000) and (
+                not (data or flags & FIN) or tcb.rcv_wup + tcb.rcv_wnd > rcv_nxt):
+        # An ACK (with a FIN or data or neither) exactly at RCV.NXT, no SYN
+        # or RST, its TSval not behind TS.Recent, text only into an open
+        # window: the checks before the fifth would let it through untouched
+        # (PAWS passes at its first test, the sequence is acceptable, no RST
+        # or SYN to handle). The handshake's last ACK and the close's FINs
+        # and ACKs go straight on.
+        seq = rcv_nxt
+    else:
+        seq = rcv_nxt + ((seg.seq - rcv_nxt + HALF) & 0xFFFFFFFF) - HALF  # (seq.unwrap)
+        seg_len = len(data) + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        wnd = max(0, tcb.rcv_wup + tcb.rcv_wnd - rcv_nxt)
+
+        # RFC 7323 5.3: PAWS, before anything else (Linux tcp_validate_incoming;
+        # SYN-RECEIVED as tcp_check_req, without tolerance). An RST passes.
+        if tcb.ts_ok and tsval is not None and not flags & RST \
+                and not 0 < (tcb.ts_recent - tsval) & 0xFFFFFFFF < 0x80000000:
+            # (_paws_check's and _paws_reject's first test, inline: a TSval not
+            # behind TS.Recent passes)
+            pass
+        elif tcb.ts_ok and tsval is not None and not flags & RST:
+            if tcb.state == State.SYN_RECV:
+                rejected = "paws" if _paws_reject(tcb, tsval, False) else None
+            elif _paws_check(tcb, tsval, PAWS_WINDOW):
+                rejected = None
+            else:
+                rejected = _disordered_ack(tcb, seg, seq)
+            if rejected is not None:
+                if flags & SYN:
+                    challenge_ack(tcb)
+                elif rejected == "old":
+                    _count(tcb, "PAWSOldAck")  # old ACKs are common: no answer
+                else:
+                    # R1: drop it with an ACK. Like Linux (tcp_oow_rate_limited),
+                    # only segments without data are rate-limited: data cannot
+                    # start an ACK loop.
+                    tcp.ext["PAWSEstab"] += 1
+                    if seg_len or not _rate_limited(tcb, "TCPACKSkippedPAWS"):
+                        send_ack(tcb)
+                return
+
+        if tcb.state == State.SYN_RECV and flags & SYN and not flags & RST and seq == tcb.irs \
+                and not data:
+            if not flags & ACK:
+                # Their SYN again: our SYN-ACK was lost. Resend it (Linux
+                # tcp_check_req), at most once per tcp_invalid_ratelimit.
+                if not _rate_limited(tcb, "TCPACKSkippedSynRecv"):
+                    send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)
+                return
+            # Simultaneous open (RFC 9293 3.5 figure 8, line 6): the peer's
+            # SYN-ACK. Its SYN is a duplicate; its ACK completes the handshake
+            # and is answered with an ACK (Linux tcp_validate_incoming).
+            flags &= ~SYN
+            seq += 1
+            seg_len = 0
+            tcb.ack_pending = tcb.ack_now = True
+
+        # First check: sequence acceptability.
+        if seg_len == 0:
+            # RFC 9293 3.10.7.4 from RCV.NXT; like Linux (tcp_sequence) from
+            # RCV.WUP, the RCV.NXT our last ACK announced: a peer's ACK sent
+            # before data we have not acknowledged yet is old, yet still valid.
+            low = min(tcb.rcv_wup, rcv_nxt)
+            ok = (low <= seq <= rcv_nxt) if wnd == 0 else (low <= seq < rcv_nxt + wnd
+                                                            or seq == rcv_nxt)
+        elif wnd == 0:
+            ok = False
         else:
-            rejected = _disordered_ack(tcb, seg, seq)
-        if rejected is not None:
+            end = seq + seg_len - 1
+            ok = rcv_nxt <= seq < rcv_nxt + wnd or rcv_nxt <= end < rcv_nxt + wnd or (
+                seq < rcv_nxt <= end)
+        if not ok:
+            if flags & RST:
+                return
             if flags & SYN:
                 challenge_ack(tcb)
-            elif rejected == "old":
-                _count(tcb, "PAWSOldAck")  # old ACKs are common: no answer
-            else:
-                # R1: drop it with an ACK. Like Linux (tcp_oow_rate_limited),
-                # only segments without data are rate-limited: data cannot
-                # start an ACK loop.
-                tcp.ext["PAWSEstab"] += 1
-                if seg_len or not _rate_limited(tcb, "TCPACKSkippedPAWS"):
-                    send_ack(tcb)
-            return
+                return
+            if seg_len == 0 and _rate_limited(tcb, "TCPACKSkippedSeq"):
+                return
+            if seg_len and seq + seg_len <= rcv_nxt:
+                # An old duplicate: our ACK was lost (Linux tcp_send_dupack).
+                tcp.ext["DelayedACKLost"] += 1
+                enter_quickack_mode(tcb)
+            send_ack(tcb)
+            # Zero window: still take the ACK field (RFC 9293 3.10.7.4 note).
+            if not (wnd == 0 and flags & ACK and seq == rcv_nxt):
+                return
+            data = data[:0]
+            flags &= ~FIN
+            acceptable = False
 
-    if tcb.state == State.SYN_RECV and flags & SYN and not flags & RST and seq == tcb.irs \
-            and not data:
-        if not flags & ACK:
-            # Their SYN again: our SYN-ACK was lost. Resend it (Linux
-            # tcp_check_req), at most once per tcp_invalid_ratelimit.
-            if not _rate_limited(tcb, "TCPACKSkippedSynRecv"):
-                send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)
-            return
-        # Simultaneous open (RFC 9293 3.5 figure 8, line 6): the peer's
-        # SYN-ACK. Its SYN is a duplicate; its ACK completes the handshake
-        # and is answered with an ACK (Linux tcp_validate_incoming).
-        flags &= ~SYN
-        seq += 1
-        seg_len = 0
-        tcb.ack_pending = tcb.ack_now = True
-
-    # First check: sequence acceptability.
-    acceptable = True
-    if seg_len == 0:
-        # RFC 9293 3.10.7.4 from RCV.NXT; like Linux (tcp_sequence) from
-        # RCV.WUP, the RCV.NXT our last ACK announced: a peer's ACK sent
-        # before data we have not acknowledged yet is old, yet still valid.
-        low = min(tcb.rcv_wup, rcv_nxt)
-        ok = (low <= seq <= rcv_nxt) if wnd == 0 else (low <= seq < rcv_nxt + wnd
-                                                        or seq == rcv_nxt)
-    elif wnd == 0:
-        ok = False
-    else:
-        end = seq + seg_len - 1
-        ok = rcv_nxt <= seq < rcv_nxt + wnd or rcv_nxt <= end < rcv_nxt + wnd or (
-            seq < rcv_nxt <= end)
-    if not ok:
+        # Second: RST (RFC 5961 3.2: exact match resets, else a challenge ACK).
         if flags & RST:
+            if seq == rcv_nxt:
+                tcp.reset_received(tcb)
+            else:
+                challenge_ack(tcb)
             return
+
+        # Fourth: SYN in a synchronized state (RFC 5961 4.2).
         if flags & SYN:
+            if tcb.state == State.SYN_RECV and seq == tcb.irs:
+                send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)  # its SYN-ACK was lost
+                return
             challenge_ack(tcb)
             return
-        if seg_len == 0 and _rate_limited(tcb, "TCPACKSkippedSeq"):
-            return
-        if seg_len and seq + seg_len <= rcv_nxt:
-            # An old duplicate: our ACK was lost (Linux tcp_send_dupack).
-            tcp.ext["DelayedACKLost"] += 1
-            enter_quickack_mode(tcb)
-        send_ack(tcb)
-        # Zero window: still take the ACK field (RFC 9293 3.10.7.4 note).
-        if not (wnd == 0 and flags & ACK and seq == rcv_nxt):
-            return
-        data = data[:0]
-        flags &= ~FIN
-        acceptable = False
-
-    # Second: RST (RFC 5961 3.2: exact match resets, else a challenge ACK).
-    if flags & RST:
-        if seq == rcv_nxt:
-            tcp.reset_received(tcb)
-        else:
-            challenge_ack(tcb)
-        return
-
-    # Fourth: SYN in a synchronized state (RFC 5961 4.2).
-    if flags & SYN:
-        if tcb.state == State.SYN_RECV and seq == tcb.irs:
-            send_synack(tcb, tcb.ts_ok, tcb.sack_ok, tcb.wscale_ok)  # its SYN-ACK was lost
-            return
-        challenge_ack(tcb)
-        return
 
     # Fifth: ACK.
     if not flags & ACK:
@@ -750,7 +768,7 @@ def _synchronized(tcb: TCB, seg: Segment) -> None:
         tcb.ts_recent_stamp = tcp.clock.now_ns()
 
     state = tcb.state
-    if state in (State.FIN_WAIT1, State.CLOSING, State.LAST_ACK) and tcb.fin_sent \
+    if state in _FIN_SENT_STATES and tcb.fin_sent \
             and tcb.snd_una >= tcb.snd_base + tcb.sndq.size + 1:
         # Our FIN is acknowledged.
         if state == State.FIN_WAIT1:

@@ -144,27 +144,24 @@ def compute_window(tcb: TCB) -> int:
     free = ((tcb.rcvbuf - tcb.rmem_alloc) * ratio) >> RMEM_TO_WIN_SCALE
     allowed = (tcb.rcvbuf * ratio) >> RMEM_TO_WIN_SCALE
     full = min(tcb.window_clamp, allowed)
-    window = 0
     if mss > full:
         mss = full
-    if mss > 0:
-        ok = True
-        if free < full >> 1:
-            tcb.quickacks = 0  # icsk_ack.quick: the buffer is filling up
-            free = (free >> shift) << shift
-            if free < allowed >> 4 or free < mss:
-                ok = False
-        if ok:
-            if free > tcb.rcv_ssthresh:
-                free = tcb.rcv_ssthresh
-            if shift:
-                window = -(-free >> shift) << shift
-            else:
-                window = tcb.rcv_wnd
-                if window <= free - mss or window > free:
-                    window = free - free % mss
-                elif mss == full and free > window + (full >> 1):
-                    window = free
+    if mss <= 0:
+        return 0
+    if free < full >> 1:
+        tcb.quickacks = 0  # icsk_ack.quick: the buffer is filling up
+        free = (free >> shift) << shift
+        if free < allowed >> 4 or free < mss:
+            return 0
+    if free > tcb.rcv_ssthresh:
+        free = tcb.rcv_ssthresh
+    if shift:
+        return -(-free >> shift) << shift
+    window = tcb.rcv_wnd
+    if window <= free - mss or window > free:
+        window = free - free % mss
+    elif mss == full and free > window + (full >> 1):
+        window = free
     return window
 
 
