@@ -29,6 +29,7 @@ import asyncio
 import selectors
 import socket as _socket
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from functools import partial
@@ -137,6 +138,34 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
         # get_debug() likewise: every Future and Handle made asks it.
         self.get_debug = partial(getattr, self, "_debug")  # type: ignore[method-assign]
 
+    def _run_once(self) -> None:
+        """One turn of the loop. A turn with no timer scheduled and debug
+        off — a busy loop's usual turn — is: look for I/O (without waiting
+        when callbacks are ready or the loop is stopping), queue what the
+        ready sockets call, then run the callbacks that were queued before
+        this turn's own ones, skipping cancelled ones. Every other turn
+        (timers to expire or to purge, debug's slow-callback warnings) is
+        asyncio's own, and so is the rest of a turn in which a callback
+        turns debug on (_RestOfTurn)."""
+        if self._scheduled or self._debug:  # type: ignore[attr-defined]
+            super()._run_once()  # type: ignore[misc]
+            return
+        ready: deque[asyncio.Handle] = self._ready  # type: ignore[attr-defined]
+        events = self._selector.select(  # type: ignore[attr-defined]
+            0 if ready or self._stopping else None)  # type: ignore[attr-defined]
+        if events:
+            self._process_events(events)  # type: ignore[attr-defined]
+        # (No timer can have been scheduled meanwhile: selecting and queueing
+        # run no callback.)
+        events = None
+        for left in range(len(ready), 0, -1):
+            if self._debug:  # type: ignore[attr-defined]
+                _RestOfTurn(self, deque(ready.popleft() for _ in range(left))).run()
+                return
+            handle = ready.popleft()
+            if not handle._cancelled:
+                handle._run()
+
     def run_in_executor(self, executor: Executor | None, func: Callable[[*Ts], T],
                         *args: *Ts) -> asyncio.Future[T]:
         fut = super().run_in_executor(executor, func, *args)
@@ -159,6 +188,61 @@ class VirtualTimeEventLoop(asyncio.SelectorEventLoop):
 
     async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> Any:
         return _socket.getnameinfo(sockaddr, flags)
+
+
+class _NoIO:
+    """The selector of a _RestOfTurn: nothing to report, nothing waited for."""
+
+    @staticmethod
+    def select(timeout: float | None = None) -> list[Any]:
+        return []
+
+
+class _RestOfTurn:
+    """The callbacks left in a turn of VirtualTimeEventLoop's own in which a
+    callback turned debug on: asyncio would run them the debug way (each
+    timed against ``slow_callback_duration``, the loop's current handle set
+    for the exception handler). asyncio's own turn, run on this stand-in for
+    the loop, runs exactly these callbacks that way and does nothing else
+    (its selector has nothing, it has no timers); callbacks they schedule go
+    to the loop itself. Debug, the current handle, the time and the
+    slow-callback threshold are the loop's."""
+
+    def __init__(self, loop: VirtualTimeEventLoop, handles: deque[asyncio.Handle]) -> None:
+        self._loop = loop
+        self._ready = handles
+        self._scheduled: list[asyncio.TimerHandle] = []
+        self._timer_cancelled_count = 0
+        self._stopping = False
+        self._selector = _NoIO()
+        self._clock_resolution = loop._clock_resolution
+        self.time = loop.time
+
+    def run(self) -> None:
+        try:
+            asyncio.BaseEventLoop._run_once(self)  # type: ignore[attr-defined]
+        finally:
+            if self._ready:  # (SystemExit or KeyboardInterrupt: the rest wait in the loop's queue)
+                self._loop._ready.extendleft(reversed(self._ready))  # type: ignore[attr-defined]
+
+    def _process_events(self, events: list[Any]) -> None:
+        pass
+
+    @property
+    def _debug(self) -> bool:
+        return bool(self._loop._debug)  # type: ignore[attr-defined]
+
+    @property
+    def slow_callback_duration(self) -> float:
+        return self._loop.slow_callback_duration
+
+    @property
+    def _current_handle(self) -> Any:
+        return self._loop._current_handle  # type: ignore[attr-defined]
+
+    @_current_handle.setter
+    def _current_handle(self, handle: Any) -> None:
+        self._loop._current_handle = handle  # type: ignore[attr-defined]
 
 
 def run(main: Coroutine[Any, Any, T], *, stack: Stack | None = None, seed: int | None = None,

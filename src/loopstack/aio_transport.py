@@ -41,11 +41,16 @@ class _DataPath:
     """The transport's ``_sock``: ``send``/``recv`` straight to the
     loopstack socket's data path, every other attribute the socket's."""
 
-    __slots__ = ("_sock", "_impl")
+    __slots__ = ("_sock", "_impl", "_tcb", "_locked", "_tcp_recv")
 
     def __init__(self, sock: Any, impl: StreamSocket) -> None:
         self._sock = sock
         self._impl = impl
+        # What each call would look up again (a stream socket's TCB, stack
+        # and protocol are its own for life).
+        self._tcb = impl._tcb
+        self._locked = impl._stack.locked
+        self._tcp_recv = impl._stack.tcp.recv
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._sock, name)
@@ -63,7 +68,7 @@ class _DataPath:
                 sent: int = self._sock.send(data)  # (its own error)
                 return sent
             try:
-                with impl._stack.locked:
+                with self._locked:
                     if not impl._closed:
                         return impl._send_once(view, False)
             finally:
@@ -79,10 +84,10 @@ class _DataPath:
         an error, a timeout on the socket — is the socket's own call."""
         impl = self._impl
         if impl._timeout == 0.0 and size > 0:
-            with impl._stack.locked:
-                t = impl._tcb
+            t = self._tcb
+            with self._locked:
                 if t.rcvq.size and not t.urg_data and not impl._closed and not t.listening:
-                    data = impl._stack.tcp.recv(t, size, False)
+                    data = self._tcp_recv(t, size, False)
                     if impl._efd is not None:
                         impl._sync_fd()
                     return data

@@ -54,6 +54,7 @@ from .socket import find_descriptor, implementation, unmade_readiness
 
 _EVENT_READ = selectors.EVENT_READ
 _EVENT_WRITE = selectors.EVENT_WRITE
+_READ_WRITE = _EVENT_READ | _EVENT_WRITE
 _REAL_POLL_NS = 1_000_000  # the real selector is looked at this often while loopstack is busy
 _monotonic_ns = time.monotonic_ns
 
@@ -118,13 +119,14 @@ class StackSelector(selectors.BaseSelector):
         rd = _readiness_of(fileobj, fd)
         if rd is None:
             self._real.register(fileobj, events, data)
+            self._keys[fd] = key
         else:
+            self._keys[fd] = key  # (first: a number in _mine has its key)
             self._mine[fd] = rd
             changed = self._watcher(fd)
             self._watchers[fd] = changed
             rd.watch(changed)
             self._candidates.add(fd)
-        self._keys[fd] = key
         return key
 
     def _watcher(self, fd: int) -> Callable[[Readiness], None]:
@@ -144,10 +146,10 @@ class StackSelector(selectors.BaseSelector):
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
         fd = fileobj if type(fileobj) is int and fileobj >= 0 else self._fd_lookup(fileobj)
+        rd = self._mine.pop(fd, None)  # (before its key: see register)
         key = self._keys.pop(fd, None)
         if key is None:
             raise KeyError(f"{fileobj!r} is not registered")
-        rd = self._mine.pop(fd, None)
         if rd is None:
             self._real.unregister(fd)
         else:
@@ -205,27 +207,28 @@ class StackSelector(selectors.BaseSelector):
     # -- waiting ------------------------------------------------------------------
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready: list[tuple[selectors.SelectorKey, int]] = []
-        if self._candidates:
+        candidates = self._candidates
+        if candidates:
             # The loopstack sockets that may be ready (level-triggered: one
             # found ready is looked at again next time). Swapped, not
             # iterated in place: other threads add while we look.
             keys, mine = self._keys, self._mine
-            candidates, self._candidates = self._candidates, set()
+            self._candidates = again = set()
             for fd in candidates:
                 rd = mine.get(fd)
                 key = keys.get(fd)
-                if rd is None or key is None:
+                if rd is None or key is None:  # (let go of since, maybe by another thread)
                     continue
-                events = key.events
-                if events & _EVENT_READ and rd.want_readable:
-                    mask = _EVENT_READ | _EVENT_WRITE if (
-                        events & _EVENT_WRITE and rd.want_writable) else _EVENT_READ
-                elif events & _EVENT_WRITE and rd.want_writable:
-                    mask = _EVENT_WRITE
+                if rd.want_readable:
+                    mask = key.events & _READ_WRITE if rd.want_writable else \
+                        key.events & _EVENT_READ
+                elif rd.want_writable:
+                    mask = key.events & _EVENT_WRITE
                 else:
                     continue
-                ready.append((key, mask))
-                self._candidates.add(fd)
+                if mask:
+                    ready.append((key, mask))
+                    again.add(fd)
         now = _monotonic_ns()
         if ready:
             # Loopstack sockets are ready: the real descriptors are looked at
@@ -282,11 +285,12 @@ class StackSelector(selectors.BaseSelector):
             key = keys.get(fd)
             if rd is None or key is None:
                 continue
-            mask = 0
-            if key.events & _EVENT_READ and rd.want_readable:
-                mask = _EVENT_READ
-            if key.events & _EVENT_WRITE and rd.want_writable:
-                mask |= _EVENT_WRITE
+            if rd.want_readable:
+                mask = key.events & _READ_WRITE if rd.want_writable else key.events & _EVENT_READ
+            elif rd.want_writable:
+                mask = key.events & _EVENT_WRITE
+            else:
+                continue
             if mask:
                 out.append((key, mask))
                 still.add(fd)  # level-triggered: looked at again next time

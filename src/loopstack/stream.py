@@ -72,6 +72,7 @@ _TCP_INFO = struct.Struct("BBBBBBBB" + "I" * 24)
 # decide by it. CPython's connect with a timeout leaves it "connecting" after
 # success or failure, which is why the next connect() answers as it does.
 _UNCONNECTED, _CONNECTING, _CONNECTED, _DISCONNECTING = 0, 1, 2, 3
+_ESTABLISHED = State.ESTABLISHED
 _CONNECTED_STATES = frozenset({State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT1,
                                State.FIN_WAIT2, State.CLOSING, State.LAST_ACK, State.TIME_WAIT})
 
@@ -123,14 +124,21 @@ class StreamSocket(Socket):
 
     def _sync_fd(self) -> None:
         fd = self._efd
-        if fd is not None:
-            t = self._tcb
-            if t.listening or t.urg_data:
-                fd.update(self._readable(), self._writable(), self._urgent())
-                return
-            # _readable, _writable and _urgent (False: no urgent data) inline:
-            # every segment that changes the socket comes here.
-            state = t.state
+        if fd is None:
+            return
+        t = self._tcb
+        state = t.state
+        # _readable, _writable and _urgent inline: every segment that changes
+        # the socket comes here.
+        if state == _ESTABLISHED and not t.so_error and not t.urg_data:
+            # The usual case, first: no error, no urgent data, neither
+            # closed nor listening nor connecting.
+            readable = t.rcvq.size != 0 or t.fin_received or t.shut_rd
+            writable = t.shut_wr or t.fin_queued or t.sndq.size < t.sndbuf
+        elif t.listening or t.urg_data:
+            fd.update(self._readable(), self._writable(), self._urgent())
+            return
+        else:
             closed = state == State.CLOSED or state == State.TIME_WAIT  # (_state)
             if t.so_error or closed:
                 writable = True
@@ -140,21 +148,21 @@ class StreamSocket(Socket):
                 writable = t.shut_wr or t.fin_queued or t.sndq.size < t.sndbuf
             readable = t.rcvq.size != 0 or t.fin_received or t.so_error != 0 or t.shut_rd \
                 or closed
-            watchers = fd._watchers
-            if watchers and fd._carrier is None:
-                # fd.update(readable, writable, False), inline where an
-                # in-process selector watches (asyncio under patch): the
-                # states are stored, and a state that comes on is told.
-                rise = (readable and not fd.want_readable) or (
-                    writable and not fd.want_writable)
-                fd.want_readable = readable
-                fd.want_writable = writable
-                fd.want_urgent = False
-                if rise:
-                    for changed in watchers:
-                        changed(fd)
-                return
-            fd.update(readable, writable, False)
+        watchers = fd._watchers
+        if watchers and fd._carrier is None:
+            # fd.update(readable, writable, False), inline where an
+            # in-process selector watches (asyncio under patch): the
+            # states are stored, and a state that comes on is told.
+            rise = (readable and not fd.want_readable) or (
+                writable and not fd.want_writable)
+            fd.want_readable = readable
+            fd.want_writable = writable
+            fd.want_urgent = False
+            if rise:
+                for changed in watchers:
+                    changed(fd)
+            return
+        fd.update(readable, writable, False)
 
     def _writable(self) -> bool:
         """POLLOUT, POLLHUP or POLLERR."""

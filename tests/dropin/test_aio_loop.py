@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
+import socket
+import threading
 from typing import Any
 
 import pytest
@@ -129,3 +132,184 @@ def test_virtual_clock_tells_of_timers_only_while_someone_sleeps() -> None:
         assert clock.now_seconds() == 3_000 / 1e9  # type: ignore[attr-defined]
     finally:
         st.close()
+
+
+async def busy_scenario() -> dict[str, Any]:
+    """Turns with no timer scheduled (the virtual-time loop's own turn,
+    aio.VirtualTimeEventLoop._run_once): callbacks queued by callbacks, a
+    handle cancelled by an earlier callback of the same turn, a program's
+    Handle subclass, exceptions, a real descriptor's reader, a wake-up from
+    another thread, a TCP echo through the in-process selector."""
+    loop = asyncio.get_running_loop()
+    seen: list[Any] = []
+    errors: list[str] = []
+    loop.set_exception_handler(lambda lp, ctx: errors.append(ctx["message"].split(" at ")[0]))
+
+    def chain(n: int) -> None:
+        seen.append(("chain", n, var.get()))
+        if n:
+            loop.call_soon(chain, n - 1)
+
+    def boom(tag: str) -> None:
+        raise ValueError(tag)
+
+    ctx = contextvars.copy_context()
+    ctx.run(var.set, "in-ctx")
+    loop.call_soon(chain, 2)
+    loop.call_soon(boom, "b")
+    later: list[asyncio.Handle] = []
+    loop.call_soon(lambda: later[0].cancel())
+    later.append(loop.call_soon(seen.append, "cancelled in its turn"))
+    loop.call_soon(chain, 0, context=ctx)
+    loop._ready.append(Handle(seen.append, ("x",), loop))  # type: ignore[attr-defined]
+    await asyncio.sleep(0)
+    seen.append("after sleep(0)")
+
+    # Debug turned on and off by callbacks of one turn: the callbacks in
+    # between are timed (every one "slow" here) and reported by name.
+    slow: list[str] = []
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            slow.append(record.getMessage().split(" took ")[0])
+
+    log = logging.getLogger("asyncio")
+    catch = Slow()
+    log.addHandler(catch)
+    loop.slow_callback_duration = 0.0
+    try:
+        loop.call_soon(seen.append, "before debug")
+        loop.call_soon(loop.set_debug, True)
+        loop.call_soon(seen.append, "timed")
+        loop.call_soon(loop.set_debug, False)
+        loop.call_soon(seen.append, "not timed")
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    finally:
+        log.removeHandler(catch)
+        loop.slow_callback_duration = 0.1
+    seen.append(slow)
+
+    r, w = socket.socketpair()  # real descriptors: epoll
+    got: asyncio.Future[bytes] = loop.create_future()
+
+    def on_readable() -> None:
+        loop.remove_reader(r)
+        got.set_result(r.recv(10))
+
+    loop.add_reader(r, on_readable)
+    w.send(b"hi")
+    seen.append(await got)
+    r.close()
+    w.close()
+
+    done: asyncio.Future[str] = loop.create_future()
+    t = threading.Thread(target=loop.call_soon_threadsafe, args=(done.set_result, "thread"))
+    t.start()
+    seen.append(await done)
+    t.join()
+
+    async def echo(rd: asyncio.StreamReader, wr: asyncio.StreamWriter) -> None:
+        while data := await rd.read(100):
+            wr.write(data)
+        wr.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    rd, wr = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+    for i in range(5):
+        wr.write(b"%d" % i)
+        seen.append(await rd.readexactly(1))
+    wr.close()
+    await wr.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return {"seen": seen, "errors": errors, "scheduled": len(loop._scheduled)}  # type: ignore[attr-defined]
+
+
+def test_turns_without_timers_as_asyncio_runs_them() -> None:
+    kernel = asyncio.run(busy_scenario())
+    virtual = loopstack.aio.run(busy_scenario())
+    assert virtual == kernel
+    assert kernel["seen"][:5] == [("chain", 2, "-"), ("chain", 0, "in-ctx"), "sub",
+                                  "after sleep(0)", ("chain", 1, "-")]
+    assert ["Executing <Handle list.append('timed')>",
+            "Executing <Handle BaseEventLoop.set_debug(False)>"] in kernel["seen"]
+    assert kernel["errors"] == ["Exception in callback busy_scenario.<locals>.boom('b')"]
+
+
+def _stopping(loop: asyncio.AbstractEventLoop) -> list[str]:
+    """stop() before run_forever(): one turn that does not wait, then out;
+    stop() from a callback: the rest of that turn's callbacks run, the
+    ones they queue wait for the next run_forever()."""
+    seen: list[str] = []
+    try:
+        # (A turn that waited would be ended by the guard, 5 s later.)
+        guard = threading.Timer(5.0, loop.call_soon_threadsafe, args=(seen.append, "guard"))
+        guard.start()
+        loop.stop()
+        loop.run_forever()
+        guard.cancel()
+        seen.append("stopped before running")
+        loop.call_soon(seen.append, "a")
+        loop.call_soon(loop.stop)
+        loop.call_soon(lambda: loop.call_soon(seen.append, "queued while stopping"))
+        loop.call_soon(seen.append, "b")
+        loop.run_forever()
+        seen.append("stopped")
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        seen.append("stopped again")
+    finally:
+        loop.close()
+    return seen
+
+
+def test_stop_from_a_callback_as_asyncio() -> None:
+    kernel = _stopping(asyncio.new_event_loop())
+    st = loopstack.Stack(clock="virtual")
+    try:
+        with loopstack.patch(st):
+            virtual = _stopping(loopstack.aio.VirtualTimeEventLoop(st))
+    finally:
+        st.close()
+    assert virtual == kernel == ["stopped before running", "a", "b", "stopped",
+                                 "queued while stopping", "stopped again"]
+
+
+def _interrupted(loop: asyncio.AbstractEventLoop, debug_on: bool) -> list[str]:
+    """A callback raising KeyboardInterrupt ends run_forever(); the rest of
+    its turn waits in the loop's queue for the next run (also when an
+    earlier callback of that turn turned debug on)."""
+    seen: list[str] = []
+
+    def interrupt() -> None:
+        raise KeyboardInterrupt
+
+    try:
+        loop.call_soon(seen.append, "a")
+        if debug_on:
+            loop.call_soon(loop.set_debug, True)
+        loop.call_soon(interrupt)
+        loop.call_soon(seen.append, "after the interrupt")
+        try:
+            loop.run_forever()
+        except KeyboardInterrupt:
+            seen.append("interrupted")
+        loop.set_debug(False)
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+    finally:
+        loop.close()
+    return seen
+
+
+@pytest.mark.parametrize("debug_on", [False, True])
+def test_an_interrupted_turn_as_asyncio(debug_on: bool) -> None:
+    kernel = _interrupted(asyncio.new_event_loop(), debug_on)
+    st = loopstack.Stack(clock="virtual")
+    try:
+        with loopstack.patch(st):
+            virtual = _interrupted(loopstack.aio.VirtualTimeEventLoop(st), debug_on)
+    finally:
+        st.close()
+    assert virtual == kernel == ["a", "interrupted", "after the interrupt"]
