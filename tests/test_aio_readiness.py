@@ -37,7 +37,7 @@ def _masks(sel: selectors.BaseSelector, socks: dict[str, Any], kernel: bool) -> 
     if kernel:
         time.sleep(0.01)  # (the kernel's loopback delivers in softirq context)
     got = {key.fileobj: mask for key, mask in sel.select(0)}
-    # (A socket closed while registered: see the xfail test below.)
+    # (A socket closed while registered: see the test below.)
     return {name: got.get(s, 0) for name, s in socks.items() if s.fileno() >= 0}
 
 
@@ -127,10 +127,9 @@ def test_readiness_through_a_connections_life_is_the_kernels(life: str) -> None:
     assert ours == kernel
 
 
-@pytest.mark.xfail(strict=True, reason="known difference: the in-process selector keeps "
-                   "reporting a socket closed while registered; epoll drops the closed "
-                   "descriptor (asyncio unregisters before it closes)")
 def test_a_socket_closed_while_registered_is_no_longer_reported() -> None:
+    # (epoll drops a descriptor closed while registered; asyncio unregisters
+    # first, so only other programs see this)
     seen = {}
     for side in ("kernel", "loopstack"):
         with _side(side) as selector_class:

@@ -173,7 +173,7 @@ _NO_SOCKET = _no_socket()
 class Readiness:
     __slots__ = ("_watched", "_peer", "_tcp", "_poll", "readable", "writable", "urgent",
                  "identity", "_carrier", "want_readable", "want_writable", "want_urgent",
-                 "_watchers", "_stream")
+                 "_watchers", "_stream", "closed")
 
     def __init__(self, stream: bool = False, paired: bool = True) -> None:
         """``stream``: for a TCP socket (urgent data possible): a kernel TCP
@@ -199,6 +199,10 @@ class Readiness:
         self.want_writable = True
         self.want_urgent = False
         self._watchers: tuple[Callable[[Readiness], None], ...] = ()
+        # The socket let go of it (close): its descriptor is gone, and an
+        # in-process selector passes it over, as epoll drops a descriptor
+        # closed while registered.
+        self.closed = False
 
     def _pair(self) -> None:
         pair = _tcp_pair() if self._stream and _exact_urgent and not _tcp_refused else None
@@ -381,6 +385,7 @@ class Readiness:
     def close(self) -> None:
         """Close what this object holds: the peer, and the watched end unless
         it was handed to the program (release, carry)."""
+        self.closed = True
         carrier, self._carrier = self._carrier, None
         if carrier is not None:
             carrier.stop()

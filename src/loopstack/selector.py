@@ -217,7 +217,9 @@ class StackSelector(selectors.BaseSelector):
             for fd in candidates:
                 rd = mine.get(fd)
                 key = keys.get(fd)
-                if rd is None or key is None:  # (let go of since, maybe by another thread)
+                if rd is None or key is None or rd.closed:
+                    # (let go of since, maybe by another thread; or closed
+                    # while registered: epoll drops a closed descriptor)
                     continue
                 if rd.want_readable:
                     mask = key.events & _READ_WRITE if rd.want_writable else \
@@ -283,7 +285,7 @@ class StackSelector(selectors.BaseSelector):
         for fd in candidates:
             rd = mine.get(fd)
             key = keys.get(fd)
-            if rd is None or key is None:
+            if rd is None or key is None or rd.closed:
                 continue
             if rd.want_readable:
                 mask = key.events & _READ_WRITE if rd.want_writable else key.events & _EVENT_READ
