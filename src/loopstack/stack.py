@@ -116,6 +116,32 @@ class InterfaceInfo:
 
 _STREAM: Any = None  # stream.StreamSocket, once Stack.socket has imported it
 
+# A block of this size is made and freed once per process (_settle_allocator).
+_SETTLING_BLOCK = 1 << 20
+_allocator_settled = False
+
+
+def _settle_allocator() -> None:
+    """Give the process's allocator the state a program reading kernel
+    sockets reaches by itself. glibc's malloc serves blocks of 128 KiB or
+    more with mmap and hands free heap above 128 KiB back to the system,
+    until the program frees one mmap-served block: then it raises both
+    thresholds past that block's size (mallopt(3), M_MMAP_THRESHOLD). A
+    kernel socket's recv(bufsize) allocates bufsize bytes (CPython;
+    asyncio's transports ask for 256 KiB), so such a program gets there at
+    its first read; loopstack's recv allocates only what it returns, so a
+    program on loopstack never did, and every transient buffer of 64-256
+    KiB (asyncio's stream buffer, a joined read) was faulted in page by
+    page again: ~10 minor faults a 64 KiB in asyncio's bulk, none on the
+    kernel. One 1 MiB block made and freed at the first stack does what
+    that first recv does. Elsewhere (other allocators) it is one
+    allocation."""
+    global _allocator_settled
+    if not _allocator_settled:
+        _allocator_settled = True
+        block = bytearray(_SETTLING_BLOCK)
+        del block
+
 
 class _Operation:
     """``with stack.locked:`` — hold the stack lock for one operation; when
@@ -246,6 +272,7 @@ class Stack:
         else:
             raise ValueError(f"unknown clock {clock!r}: use 'real' or 'virtual'")
         self.seed = seed
+        _settle_allocator()
         self.rng = random.Random(seed if seed is not None else int.from_bytes(os.urandom(8)))
         # An RLock; also counts the holder's operations (depth) and keeps
         # the wake-ups they owe (clock.py). (lock's type is the RLock's: an
