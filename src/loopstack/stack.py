@@ -117,25 +117,26 @@ class InterfaceInfo:
 _STREAM: Any = None  # stream.StreamSocket, once Stack.socket has imported it
 
 # A block of this size is made and freed once per process (_settle_allocator).
-_SETTLING_BLOCK = 1 << 20
+_SETTLING_BLOCK = 4 << 20
 _allocator_settled = False
 
 
 def _settle_allocator() -> None:
-    """Give the process's allocator the state a program reading kernel
-    sockets reaches by itself. glibc's malloc serves blocks of 128 KiB or
-    more with mmap and hands free heap above 128 KiB back to the system,
-    until the program frees one mmap-served block: then it raises both
-    thresholds past that block's size (mallopt(3), M_MMAP_THRESHOLD). A
-    kernel socket's recv(bufsize) allocates bufsize bytes (CPython;
-    asyncio's transports ask for 256 KiB), so such a program gets there at
-    its first read; loopstack's recv allocates only what it returns, so a
-    program on loopstack never did, and every transient buffer of 64-256
-    KiB (asyncio's stream buffer, a joined read) was faulted in page by
-    page again: ~10 minor faults a 64 KiB in asyncio's bulk, none on the
-    kernel. One 1 MiB block made and freed at the first stack does what
-    that first recv does. Elsewhere (other allocators) it is one
-    allocation."""
+    """Keep glibc from giving back and faulting in again, page by page, the
+    memory of a socket's buffers. What the kernel holds in its own memory
+    (the bytes queued in a socket, up to its buffer: megabytes once
+    autotuned) loopstack holds in the process's heap, and frees in bursts
+    as a reader drains them. glibc's malloc serves blocks of 128 KiB or
+    more with mmap and hands free heap above 128 KiB back to the system
+    until the process frees one mmap-served block; then it raises both
+    thresholds past that block's size (the trim threshold to twice it;
+    mallopt(3), M_MMAP_THRESHOLD). A program reading kernel sockets moves
+    them a little at its first recv(bufsize) (CPython allocates bufsize
+    bytes; asyncio asks 256 KiB); on loopstack the heap's own churn needs
+    more: asyncio's 64 KiB bulk faulted ~10 pages a 64 KiB (the kernel
+    side none) until a block of 2 MiB or more had been freed once (1 MiB
+    was not enough). One 4 MiB block made and freed at the first stack
+    does it. Elsewhere (other allocators) it is one allocation."""
     global _allocator_settled
     if not _allocator_settled:
         _allocator_settled = True

@@ -14,7 +14,6 @@ import errno
 import os
 import random
 import struct
-from collections import deque
 from typing import Any
 
 from ...clock import NS_PER_SEC, Clock
@@ -30,7 +29,6 @@ from ..icmp import IcmpError, ICMPv4, ICMPv6
 from ..ports import PortTable, addresses_overlap, in_use, v4_of
 from . import fastpath, timers
 from . import input as _input
-from .bufq import SegmentBuffer
 from .constants import (
     CAN_SEND_DATA,
     RETRIES2,
@@ -98,9 +96,6 @@ class TCP:
         self.clock = clock
         self.rng = rng
         self.ports = ports
-        # The stack's buffers for segments gathered from two queued chunks
-        # (bufq.py: reused, not allocated and faulted in for each).
-        self.segment_buffers: deque[SegmentBuffer] = deque()
         self.secret = rng.getrandbits(128).to_bytes(16, "big")
         self.conns: dict[tuple[bytes, int, bytes, int], TCB] = {}
         # sysctls, per stack (Linux names)

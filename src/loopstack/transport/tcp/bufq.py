@@ -14,26 +14,10 @@ change after the call returns is copied once; small pieces are gathered
 into one bytearray tail so a stream of one-byte sends does not become a
 deque of one-byte objects (the tail is never lent out as a view: slices of
 it are copies).
-
-A segment that straddles two chunks (a 64 KiB ``sendall`` against lo's
-MSS of 65483 makes nearly every segment do so once the sender runs ahead,
-as Nagle or a full window merge writes) must be gathered into one piece:
-the one copy Linux makes of every byte into its skbs. A fresh 64 KiB
-object for each made glibc trim its heap and fault the pages back in for
-the next (~10 minor faults a 64 KiB, twice the CPU of the whole transfer).
-So such segments are gathered into buffers the stack keeps for the
-purpose (``SegmentBuffer``, a pool per stack: output passes it to
-:meth:`ByteQueue.view`), each reused once nothing else refers to it (the
-segment, a receiving queue and every view of them hold a reference;
-``sys.getrefcount`` tells when the last is gone: CPython), and a receiving
-queue keeps a view of one by reference as it keeps ``bytes``. A pool holds
-at most ``POOL_MAX`` buffers, so at most the straddling segments a stack
-had in flight at once, and 4 MiB.
 """
 
 from __future__ import annotations
 
-import sys
 from collections import deque
 
 Chunk = memoryview | bytearray
@@ -47,22 +31,6 @@ _TAIL_MAX = 1 << 16
 # 600 bytes and an idle connection has four queues. maxlen 0, so an append
 # that forgot to replace it would keep nothing rather than share it.
 _NO_CHUNKS: deque[Chunk] = deque(maxlen=0)
-
-# A stack's gather buffers (each 64 KiB, or one segment if larger) at most;
-# segments under POOLED_MIN bytes are gathered into plain bytes (a small
-# allocation does not make glibc trim and fault its heap).
-POOL_MAX = 64
-POOLED_MIN = 16384
-_BUFFER_SIZE = 65536
-_getrefcount = sys.getrefcount
-
-
-class SegmentBuffer(bytearray):
-    """A gather buffer of a stack's pool (see the module's text): written
-    only while nothing but the pool refers to it, so a view of it is as
-    immutable as a view of ``bytes`` for as long as the view lives."""
-
-    __slots__ = ()
 
 
 class ByteQueue:
@@ -106,7 +74,7 @@ class ByteQueue:
             else:
                 chunks.append(bytearray(data))
         elif isinstance(data, memoryview):
-            if isinstance(data.obj, (bytes, SegmentBuffer)) and data.c_contiguous:
+            if isinstance(data.obj, bytes) and data.c_contiguous:
                 chunks.append(data.cast("B") if data.format != "B" else data)
             else:
                 chunks.append(memoryview(bytes(data)))
@@ -171,11 +139,9 @@ class ByteQueue:
             return off, stop - off
         return off, n
 
-    def view(self, off: int, n: int, pool: deque[SegmentBuffer] | None = None
-             ) -> memoryview | bytes:
+    def view(self, off: int, n: int) -> memoryview | bytes:
         """``q[off : off + n]``, as a bytearray slices: a view when the bytes
-        lie in one immutable chunk, else a copy: into a buffer of ``pool``
-        (a stack's: see the module's text) for a big segment."""
+        lie in one immutable chunk, else a copy."""
         if off < 0 or n <= 0 or off + n > self.size:
             off, n = self._bounds(off, n)
             if n <= 0:
@@ -199,42 +165,7 @@ class ByteQueue:
             if isinstance(chunk, bytearray):
                 return bytes(chunk[at : at + n])
             return chunk[at : at + n]
-        if pool is None or n < POOLED_MIN:
-            return self._gather(i, at, n)
-        return self._gather_pooled(pool, i, at, n)
-
-    def _gather_pooled(self, pool: deque[SegmentBuffer], i: int, at: int,
-                       n: int) -> memoryview | bytes:
-        """``n`` bytes from chunk ``i`` at ``at`` on, in a buffer of ``pool``:
-        its oldest if nothing refers to it any more, else a new one while the
-        pool has room (else plain bytes)."""
-        buf = None
-        if pool:
-            oldest = pool[0]
-            # (references: the pool, ``oldest``, the call's argument)
-            if _getrefcount(oldest) == 3:
-                if len(oldest) >= n:
-                    pool.rotate(-1)
-                    buf = oldest
-                else:
-                    pool.popleft()  # smaller than this segment: let it go
-            del oldest
-        if buf is None:
-            if len(pool) >= POOL_MAX:
-                return self._gather(i, at, n)
-            buf = SegmentBuffer(max(n, _BUFFER_SIZE))
-            pool.append(buf)
-        whole = memoryview(buf)
-        chunks = self._chunks
-        done = 0
-        while done < n:
-            chunk = chunks[i]
-            take = min(len(chunk) - at, n - done)
-            whole[done : done + take] = chunk[at : at + take]
-            done += take
-            at = 0
-            i += 1
-        return whole[:n] if n < len(buf) else whole
+        return self._gather(i, at, n)
 
     def _gather(self, i: int, at: int, n: int) -> bytes:
         parts: list[bytes | bytearray | memoryview] = []
@@ -296,4 +227,4 @@ class ByteQueue:
         return data
 
 
-__all__ = ["POOL_MAX", "POOLED_MIN", "ByteQueue", "SegmentBuffer"]
+__all__ = ["ByteQueue"]

@@ -329,7 +329,6 @@ def output(tcb: TCB, probe: bool = False) -> int:
         # else (nothing fits, a retransmission, a FIN) goes on in that loop,
         # which decides from the state left here.
         sndq = tcb.sndq
-        segment_buffers = tcp.segment_buffers
         while True:
             seq = tcb.snd_nxt
             snd_base = tcb.snd_base
@@ -355,7 +354,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
                 return sent
             end = seq + n
             flags = _ACK_PSH if end == data_end else ACK
-            payload = sndq.view(seq - snd_base, n, segment_buffers)
+            payload = sndq.view(seq - snd_base, n)
             new_data = True
             _send_new(tcb, seq, end, end, flags, payload, now)
             sent += 1
@@ -418,7 +417,7 @@ def output(tcb: TCB, probe: bool = False) -> int:
                 break
         # A view of the queued chunk, not a copy, when the segment lies in
         # one (see bufq.py).
-        payload = tcb.sndq.view(seq - tcb.snd_base, n, tcp.segment_buffers)
+        payload = tcb.sndq.view(seq - tcb.snd_base, n)
         flags = ACK
         if fin:
             flags |= FIN
