@@ -124,7 +124,7 @@ def net_admin() -> bool:
         except OSError:
             _capable = os.geteuid() == 0
     return _capable
-_MSG_MORE = getattr(_socket, "MSG_MORE", 0x8000)
+_MSG_MORE = int(getattr(_socket, "MSG_MORE", 0x8000))  # (an int: MsgFlag's & is Python code)
 # UDP_ENCAP, UDP_NO_CHECK6_TX, UDP_NO_CHECK6_RX, UDP_SEGMENT, UDP_GRO
 _UDP_ZERO_OPTIONS = frozenset({100, 101, 102, 103, 104})
 
