@@ -92,6 +92,19 @@ def _timed(step: Callable[[], None], n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
+def _measure(step: Callable[[], None], n: int, warm: int
+             ) -> tuple[int, float, float, Counter[str]]:
+    """Warm ``step`` up, then its bytecodes over ``n`` calls (traced), the
+    best untraced µs a call of three runs, and the timer heap's bytecodes."""
+    for _ in range(warm):
+        step()
+    by_function: Counter[str] = Counter()
+    ops = _traced(step, n, by_function)
+    us = min(_timed(step, n) for _ in range(3))
+    heap = sum(by_function[k] for k in HEAP)
+    return ops, us, heap, by_function
+
+
 def rtt_single(n: int, top: int) -> None:
     stack = loopstack.Stack()
     _, c, s = _pair(stack)
@@ -102,12 +115,7 @@ def rtt_single(n: int, top: int) -> None:
         s.sendall(b"y")
         c.recv(1)
 
-    for _ in range(200):
-        step()
-    by_function: Counter[str] = Counter()
-    ops = _traced(step, n, by_function)
-    us = min(_timed(step, n) for _ in range(3))
-    heap = sum(by_function[k] for k in HEAP)
+    ops, us, heap, by_function = _measure(step, n, 200)
     print(f"rtt_single: {ops / n:.0f} bytecodes per round trip, {ops / n / 2:.0f} per segment"
           f" (2 segments), of which the timer heap's {heap / n:.0f}: {(ops - heap) / n:.0f}"
           f" without; untraced {us:.1f} µs per round trip (best of 3 runs of {n})")
@@ -159,12 +167,7 @@ def conn_single(n: int, top: int) -> None:
         c.recv(1)
         c.close()
 
-    for _ in range(200):
-        step()
-    by_function: Counter[str] = Counter()
-    ops = _traced(step, n, by_function)
-    us = min(_timed(step, n) for _ in range(3))
-    heap = sum(by_function[k] for k in HEAP)
+    ops, us, heap, by_function = _measure(step, n, 200)
     print(f"conn_single: {ops / n:.0f} bytecodes per connection, of which the timer heap's"
           f" {heap / n:.0f}: {(ops - heap) / n:.0f} without; untraced {us:.1f} µs per"
           f" connection (best of 3 runs of {n})")

@@ -18,9 +18,9 @@ import errno
 import socket
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from scapy.layers.inet import IP, TCP
@@ -28,6 +28,7 @@ from scapy.packet import Raw
 
 import loopstack
 from loopstack.link.pipe import PipeInterface
+from loopstack.transport.tcp import fastpath
 
 LOCAL = "192.0.2.1"
 PEER = "192.0.2.2"
@@ -48,6 +49,23 @@ def linux_syn(tsval: int = 100, mss: int = 1460, wscale: int = 7) -> list[tuple[
 
 MSS_ONLY = [("MSS", 1460)]
 MSS_SACK = [("MSS", 1460), ("NOP", None), ("NOP", None), ("SAckOK", b"")]
+
+
+T = TypeVar("T")
+
+
+def off_and_on(run: Callable[[], T]) -> tuple[T, T]:
+    """``run()`` with the fast paths off (the general path), then on;
+    ``fastpath.enabled`` is restored whatever happens."""
+    saved = fastpath.enabled
+    try:
+        fastpath.enabled = False
+        general = run()
+        fastpath.enabled = True
+        fast = run()
+    finally:
+        fastpath.enabled = saved
+    return general, fast
 
 
 def ns(seconds: float) -> int:

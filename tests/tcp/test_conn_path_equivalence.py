@@ -25,6 +25,7 @@ import pytest
 import loopstack
 from loopstack.transport.tcp import fastpath
 
+from .conftest import off_and_on
 from .test_fast_path_equivalence import _readiness, _tcb
 
 DELAYS = (0.0, 0.0, 0.0005, 0.001, 0.04, 0.2, 1.0, 3.0, 61.0)
@@ -299,14 +300,7 @@ def _drive(seed: int, steps: int) -> list[dict[str, Any]]:
 
 
 def _compare(seed: int, steps: int) -> int:
-    saved = fastpath.enabled
-    try:
-        fastpath.enabled = False
-        general = _drive(seed, steps)
-        fastpath.enabled = True
-        fast = _drive(seed, steps)
-    finally:
-        fastpath.enabled = saved
+    general, fast = off_and_on(lambda: _drive(seed, steps))
     assert len(fast) == len(general)
     for step, (a, b) in enumerate(zip(fast, general, strict=True)):
         if a != b:

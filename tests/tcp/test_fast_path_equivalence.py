@@ -25,6 +25,8 @@ from loopstack.clock import Timer
 from loopstack.transport.tcp import TCB, fastpath
 from loopstack.transport.tcp.bufq import ByteQueue
 
+from .conftest import off_and_on
+
 # Slots that hold objects whose identity differs between runs (the
 # connection's owner, callbacks, the protocol, the route, the listener).
 _IDENTITY = {"tcp", "wake", "owner", "listener", "_listen_state", "route"}
@@ -210,14 +212,7 @@ def _drive(seed: int, steps: int, no_timestamps: bool = False) -> list[dict[str,
 
 
 def _compare(seed: int, steps: int, no_timestamps: bool = False) -> int:
-    saved = fastpath.enabled
-    try:
-        fastpath.enabled = False
-        general = _drive(seed, steps, no_timestamps)
-        fastpath.enabled = True
-        fast = _drive(seed, steps, no_timestamps)
-    finally:
-        fastpath.enabled = saved
+    general, fast = off_and_on(lambda: _drive(seed, steps, no_timestamps))
     assert len(fast) == len(general)
     for step, (a, b) in enumerate(zip(fast, general, strict=True)):
         if a != b:

@@ -21,10 +21,10 @@ from types import FrameType
 from typing import Any
 
 import loopstack
-from loopstack.transport.tcp import State, fastpath
+from loopstack.transport.tcp import State
 from loopstack.transport.tcp import input as tcp_input
 
-from .conftest import LOCAL, LPORT, MSS_ONLY, Peer, Seg, counters, linux_syn
+from .conftest import LOCAL, LPORT, MSS_ONLY, Peer, Seg, counters, linux_syn, off_and_on
 from .test_fast_path_equivalence import _tcb
 
 Script = Callable[[Peer, Any], list[Any]]
@@ -74,14 +74,7 @@ def _play(script: Script, rcvbuf: int | None) -> tuple[list[Any], dict[str, int]
 def _both(script: Script, rcvbuf: int | None = None) -> int:
     """Plays ``script`` with the fast paths off and on; the same outcome.
     Returns how often the shortcut was taken (fast paths on)."""
-    saved = fastpath.enabled
-    try:
-        fastpath.enabled = False
-        general = _play(script, rcvbuf)
-        fastpath.enabled = True
-        fast = _play(script, rcvbuf)
-    finally:
-        fastpath.enabled = saved
+    general, fast = off_and_on(lambda: _play(script, rcvbuf))
     assert general[3] == 0
     assert fast[:3] == general[:3]
     return fast[3]
