@@ -262,8 +262,7 @@ class Readiness:
         if watchers:  # in-process selectors learn it; the descriptor stays quiet
             # Only a state that comes on is told: a selector looks at a
             # socket it found ready again at its next select, and drops it
-            # then if it is no longer ready (level-triggered). (StreamSocket._sync_fd
-            # has this branch inline.)
+            # then if it is no longer ready (level-triggered).
             rise = (readable and not self.want_readable) or (
                 writable and not self.want_writable) or (urgent and not self.want_urgent)
             self.want_readable = readable

@@ -206,31 +206,9 @@ class StackSelector(selectors.BaseSelector):
 
     # -- waiting ------------------------------------------------------------------
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready: list[tuple[selectors.SelectorKey, int]] = []
-        candidates = self._candidates
-        if candidates:
-            # The loopstack sockets that may be ready (level-triggered: one
-            # found ready is looked at again next time). Swapped, not
-            # iterated in place: other threads add while we look.
-            keys, mine = self._keys, self._mine
-            self._candidates = again = set()
-            for fd in candidates:
-                rd = mine.get(fd)
-                key = keys.get(fd)
-                if rd is None or key is None or rd.closed:
-                    # (let go of since, maybe by another thread; or closed
-                    # while registered: epoll drops a closed descriptor)
-                    continue
-                if rd.want_readable:
-                    mask = key.events & _READ_WRITE if rd.want_writable else \
-                        key.events & _EVENT_READ
-                elif rd.want_writable:
-                    mask = key.events & _EVENT_WRITE
-                else:
-                    continue
-                if mask:
-                    ready.append((key, mask))
-                    again.add(fd)
+        # The loopstack sockets that may be ready (level-triggered: one found
+        # ready is looked at again next time).
+        ready = self._ready_now() if self._candidates else []
         now = _monotonic_ns()
         if ready:
             # Loopstack sockets are ready: the real descriptors are looked at
@@ -277,15 +255,19 @@ class StackSelector(selectors.BaseSelector):
         return out
 
     def _ready_now(self) -> list[tuple[selectors.SelectorKey, int]]:
-        """The loopstack sockets ready now (select's first look)."""
+        """The loopstack sockets ready now (select's first look). The
+        candidates are swapped out, not iterated in place: other threads add
+        while we look."""
         out: list[tuple[selectors.SelectorKey, int]] = []
         keys, mine = self._keys, self._mine
-        still: set[int] = set()
-        candidates, self._candidates = self._candidates, set()
+        candidates = self._candidates
+        self._candidates = again = set()
         for fd in candidates:
             rd = mine.get(fd)
             key = keys.get(fd)
             if rd is None or key is None or rd.closed:
+                # (let go of since, maybe by another thread; or closed while
+                # registered: epoll drops a closed descriptor)
                 continue
             if rd.want_readable:
                 mask = key.events & _READ_WRITE if rd.want_writable else key.events & _EVENT_READ
@@ -295,8 +277,7 @@ class StackSelector(selectors.BaseSelector):
                 continue
             if mask:
                 out.append((key, mask))
-                still.add(fd)  # level-triggered: looked at again next time
-        self._candidates |= still
+                again.add(fd)  # level-triggered: looked at again next time
         return out
 
     def close(self) -> None:

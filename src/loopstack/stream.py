@@ -148,20 +148,6 @@ class StreamSocket(Socket):
                 writable = t.shut_wr or t.fin_queued or t.sndq.size < t.sndbuf
             readable = t.rcvq.size != 0 or t.fin_received or t.so_error != 0 or t.shut_rd \
                 or closed
-        watchers = fd._watchers
-        if watchers and fd._carrier is None:
-            # fd.update(readable, writable, False), inline where an
-            # in-process selector watches (asyncio under patch): the
-            # states are stored, and a state that comes on is told.
-            rise = (readable and not fd.want_readable) or (
-                writable and not fd.want_writable)
-            fd.want_readable = readable
-            fd.want_writable = writable
-            fd.want_urgent = False
-            if rise:
-                for changed in watchers:
-                    changed(fd)
-            return
         fd.update(readable, writable, False)
 
     def _writable(self) -> bool:
